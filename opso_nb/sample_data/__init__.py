@@ -1,0 +1,97 @@
+"""Example recordings and annotation tables that ship with opso_nb.
+
+Nothing is downloaded: every file lives in this folder (see ``ATTRIBUTION.md`` for
+sources and licences). Each loader returns a :class:`pathlib.Path`; pass it to
+:meth:`opso_nb.audio.Audio.from_file` to load the audio.
+
+Examples
+--------
+>>> from opso_nb import sample_data
+>>> from opso_nb.audio import Audio
+>>> audio = Audio.from_file(sample_data.birds())
+>>> round(audio.duration, 2)
+10.13
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+#: Folder that holds all bundled example data.
+DATA_DIR = Path(__file__).resolve().parent
+
+
+def path(relative: str) -> Path:
+    """Return the absolute path of a bundled file, e.g. ``path("toads/gpt1.mp3")``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If no bundled file has that relative path.
+    """
+    full = DATA_DIR / relative
+    if not full.exists():
+        raise FileNotFoundError(f"no bundled example file {relative!r} in {DATA_DIR}")
+    return full
+
+
+def birds() -> Path:
+    """10.1 s, 32 kHz field recording with several birds singing (Pennsylvania)."""
+    return path("soundscapes/birds_10s.wav")
+
+
+def audiomoth_1min() -> Path:
+    """60 s, 32 kHz AudioMoth soundscape with AudioMoth metadata in its header."""
+    return path("soundscapes/audiomoth_1min.wav")
+
+
+def audiomoth_metadata() -> Path:
+    """15 s, 32 kHz AudioMoth recording (device 24526B065D325963, 2020-04-04 10:25 UTC)."""
+    return path("soundscapes/audiomoth_metadata.wav")
+
+
+def ruffed_grouse() -> Path:
+    """10 s of ruffed grouse drumming: an accelerating pulse train near 50-100 Hz."""
+    return path("soundscapes/rugr_drum.wav")
+
+
+def soundscapes_folder() -> Path:
+    """Folder of short soundscapes, the default folder of the spectrogram explorer."""
+    return DATA_DIR / "soundscapes"
+
+
+def annotated_recording() -> tuple[Path, Path]:
+    """A 10 s dawn-chorus recording and its Raven selection table (``Species`` column).
+
+    Returns
+    -------
+    (audio_path, table_path)
+    """
+    return (
+        path("annotated/Recording_1_Segment_07-snippet.wav"),
+        path("annotated/Recording_1_Segment_07-snippet.Table.1.selections.txt"),
+    )
+
+
+def toads_folder() -> Path:
+    """Folder of 10 s, 48 kHz AudioMoth MP3s: Great Plains toad trills (``gpt*.mp3``) and negatives."""
+    return DATA_DIR / "toads"
+
+
+def toad_positives() -> list[Path]:
+    """MP3s containing Great Plains toad trills (pulse rate about 15-20 pulses/s)."""
+    return sorted(toads_folder().glob("gpt*.mp3"))
+
+
+def toad_negatives() -> list[Path]:
+    """MP3s from the same site without Great Plains toads (incl. pops, water, silence)."""
+    return sorted(p for p in toads_folder().glob("*.mp3") if not p.name.startswith("gpt"))
+
+
+def localization_folder() -> Path:
+    """Six 1 s clips from a synchronized 3-D recorder array plus coordinate/detection CSVs."""
+    return DATA_DIR / "localization"
+
+
+def corrupt_folder() -> Path:
+    """Deliberately broken WAV files, for demonstrating and testing error handling."""
+    return DATA_DIR / "corrupt"

@@ -1,0 +1,270 @@
+"""Torchvision CNN architectures with a chosen number of outputs and input channels.
+
+Each wrapper takes ``(num_classes, freeze_feature_extractor=False, weights="DEFAULT",
+num_channels=3)`` and returns a ``torch.nn.Module`` whose final layer has
+``num_classes`` outputs.
+
+Pretrained ImageNet weights are **never downloaded**. They are used only when the
+weight file is already in torch's cache (``torch.hub.get_dir()/checkpoints``):
+
+* ``weights="DEFAULT"``: the cached ImageNet weights if present; otherwise a
+  ``UserWarning`` says where the file is expected and the network starts from
+  random weights.
+* ``weights="IMAGENET1K_V1"`` (any explicit torchvision weight name): raises
+  :class:`PretrainedWeightsNotFound` when the file is missing.
+* ``weights=None``: random initialisation, no look-up.
+
+Each returned network carries three plain attributes used by :class:`opso_nb.ml.cnn.CNN`:
+``constructor_name`` (registry name, so a saved model can be rebuilt),
+``classifier_layer_names`` (module names of the final classifier, for freezing and
+separate learning rates) and ``cam_layer_names`` (default Grad-CAM target layers).
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+import torchvision
+
+ARCH_DICT: dict = {}
+
+
+class PretrainedWeightsNotFound(FileNotFoundError):
+    """Raised when pretrained weights are requested but not present on disk."""
+
+
+def register_arch(func):
+    """Add an architecture-building function to :data:`ARCH_DICT` under its name."""
+    ARCH_DICT[func.__name__] = func
+    return func
+
+
+def list_architectures() -> list:
+    """Names accepted by ``CNN(architecture=...)`` and :func:`build_architecture`."""
+    return list(ARCH_DICT.keys())
+
+
+def build_architecture(name: str, num_classes: int, **kwargs) -> torch.nn.Module:
+    """Build a registered architecture by name.
+
+    Raises
+    ------
+    ValueError
+        For unknown names, listing the available ones.
+    """
+    if name not in ARCH_DICT:
+        raise ValueError(
+            f"unknown architecture {name!r}; choose one of {list_architectures()} "
+            "or pass a torch.nn.Module"
+        )
+    return ARCH_DICT[name](num_classes, **kwargs)
+
+
+def _cached_weight_file(weights_enum) -> Path:
+    filename = weights_enum.url.split("/")[-1]
+    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
+def _load_pretrained(model_name: str, weights):
+    """Return a torchvision weights enum whose file is on disk, or None (random init).
+
+    Never touches the network: torchvision's loader only reads the cache when the
+    file exists, and we check that first.
+    """
+    if weights is None:
+        return None
+    enum = torchvision.models.get_model_weights(model_name)
+    chosen = enum.DEFAULT if weights == "DEFAULT" else enum[weights] if isinstance(weights, str) else weights
+    path = _cached_weight_file(chosen)
+    if path.exists():
+        return chosen
+    message = (
+        f"pretrained weights {chosen} for {model_name} are not on disk (expected {path}); "
+        "opso_nb never downloads weights. Copy the file there (e.g. from a machine with "
+        "internet: torchvision.models.get_weight(...).get_state_dict()) or pass weights=None."
+    )
+    if weights == "DEFAULT":
+        warnings.warn(message + " Starting from random weights.", UserWarning, stacklevel=4)
+        return None
+    raise PretrainedWeightsNotFound(message)
+
+
+def _tv(model_name: str, weights, **kwargs) -> torch.nn.Module:
+    chosen = _load_pretrained(model_name, weights)
+    return torchvision.models.get_model(model_name, weights=chosen, **kwargs)
+
+
+def freeze_params(model: torch.nn.Module) -> None:
+    """Turn off gradients for every parameter of ``model`` (in place)."""
+    for p in model.parameters():
+        p.requires_grad = False
+
+
+def change_conv2d_channels(conv2d: torch.nn.Conv2d, num_channels: int = 3, reuse_weights: bool = True):
+    """Return a copy of ``conv2d`` taking ``num_channels`` input channels.
+
+    With ``reuse_weights``, fewer channels get the mean of the original channel
+    weights; more channels cycle through the originals. This keeps pretrained
+    filters useful for 1-channel spectrograms.
+    """
+    new = torch.nn.Conv2d(
+        num_channels,
+        conv2d.out_channels,
+        kernel_size=conv2d.kernel_size,
+        stride=conv2d.stride,
+        padding=conv2d.padding,
+        dilation=conv2d.dilation,
+        groups=conv2d.groups,
+        bias=conv2d.bias is not None,
+        padding_mode=conv2d.padding_mode,
+    )
+    if reuse_weights:
+        w = conv2d.weight.detach()
+        with torch.no_grad():
+            if num_channels < w.shape[1]:
+                new.weight.copy_(w.mean(dim=1, keepdim=True).repeat(1, num_channels, 1, 1))
+            else:
+                idx = [i % w.shape[1] for i in range(num_channels)]
+                new.weight.copy_(w[:, idx])
+            if conv2d.bias is not None:
+                new.bias.copy_(conv2d.bias.detach())
+    return new
+
+
+def change_fc_output_size(fc: torch.nn.Linear, num_classes: int) -> torch.nn.Linear:
+    """Return a new (randomly initialised) Linear layer with ``num_classes`` outputs."""
+    return torch.nn.Linear(fc.in_features, num_classes, bias=fc.bias is not None)
+
+
+def _get_module(model, dotted):
+    for part in dotted.split("."):
+        model = getattr(model, part) if not part.isdigit() else model[int(part)]
+    return model
+
+
+def _set_module(model, dotted, module):
+    *parents, last = dotted.split(".")
+    parent = _get_module(model, ".".join(parents)) if parents else model
+    if last.isdigit():
+        parent[int(last)] = module
+    else:
+        setattr(parent, last, module)
+
+
+def _finish(model, name, num_classes, freeze_feature_extractor, num_channels, first_conv, classifier, cam_layers):
+    """Common tail: resize classifier and first conv, tag names, optionally freeze features."""
+    if isinstance(classifier, str):
+        old = _get_module(model, classifier)
+        if isinstance(old, torch.nn.Conv2d):  # squeezenet classifies with a 1x1 conv
+            new = torch.nn.Conv2d(old.in_channels, num_classes, kernel_size=old.kernel_size, stride=old.stride)
+        else:
+            new = change_fc_output_size(old, num_classes)
+        _set_module(model, classifier, new)
+    if num_channels != 3:
+        conv = _get_module(model, first_conv)
+        _set_module(model, first_conv, change_conv2d_channels(conv, num_channels))
+    model.constructor_name = name
+    model.classifier_layer_names = [classifier]
+    model.cam_layer_names = list(cam_layers)
+    if freeze_feature_extractor:
+        freeze_params(model)
+        for p in _get_module(model, classifier).parameters():
+            p.requires_grad = True
+    return model
+
+
+def _resnet(name):
+    def build(num_classes, freeze_feature_extractor=False, weights="DEFAULT", num_channels=3):
+        model = _tv(name, weights)
+        return _finish(model, name, num_classes, freeze_feature_extractor, num_channels, "conv1", "fc", ["layer4"])
+
+    build.__name__ = name
+    build.__doc__ = f"""{name} (input about 224x224; any size >= 32 px works).
+
+    Parameters
+    ----------
+    num_classes : int
+        Outputs of the final layer.
+    freeze_feature_extractor : bool
+        If True only the final ``fc`` layer trains.
+    weights : str or None
+        ``"DEFAULT"`` (ImageNet weights if cached on disk), an explicit torchvision
+        weight name (error if not cached), or None (random).
+    num_channels : int
+        Input channels (1 for a grey spectrogram).
+    """
+    return register_arch(build)
+
+
+resnet18 = _resnet("resnet18")
+resnet34 = _resnet("resnet34")
+resnet50 = _resnet("resnet50")
+resnet101 = _resnet("resnet101")
+resnet152 = _resnet("resnet152")
+
+
+@register_arch
+def alexnet(num_classes, freeze_feature_extractor=False, weights="DEFAULT", num_channels=3):
+    """AlexNet (input 224x224). Parameters as for :func:`resnet18`."""
+    model = _tv("alexnet", weights)
+    return _finish(model, "alexnet", num_classes, freeze_feature_extractor, num_channels,
+                   "features.0", "classifier.6", ["features.10"])
+
+
+@register_arch
+def vgg11_bn(num_classes, freeze_feature_extractor=False, weights="DEFAULT", num_channels=3):
+    """VGG-11 with batch norm (input 224x224). Parameters as for :func:`resnet18`."""
+    model = _tv("vgg11_bn", weights)
+    return _finish(model, "vgg11_bn", num_classes, freeze_feature_extractor, num_channels,
+                   "features.0", "classifier.6", ["features.27"])
+
+
+@register_arch
+def squeezenet1_0(num_classes, freeze_feature_extractor=False, weights="DEFAULT", num_channels=3):
+    """SqueezeNet 1.0 (input 224x224). Parameters as for :func:`resnet18`."""
+    model = _tv("squeezenet1_0", weights)
+    model = _finish(model, "squeezenet1_0", num_classes, freeze_feature_extractor, num_channels,
+                    "features.0", "classifier.1", ["features.12"])
+    model.num_classes = num_classes
+    return model
+
+
+@register_arch
+def densenet121(num_classes, freeze_feature_extractor=False, weights="DEFAULT", num_channels=3):
+    """DenseNet-121 (input 224x224). Parameters as for :func:`resnet18`."""
+    model = _tv("densenet121", weights)
+    return _finish(model, "densenet121", num_classes, freeze_feature_extractor, num_channels,
+                   "features.conv0", "classifier", ["features.denseblock4"])
+
+
+@register_arch
+def inception_v3(num_classes, freeze_feature_extractor=False, weights="DEFAULT", num_channels=3):
+    """Inception v3 (input 299x299, at least 75x75). Parameters as for :func:`resnet18`.
+
+    The auxiliary classifier is removed so the network returns one tensor in
+    training and evaluation alike (it only helps in the first epochs of ImageNet
+    training).
+    """
+    chosen = _load_pretrained("inception_v3", weights)
+    model = torchvision.models.inception_v3(weights=chosen, aux_logits=True, init_weights=chosen is None)
+    model.aux_logits = False
+    model.AuxLogits = None
+    model.transform_input = False  # inputs are spectrograms, not ImageNet-normalised RGB
+    return _finish(model, "inception_v3", num_classes, freeze_feature_extractor, num_channels,
+                   "Conv2d_1a_3x3.conv", "fc", ["Mixed_7c"])
+
+
+def _efficientnet(name):
+    def build(num_classes, freeze_feature_extractor=False, weights="DEFAULT", num_channels=3):
+        model = _tv(name, weights)
+        return _finish(model, name, num_classes, freeze_feature_extractor, num_channels,
+                       "features.0.0", "classifier.1", ["features"])
+
+    build.__name__ = name
+    build.__doc__ = f"{name} (input 224x224 for b0, 380x380 for b4). Parameters as for :func:`resnet18`."
+    return register_arch(build)
+
+
+efficientnet_b0 = _efficientnet("efficientnet_b0")
+efficientnet_b4 = _efficientnet("efficientnet_b4")

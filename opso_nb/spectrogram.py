@@ -407,7 +407,8 @@ def _resize(array2d, shape):
     import torch
 
     t = torch.from_numpy(np.ascontiguousarray(array2d, dtype=np.float32))[None, None]
-    out = torch.nn.functional.interpolate(t, size=tuple(int(s) for s in shape), mode="bilinear", align_corners=False)
+    out = torch.nn.functional.interpolate(t, size=tuple(int(s) for s in shape), mode="bilinear", align_corners=False,
+                                          antialias=True)
     return out[0, 0].numpy()
 
 

@@ -1,0 +1,406 @@
+"""Turn score tables into decisions: thresholds, detections, precision/recall, Raven export.
+
+A score table is the clip table returned by :func:`opso_nb.ml.prediction.predict`:
+a DataFrame indexed by ``(file, start_time, end_time)`` (seconds) with one
+column of scores per class. Everything here works on that shape.
+
+Thresholds are given per class in any of these forms: one number for all
+classes, a list/array in column order, a dict ``{class: threshold}`` or a
+pandas Series indexed by class. A clip is a detection of a class when its score
+is strictly greater than that class's threshold (OpenSoundscape's "exceeds");
+NaN scores (clips that failed to load) are never detections.
+
+Examples
+--------
+>>> import pandas as pd
+>>> idx = pd.MultiIndex.from_tuples(
+...     [("a.wav", 0.0, 5.0), ("a.wav", 5.0, 10.0)], names=["file", "start_time", "end_time"])
+>>> scores = pd.DataFrame({"frog": [0.9, 0.2], "bird": [0.1, 0.7]}, index=idx)
+>>> detect(scores, {"frog": 0.5, "bird": 0.5}).values.tolist()
+[[True, False], [False, True]]
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from opso_nb.utils import CLIP_INDEX, atomic_write
+
+__all__ = [
+    "thresholds_per_class",
+    "detect",
+    "predict_multi_target_labels",
+    "predict_single_target_labels",
+    "detection_counts",
+    "threshold_metrics",
+    "precision_recall_curve_table",
+    "threshold_for_precision",
+    "detections_table",
+    "merge_detections",
+    "write_detections_csv",
+    "write_raven_tables",
+]
+
+#: Columns of the long detection table made by :func:`detections_table`.
+DETECTION_COLUMNS = ["file", "start_time", "end_time", "class", "score"]
+
+
+def _score_frame(scores) -> pd.DataFrame:
+    if not isinstance(scores, pd.DataFrame):
+        raise TypeError(f"scores must be a pandas DataFrame (clips x classes), got {type(scores).__name__}")
+    if scores.shape[1] == 0:
+        raise ValueError("scores has no class columns")
+    bad = [c for c in scores.columns if not pd.api.types.is_numeric_dtype(scores[c])]
+    if bad:
+        raise ValueError(f"score columns must be numeric; non-numeric columns: {bad[:5]}")
+    return scores
+
+
+def thresholds_per_class(scores: pd.DataFrame, threshold) -> pd.Series:
+    """Expand ``threshold`` to one value per class column of ``scores``.
+
+    Parameters
+    ----------
+    scores : DataFrame
+        Score table (columns are classes).
+    threshold : float, list, array, dict or Series
+        One threshold for all classes, one per column (in column order), or a
+        mapping class -> threshold that covers every column.
+
+    Returns
+    -------
+    pandas.Series
+        Threshold per class, indexed by the column names of ``scores``.
+
+    Raises
+    ------
+    ValueError
+        Wrong number of thresholds, missing classes, or NaN thresholds.
+    """
+    classes = list(scores.columns)
+    if isinstance(threshold, (dict, pd.Series)):
+        mapping = dict(threshold)
+        missing = [c for c in classes if c not in mapping]
+        if missing:
+            raise ValueError(f"threshold has no value for classes {missing}")
+        values = [mapping[c] for c in classes]
+    elif np.ndim(threshold) == 0:
+        values = [threshold] * len(classes)
+    else:
+        values = list(np.asarray(threshold).ravel())
+        if len(values) != len(classes):
+            raise ValueError(
+                f"got {len(values)} thresholds for {len(classes)} classes {classes}; "
+                "give one number, one per class, or a dict {class: threshold}"
+            )
+    out = pd.Series(np.asarray(values, dtype=float), index=scores.columns, name="threshold")
+    if out.isna().any():
+        raise ValueError(f"thresholds must be numbers, got NaN for {list(out[out.isna()].index)}")
+    return out
+
+
+def detect(scores: pd.DataFrame, threshold) -> pd.DataFrame:
+    """Boolean detections: True where a clip's score exceeds its class threshold.
+
+    Parameters
+    ----------
+    scores : DataFrame
+        Score table (clips x classes).
+    threshold : float, list, dict or Series
+        Threshold(s) per class, see :func:`thresholds_per_class`.
+
+    Returns
+    -------
+    DataFrame of bool
+        Same index and columns as ``scores``. NaN scores give False.
+    """
+    scores = _score_frame(scores)
+    thr = thresholds_per_class(scores, threshold)
+    values = scores.to_numpy(dtype=float)
+    with np.errstate(invalid="ignore"):
+        hits = values > thr.to_numpy()[None, :]
+    return pd.DataFrame(hits, index=scores.index, columns=scores.columns)
+
+
+def predict_multi_target_labels(scores: pd.DataFrame, threshold) -> pd.DataFrame:
+    """0/1 labels: 1 where a score exceeds its class threshold (as OpenSoundscape's metrics function)."""
+    return detect(scores, threshold).astype(int)
+
+
+def predict_single_target_labels(scores: pd.DataFrame) -> pd.DataFrame:
+    """0/1 labels with a single 1 per clip, on the highest-scoring class (rows of all-NaN stay 0)."""
+    scores = _score_frame(scores)
+    values = scores.to_numpy(dtype=float)
+    out = np.zeros(values.shape, dtype=int)
+    ok = ~np.all(np.isnan(values), axis=1)
+    if ok.any():
+        best = np.nanargmax(np.where(np.isnan(values[ok]), -np.inf, values[ok]), axis=1)
+        out[np.flatnonzero(ok), best] = 1
+    return pd.DataFrame(out, index=scores.index, columns=scores.columns)
+
+
+def detection_counts(scores: pd.DataFrame, threshold) -> pd.Series:
+    """Number of clips per class whose score exceeds the threshold."""
+    return detect(scores, threshold).sum().astype(int).rename("detections")
+
+
+def _aligned_labels(scores: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    if not isinstance(labels, pd.DataFrame):
+        raise TypeError(f"labels must be a DataFrame of 0/1 per class, got {type(labels).__name__}")
+    missing = [c for c in scores.columns if c not in labels.columns]
+    if missing:
+        raise ValueError(f"labels have no column for classes {missing}")
+    try:
+        aligned = labels.reindex(scores.index)[list(scores.columns)]
+    except ValueError as err:  # duplicate index entries
+        raise ValueError(f"labels and scores must have unique, matching indexes ({err})") from err
+    no_label = aligned.isna().all(axis=1)
+    if no_label.all():
+        raise ValueError("no clip of scores has a label: the indexes of scores and labels do not match")
+    return aligned
+
+
+def threshold_metrics(scores: pd.DataFrame, labels: pd.DataFrame, threshold) -> pd.DataFrame:
+    """Precision, recall and F1 per class at the given threshold(s).
+
+    Clips without a label (NaN, or absent from ``labels``) or without a score
+    (NaN) are left out of that class's counts.
+
+    Parameters
+    ----------
+    scores : DataFrame
+        Score table (clips x classes).
+    labels : DataFrame
+        True labels, 1/True = present, same index as ``scores``, a column per class.
+    threshold : float, list, dict or Series
+        Threshold(s) per class.
+
+    Returns
+    -------
+    DataFrame
+        One row per class: threshold, tp, fp, fn, tn, precision, recall, f1,
+        n_positive. Precision is NaN when nothing is detected; recall is NaN
+        when there are no positives.
+    """
+    scores = _score_frame(scores)
+    labels = _aligned_labels(scores, labels)
+    thr = thresholds_per_class(scores, threshold)
+    rows = []
+    for cls in scores.columns:
+        s = scores[cls].to_numpy(dtype=float)
+        y = labels[cls].to_numpy(dtype=float)
+        keep = ~(np.isnan(s) | np.isnan(y))
+        s, y = s[keep], y[keep] > 0
+        hit = s > thr[cls]
+        tp = int(np.sum(hit & y))
+        fp = int(np.sum(hit & ~y))
+        fn = int(np.sum(~hit & y))
+        tn = int(np.sum(~hit & ~y))
+        rows.append((cls, thr[cls], tp, fp, fn, tn, *_prf(tp, fp, fn), int(y.sum())))
+    return pd.DataFrame(
+        rows,
+        columns=["class", "threshold", "tp", "fp", "fn", "tn", "precision", "recall", "f1", "n_positive"],
+    ).set_index("class")
+
+
+def _prf(tp, fp, fn):
+    tp, fp, fn = (np.asarray(v, dtype=float) for v in (tp, fp, fn))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(tp + fp > 0, tp / (tp + fp), np.nan)
+        recall = np.where(tp + fn > 0, tp / (tp + fn), np.nan)
+        f1 = np.where(tp > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
+    if precision.ndim == 0:
+        return float(precision), float(recall), float(f1)
+    return precision, recall, f1
+
+
+def precision_recall_curve_table(scores: pd.DataFrame, labels: pd.DataFrame, classes=None) -> pd.DataFrame:
+    """Precision, recall and F1 of each class at every useful threshold.
+
+    The thresholds are the distinct scores of the class (and ``-inf``, where
+    every clip is a detection); at threshold ``t`` a clip is detected when its
+    score is > ``t``.
+
+    Returns
+    -------
+    DataFrame
+        Columns class, threshold, tp, fp, fn, precision, recall, f1; rows sorted
+        by class then increasing threshold.
+    """
+    scores = _score_frame(scores)
+    labels = _aligned_labels(scores, labels)
+    frames = []
+    for cls in classes if classes is not None else scores.columns:
+        s = scores[cls].to_numpy(dtype=float)
+        y = labels[cls].to_numpy(dtype=float)
+        keep = ~(np.isnan(s) | np.isnan(y))
+        s, y = s[keep], (y[keep] > 0).astype(int)
+        order = np.argsort(-s, kind="mergesort")
+        s, y = s[order], y[order]
+        # detections at threshold = k-th distinct score are all clips scoring strictly above it
+        distinct = np.unique(s)[::-1]
+        n_above = np.searchsorted(-s, -distinct, side="left")  # clips with score > t
+        cum_tp = np.concatenate([[0], np.cumsum(y)])
+        tp = cum_tp[n_above]
+        fp = n_above - tp
+        thresholds = np.concatenate([[-np.inf], distinct[::-1]])
+        tp = np.concatenate([[y.sum()], tp[::-1]])
+        fp = np.concatenate([[len(y) - y.sum()], fp[::-1]])
+        fn = y.sum() - tp
+        p, r, f = _prf(tp, fp, fn)
+        frames.append(pd.DataFrame({
+            "class": cls, "threshold": thresholds, "tp": tp.astype(int), "fp": fp.astype(int),
+            "fn": fn.astype(int), "precision": p, "recall": r, "f1": f,
+        }))
+    return pd.concat(frames, ignore_index=True)
+
+
+def threshold_for_precision(scores: pd.DataFrame, labels: pd.DataFrame, target_precision: float = 0.9) -> pd.Series:
+    """Lowest threshold per class whose precision reaches ``target_precision``.
+
+    Classes that never reach it get NaN. Use on labelled validation clips, then
+    apply the thresholds to field scores with :func:`detect`.
+    """
+    if not 0 < target_precision <= 1:
+        raise ValueError(f"target_precision must be in (0, 1], got {target_precision}")
+    curve = precision_recall_curve_table(scores, labels)
+    out = {}
+    for cls in scores.columns:
+        c = curve[(curve["class"] == cls) & (curve["precision"] >= target_precision) & np.isfinite(curve["threshold"])]
+        out[cls] = float(c["threshold"].min()) if len(c) else np.nan
+    return pd.Series(out, name="threshold")
+
+
+def detections_table(scores: pd.DataFrame, threshold, merge: bool = False) -> pd.DataFrame:
+    """Long table of detections: one row per (clip, class) whose score exceeds the threshold.
+
+    Parameters
+    ----------
+    scores : DataFrame
+        Score table indexed by (file, start_time, end_time).
+    threshold : float, list, dict or Series
+        Threshold(s) per class.
+    merge : bool
+        Merge overlapping or touching detections of the same class in the same
+        file into one event (useful with overlapping clips); the event's score
+        is the maximum of its clips.
+
+    Returns
+    -------
+    DataFrame
+        Columns file, start_time, end_time (s), class, score; sorted by file,
+        start time and class.
+    """
+    scores = _score_frame(scores)
+    if list(scores.index.names) != CLIP_INDEX:
+        raise ValueError(f"scores must be indexed by {CLIP_INDEX}, got {list(scores.index.names)}")
+    hits = detect(scores, threshold)
+    flat = scores.reset_index()
+    rows = []
+    for cls in scores.columns:
+        mask = hits[cls].to_numpy()
+        part = flat.loc[mask, CLIP_INDEX].copy()
+        part["class"] = cls
+        part["score"] = flat.loc[mask, cls].to_numpy(dtype=float)
+        rows.append(part)
+    out = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=DETECTION_COLUMNS)
+    out = out[DETECTION_COLUMNS].sort_values(["file", "start_time", "class"], kind="mergesort")
+    out = out.reset_index(drop=True)
+    return merge_detections(out) if merge else out
+
+
+def merge_detections(detections: pd.DataFrame, gap: float = 0.0) -> pd.DataFrame:
+    """Merge detections of one class in one file that overlap or are within ``gap`` seconds."""
+    if len(detections) == 0:
+        return detections.copy()
+    merged = []
+    for (file, cls), group in detections.sort_values("start_time").groupby(["file", "class"], sort=True):
+        cur = None
+        for start, end, score in group[["start_time", "end_time", "score"]].itertuples(index=False):
+            if cur is not None and start <= cur[1] + gap:
+                cur = [cur[0], max(cur[1], end), max(cur[2], score)]
+            else:
+                if cur is not None:
+                    merged.append((file, cur[0], cur[1], cls, cur[2]))
+                cur = [start, end, score]
+        merged.append((file, cur[0], cur[1], cls, cur[2]))
+    out = pd.DataFrame(merged, columns=DETECTION_COLUMNS)
+    return out.sort_values(["file", "start_time", "class"], kind="mergesort").reset_index(drop=True)
+
+
+def write_detections_csv(detections: pd.DataFrame, path) -> Path:
+    """Write a detection table (see :func:`detections_table`) to CSV atomically; returns the path."""
+    path = Path(path)
+    with atomic_write(path, "w", newline="") as handle:
+        detections.to_csv(handle, index=False)
+    return path
+
+
+RAVEN_COLUMNS = [
+    "Selection", "View", "Channel", "Begin Time (s)", "End Time (s)",
+    "Low Freq (Hz)", "High Freq (Hz)", "Annotation", "Score",
+]
+
+
+def write_raven_tables(detections: pd.DataFrame, folder, low_f: float = 0.0, high_f: float | None = None,
+                       suffix: str = ".Table.1.selections.txt", include_empty_files=()) -> list[Path]:
+    """Write one Raven selection table per audio file, for reviewing detections in Raven.
+
+    Parameters
+    ----------
+    detections : DataFrame
+        Columns file, start_time, end_time, class, score (from :func:`detections_table`).
+    folder : str or Path
+        Where to write; created if needed. Tables are named after the audio
+        file's stem plus ``suffix`` (files with the same stem in different
+        folders get a numbered name).
+    low_f, high_f : float
+        Frequency bounds of every box in Hz; ``high_f`` None uses the file's
+        Nyquist frequency when readable, else 0.
+    include_empty_files : iterable of paths
+        Audio files to write an (empty) table for even without detections, so
+        a reviewer sees they were checked.
+
+    Returns
+    -------
+    list of Path
+        The tables written. Each is tab-separated with the columns Raven
+        expects (Selection, View, Channel, Begin Time (s), End Time (s), Low
+        Freq (Hz), High Freq (Hz)) plus Annotation (the class) and Score.
+    """
+    missing = [c for c in DETECTION_COLUMNS if c not in detections.columns]
+    if missing:
+        raise ValueError(f"detections lack columns {missing}; make them with detections_table()")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = list(dict.fromkeys(list(detections["file"]) + [str(f) for f in include_empty_files]))
+    used_names: dict[str, int] = {}
+    written = []
+    for file in files:
+        rows = detections[detections["file"] == file].sort_values(["start_time", "class"], kind="mergesort")
+        stem = Path(file).stem
+        n = used_names.get(stem, 0)
+        used_names[stem] = n + 1
+        name = f"{stem}{'' if n == 0 else f'_{n}'}{suffix}"
+        hi = high_f
+        if hi is None:
+            try:
+                from opso_nb.audio import audio_info
+
+                hi = audio_info(file).sample_rate / 2
+            except Exception:  # missing file: boxes span 0 Hz up, still reviewable by time
+                hi = 0.0
+        target = folder / name
+        with atomic_write(target, "w", newline="") as handle:
+            writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+            writer.writerow(RAVEN_COLUMNS)
+            for i, (start, end, cls, score) in enumerate(
+                rows[["start_time", "end_time", "class", "score"]].itertuples(index=False), start=1
+            ):
+                writer.writerow([i, "Spectrogram 1", 1, f"{start:.6f}", f"{end:.6f}",
+                                 f"{low_f:.1f}", f"{hi:.1f}", cls, f"{score:.6g}"])
+        written.append(target)
+    return written

@@ -55,6 +55,8 @@ __all__ = [
     "FilePairing",
     "pair_audio_and_tables",
     "table_stem",
+    "load_table",
+    "is_raven_table",
     "categorical_to_one_hot",
     "one_hot_to_categorical",
     "one_hot_labels_on_time_interval",
@@ -114,20 +116,26 @@ class AnnotationTableError(ValueError):
         The table file.
     line : int or None
         1-based line number in the file (the header is line 1), if the problem is in a row.
+    row : int or None
+        1-based number of the data row (the first row under the header is 1).
     column : str or None
         Column name, if the problem is in one cell or a missing column.
     reason : str
         What is wrong.
     """
 
-    def __init__(self, path, reason: str, line: int | None = None, column: str | None = None):
+    def __init__(self, path, reason: str, line: int | None = None, column: str | None = None,
+                 row: int | None = None):
         self.path = str(path)
         self.line = line
+        self.row = row
         self.column = column
         self.reason = reason
         where = self.path
         if line is not None:
-            where += f", line {line} (row {line - 1})"
+            where += f", line {line}"
+        if row is not None:
+            where += f" (selection row {row})"
         if column is not None:
             where += f", column {column!r}"
         super().__init__(f"{where}: {reason}")
@@ -273,11 +281,11 @@ def _read_one_raven_table(
     extra_idx = [i for i in extra_idx if header[i] not in STANDARD_COLUMNS]
 
     records = []
-    for line, cells in rows[1:]:
+    for row_no, (line, cells) in enumerate(rows[1:], start=1):
         if len(cells) > len(header) and any(c.strip() for c in cells[len(header):]):
             problem = f"row has {len(cells)} cells but the header has {len(header)} columns"
             if errors == "raise":
-                raise AnnotationTableError(path, problem, line=line)
+                raise AnnotationTableError(path, problem, line=line, row=row_no)
             report.append((str(path), line, None, "skipped row", problem))
             continue
         cells = [c.strip() for c in cells[: len(header)]]
@@ -319,7 +327,7 @@ def _read_one_raven_table(
                    f"high frequency ({rec['high_f']} Hz) below low frequency ({rec['low_f']} Hz)")
         if bad is not None:
             if errors == "raise":
-                raise AnnotationTableError(path, bad[1], line=line, column=bad[0])
+                raise AnnotationTableError(path, bad[1], line=line, column=bad[0], row=row_no)
             report.append((str(path), line, bad[0], "skipped row", bad[1]))
             continue
         label = cells[ann_idx] if ann_idx is not None else ""
@@ -413,6 +421,15 @@ def _read_audacity_table(path, audio_file, lowercase_labels: bool, errors: str):
                             annotation_file=str(path), annotation=label, start_time=start,
                             end_time=end, low_f=np.nan, high_f=np.nan))
     return pd.DataFrame(records, columns=STANDARD_COLUMNS), report
+
+
+def is_raven_table(path) -> bool:
+    """True if the first non-blank line of ``path`` looks like a Raven header (has ``Begin Time (s)``)."""
+    try:
+        rows = _split_rows(_read_text(Path(path)))
+    except (OSError, AnnotationTableError):
+        return False
+    return bool(rows) and any(c.strip().lower().lstrip("\ufeff") == "begin time (s)" for c in rows[0][1])
 
 
 def _as_list(files) -> list:
@@ -1165,10 +1182,29 @@ class FilePairing:
         )
 
     def load(self, **kwargs) -> BoxedAnnotations:
-        """``BoxedAnnotations.from_raven_files`` on the pairs (keyword arguments passed on)."""
-        return BoxedAnnotations.from_raven_files(
-            list(self.pairs["annotation_file"]), audio_files=list(self.pairs["audio_file"]), **kwargs
-        )
+        """Load all pairs: Raven tables with :meth:`BoxedAnnotations.from_raven_files`, other
+        ``.txt`` files as Audacity label tracks. Keyword arguments go to ``from_raven_files``.
+        """
+        objects = [
+            load_table(t, audio_file=a, **kwargs)
+            for a, t in zip(self.pairs["audio_file"], self.pairs["annotation_file"])
+        ]
+        if not objects:
+            return BoxedAnnotations(audio_files=[])
+        return BoxedAnnotations.concat(objects)
+
+
+def load_table(path, audio_file=None, **kwargs) -> BoxedAnnotations:
+    """Load one annotation table, Raven selection table or Audacity label track (detected from the header).
+
+    Keyword arguments go to :meth:`BoxedAnnotations.from_raven_files` (only
+    ``lowercase_labels`` and ``errors`` apply to Audacity files).
+    """
+    audio = [audio_file] if audio_file is not None else None
+    if is_raven_table(path) or not Path(path).exists():
+        return BoxedAnnotations.from_raven_files([path], audio_files=audio, **kwargs)
+    keep = {k: v for k, v in kwargs.items() if k in ("lowercase_labels", "errors")}
+    return BoxedAnnotations.from_audacity([path], audio_files=audio, **keep)
 
 
 def _list_files(where, extensions, recursive):

@@ -304,7 +304,10 @@ class Audio:
             raise AudioLoadError(path, f"could not decode audio ({err})") from err
         if data.shape[0] == 0 and stop > start:
             raise AudioLoadError(path, "no samples could be decoded (corrupt or truncated file)")
-        samples = data.mean(axis=1) if mono else data.T
+        if mono:  # a view for mono files: no second copy of a long recording
+            samples = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)
+        else:
+            samples = data.T
         if sample_rate is not None and int(sample_rate) != file_rate:
             samples = _resample(samples, file_rate, int(sample_rate), resample_type)
             file_rate = int(sample_rate)

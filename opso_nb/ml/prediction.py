@@ -305,6 +305,8 @@ def _read_part(path: Path, fmt: str) -> pd.DataFrame:
         df = pd.read_parquet(path)
     else:
         df = pd.read_csv(path, dtype={"file": str})
+        # scores are float32 in memory; CSV keeps enough digits for an exact round trip
+        df = df.astype({c: np.float32 for c in df.columns if c not in CLIP_INDEX})
     return df.set_index(CLIP_INDEX)
 
 

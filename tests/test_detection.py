@@ -1,0 +1,128 @@
+"""Threshold helpers: detections, counts, precision/recall/F1, Raven and CSV export."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from opso_nb.detection import (
+    detect,
+    detection_counts,
+    detections_table,
+    precision_recall_curve_table,
+    predict_multi_target_labels,
+    predict_single_target_labels,
+    threshold_for_precision,
+    threshold_metrics,
+    thresholds_per_class,
+    write_detections_csv,
+    write_raven_tables,
+)
+
+IDX = pd.MultiIndex.from_tuples(
+    [("a.wav", 0.0, 2.0), ("a.wav", 1.0, 3.0), ("a.wav", 2.0, 4.0), ("a.wav", 6.0, 8.0),
+     ("b.wav", 0.0, 2.0), ("b.wav", 2.0, 4.0)],
+    names=["file", "start_time", "end_time"],
+)
+
+
+@pytest.fixture
+def scores():
+    return pd.DataFrame({"frog": [0.9, 0.8, 0.2, 0.7, np.nan, 0.1],
+                         "bird": [0.1, 0.3, 0.6, 0.6, 0.95, 0.5]}, index=IDX)
+
+
+@pytest.fixture
+def labels():
+    return pd.DataFrame({"frog": [1, 1, 0, 0, 1, 1], "bird": [0, 0, 1, 1, 1, 0]}, index=IDX)
+
+
+def test_threshold_forms(scores):
+    assert thresholds_per_class(scores, 0.5).tolist() == [0.5, 0.5]
+    assert thresholds_per_class(scores, [0.1, 0.2]).tolist() == [0.1, 0.2]
+    assert thresholds_per_class(scores, {"bird": 0.3, "frog": 0.4}).tolist() == [0.4, 0.3]
+    with pytest.raises(ValueError, match="2 classes"):
+        thresholds_per_class(scores, [0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match="bird"):
+        thresholds_per_class(scores, {"frog": 0.4})
+    with pytest.raises(TypeError):
+        detect(scores.to_numpy(), 0.5)
+
+
+def test_detect_is_strictly_greater_and_nan_false(scores):
+    hits = detect(scores, {"frog": 0.8, "bird": 0.5})
+    assert hits["frog"].tolist() == [True, False, False, False, False, False]
+    assert hits["bird"].tolist() == [False, False, True, True, True, False]
+    assert detection_counts(scores, 0.5).to_dict() == {"frog": 3, "bird": 4}
+    assert predict_multi_target_labels(scores, 0.5)["frog"].tolist() == [1, 1, 0, 1, 0, 0]
+    single = predict_single_target_labels(scores)
+    assert single.sum(axis=1).tolist() == [1] * 6
+    assert single["bird"].tolist() == [0, 0, 1, 0, 1, 1]
+
+
+def test_threshold_metrics_known_counts(scores, labels):
+    m = threshold_metrics(scores, labels, 0.5)
+    # frog: scored clips 0,1,2,3,5 (4 is NaN); detected 0,1,3; positives 0,1,5
+    assert m.loc["frog", ["tp", "fp", "fn", "tn"]].tolist() == [2, 1, 1, 1]
+    assert m.loc["frog", "precision"] == pytest.approx(2 / 3)
+    assert m.loc["frog", "recall"] == pytest.approx(2 / 3)
+    assert m.loc["frog", "f1"] == pytest.approx(2 / 3)
+    # bird: detected 2,3,4 all positive; nothing missed
+    assert m.loc["bird", ["tp", "fp", "fn"]].tolist() == [3, 0, 0]
+    assert m.loc["bird", "f1"] == 1.0
+    none = threshold_metrics(scores, labels, 5.0)
+    assert np.isnan(none.loc["frog", "precision"]) and none.loc["frog", "recall"] == 0
+
+
+def test_curve_matches_pointwise_metrics(scores, labels):
+    curve = precision_recall_curve_table(scores, labels)
+    for cls in ["frog", "bird"]:
+        c = curve[curve["class"] == cls]
+        assert c["threshold"].iloc[0] == -np.inf and c["recall"].iloc[0] == 1.0
+        for t, tp, fp, fn in c[["threshold", "tp", "fp", "fn"]].itertuples(index=False):
+            if np.isfinite(t):
+                m = threshold_metrics(scores, labels, t).loc[cls]
+                assert (tp, fp, fn) == (m.tp, m.fp, m.fn)
+    t = threshold_for_precision(scores, labels, 1.0)
+    assert t["bird"] == pytest.approx(0.5)  # above 0.5: clips 2, 3, 4, all birds
+    assert t["frog"] == pytest.approx(0.7)  # above 0.7: clips 0, 1
+
+
+def test_unmatched_labels_rejected(scores, labels):
+    with pytest.raises(ValueError, match="do not match"):
+        threshold_metrics(scores, labels.reset_index(drop=True), 0.5)
+    with pytest.raises(ValueError, match="no column"):
+        threshold_metrics(scores, labels[["frog"]], 0.5)
+
+
+def test_detections_table_and_merge(scores):
+    det = detections_table(scores, 0.5)
+    assert det.columns.tolist() == ["file", "start_time", "end_time", "class", "score"]
+    assert len(det) == 7
+    merged = detections_table(scores, 0.5, merge=True)
+    frog_a = merged[(merged["file"] == "a.wav") & (merged["class"] == "frog")]
+    assert frog_a[["start_time", "end_time", "score"]].values.tolist() == [[0.0, 3.0, 0.9], [6.0, 8.0, 0.7]]
+    bird_a = merged[(merged["file"] == "a.wav") & (merged["class"] == "bird")]
+    assert bird_a[["start_time", "end_time"]].values.tolist() == [[2.0, 4.0], [6.0, 8.0]]
+
+
+def test_raven_and_csv_export(scores, tmp_path):
+    from opso_nb import sample_data
+
+    birds = str(sample_data.birds())
+    s = scores.rename(index={"a.wav": birds}, level="file")
+    det = detections_table(s, 0.5)
+    written = write_raven_tables(det, tmp_path / "raven", include_empty_files=["c.wav"])
+    names = sorted(p.name for p in written)
+    assert names == ["b.Table.1.selections.txt", "birds_10s.Table.1.selections.txt", "c.Table.1.selections.txt"]
+    table = pd.read_csv(tmp_path / "raven" / "birds_10s.Table.1.selections.txt", sep="\t")
+    assert table.columns.tolist()[:7] == ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)",
+                                         "Low Freq (Hz)", "High Freq (Hz)"]
+    assert table["Selection"].tolist() == [1, 2, 3, 4, 5]
+    assert table["Begin Time (s)"].tolist() == [0.0, 1.0, 2.0, 6.0, 6.0]
+    assert table["Annotation"].tolist() == ["frog", "frog", "bird", "bird", "frog"]
+    assert table["High Freq (Hz)"].iloc[0] == 16000.0  # Nyquist of the 32 kHz file
+    assert len(pd.read_csv(tmp_path / "raven" / "c.Table.1.selections.txt", sep="\t")) == 0
+    path = write_detections_csv(det, tmp_path / "det.csv")
+    pd.testing.assert_frame_equal(pd.read_csv(path), det)
+    assert not list(tmp_path.glob(".*tmp*"))

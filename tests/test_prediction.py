@@ -1,0 +1,215 @@
+"""predict(): clip times for overlap/final-clip modes, batching, activations, failures, streaming."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from opso_nb.ml.prediction import (
+    PredictionInterrupted,
+    PredictionSettings,
+    apply_activation,
+    load_prediction_output,
+    predict,
+)
+from tests._prediction_stub import StubModel, direct_scores, write_test_wav
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def wavs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("wavs")
+    a = write_test_wav(folder / "a.wav", 11.0, seed=1)
+    b = write_test_wav(folder / "b.wav", 5.0, seed=2, freq=600)
+    return [a, b]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return StubModel(sample_duration=2.0)
+
+
+def starts(df, file):
+    return df.xs(str(file), level="file").index.get_level_values("start_time").tolist()
+
+
+def test_plain_split_index_and_scores_match_clip_by_clip(model, wavs):
+    scores = predict(model, wavs, batch_size=3, progress=False)
+    assert list(scores.index.names) == ["file", "start_time", "end_time"]
+    assert list(scores.columns) == ["frog", "bird"]
+    # 11 s -> 5 full 2 s clips (remainder dropped), 5 s -> 2 clips
+    assert starts(scores, wavs[0]) == [0.0, 2.0, 4.0, 6.0, 8.0]
+    assert starts(scores, wavs[1]) == [0.0, 2.0]
+    assert scores.index.get_level_values("file").unique().tolist() == [str(w) for w in wavs]
+    for (f, s, e), row in scores.iterrows():
+        np.testing.assert_allclose(row.to_numpy(), direct_scores(model, f, s, e), rtol=1e-5, atol=1e-5)
+    assert scores.notna().all().all()
+
+
+@pytest.mark.parametrize(
+    "kwargs, expected_a",
+    [
+        (dict(overlap_fraction=0.5), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]),
+        (dict(clip_overlap=1.0), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]),
+        (dict(clip_overlap_fraction=0.25), [0, 1.5, 3, 4.5, 6, 7.5, 9]),
+        (dict(final_clip="remainder"), [0, 2, 4, 6, 8, 10]),
+        (dict(final_clip="full"), [0, 2, 4, 6, 8, 9]),
+        (dict(final_clip="extend"), [0, 2, 4, 6, 8, 10]),
+    ],
+)
+def test_overlap_and_final_clip_modes(model, wavs, kwargs, expected_a):
+    scores = predict(model, wavs[:1], batch_size=4, progress=False, **kwargs)
+    assert starts(scores, wavs[0]) == [float(x) for x in expected_a]
+    ends = scores.index.get_level_values("end_time").to_numpy()
+    if kwargs.get("final_clip") == "remainder":
+        assert ends[-1] == 11.0
+    elif kwargs.get("final_clip") == "extend":
+        assert ends[-1] == 12.0
+    else:
+        assert ends[-1] == pytest.approx(starts(scores, wavs[0])[-1] + 2.0)
+    assert scores.notna().all().all()
+
+
+def test_conflicting_overlaps_rejected(model, wavs):
+    with pytest.raises(ValueError, match="conflicting"):
+        predict(model, wavs, clip_overlap=1.0, overlap_fraction=0.25, progress=False)
+    with pytest.raises(ValueError, match="shorter than the sample duration"):
+        predict(model, wavs, clip_overlap=2.0, progress=False)
+    with pytest.raises(ValueError, match="activation_layer"):
+        predict(model, wavs, activation_layer="relu", progress=False)
+
+
+def test_batch_size_and_chunking_do_not_change_scores(model, wavs):
+    ref = predict(model, wavs, batch_size=1, progress=False)
+    other = predict(model, wavs, batch_size=5, chunk_clips=3, progress=False)
+    pd.testing.assert_frame_equal(ref, other, atol=1e-5, rtol=1e-5)
+
+
+def test_workers_give_same_table(model, wavs):
+    ref = predict(model, wavs, batch_size=2, progress=False)
+    par = predict(model, wavs, batch_size=2, num_workers=2, chunk_clips=2, progress=False)
+    pd.testing.assert_frame_equal(ref, par, atol=1e-5, rtol=1e-5)
+
+
+def test_activation_layers(model, wavs):
+    raw = predict(model, wavs, progress=False)
+    sig = predict(model, wavs, activation_layer="sigmoid", progress=False)
+    soft = predict(model, wavs, activation_layer="softmax", progress=False)
+    sl = predict(model, wavs, activation_layer="softmax_and_logit", progress=False)
+    np.testing.assert_allclose(sig.to_numpy(), 1 / (1 + np.exp(-raw.to_numpy())), rtol=1e-5)
+    np.testing.assert_allclose(soft.sum(axis=1).to_numpy(), 1.0, rtol=1e-5)
+    p = soft.to_numpy()
+    np.testing.assert_allclose(sl.to_numpy(), np.log(p / (1 - p)), rtol=1e-4, atol=1e-5)
+
+
+def test_documented_softmax_values():
+    # OpenSoundscape's tutorial: raw (-0.007259, 0.189202) -> softmax (0.451042, 0.548958)
+    out = apply_activation(torch.tensor([[-0.007259, 0.189202], [-0.573235, 0.185848]]), "softmax")
+    np.testing.assert_allclose(out.numpy(), [[0.451042, 0.548958], [0.318845, 0.681155]], atol=2e-6)
+    extreme = apply_activation(torch.tensor([[0.0, 200.0]]), "softmax_and_logit")
+    assert torch.isfinite(extreme).all()
+
+
+def test_clip_table_input_and_unsplit_files(model, wavs):
+    idx = pd.MultiIndex.from_tuples(
+        [(str(wavs[1]), 1.0, 3.0), (str(wavs[0]), 0.5, 2.5), (str(wavs[1]), 3.0, 5.0)],
+        names=["file", "start_time", "end_time"],
+    )
+    scores = predict(model, pd.DataFrame(index=idx), batch_size=2, progress=False)
+    # grouped by file in first-appearance order, clip order kept within a file
+    assert scores.index.tolist() == [idx[0], idx[2], idx[1]]
+    for (f, s, e), row in scores.iterrows():
+        np.testing.assert_allclose(row.to_numpy(), direct_scores(model, f, s, e), rtol=1e-5, atol=1e-5)
+    whole = predict(model, wavs, split_files_into_clips=False, progress=False)
+    assert whole.index.tolist() == [(str(wavs[0]), 0.0, 11.0), (str(wavs[1]), 0.0, 5.0)]
+    columns = pd.DataFrame({"file": [str(wavs[0])], "start_time": [2.0], "end_time": [4.0]})
+    by_columns = predict(model, columns, progress=False)
+    assert by_columns.index.tolist() == [(str(wavs[0]), 2.0, 4.0)]
+
+
+def test_corrupt_and_missing_files_reported_others_scored(model, wavs, tmp_path):
+    from opso_nb import sample_data
+
+    bad = [sample_data.corrupt_folder() / "empty_2c.wav", tmp_path / "missing.wav", tmp_path / "text.wav"]
+    bad[2].write_text("not audio at all")
+    log = tmp_path / "invalid.csv"
+    with pytest.warns(UserWarning, match="could not be scored"):
+        scores, invalid = predict(model, [bad[0], wavs[0], bad[1], bad[2], wavs[1]], return_invalid_samples=True,
+                                  invalid_samples_log=log, progress=False)
+    assert scores.index.get_level_values("file").unique().tolist() == [str(w) for w in wavs]
+    assert scores.notna().all().all() and len(scores) == 7
+    assert invalid["file"].tolist() == [str(b) for b in bad]
+    assert "empty" in invalid["error"].iloc[0] and "does not exist" in invalid["error"].iloc[1]
+    assert pd.read_csv(log)["file"].tolist() == [str(b) for b in bad]
+    with pytest.raises(OSError, match="missing.wav"):
+        predict(model, [wavs[0], bad[1]], raise_errors=True, progress=False)
+
+
+def test_clip_past_end_gets_nan_row(model, wavs):
+    idx = pd.MultiIndex.from_tuples([(str(wavs[1]), 0.0, 2.0), (str(wavs[1]), 30.0, 32.0)],
+                                    names=["file", "start_time", "end_time"])
+    with pytest.warns(UserWarning):
+        scores, invalid = predict(model, pd.DataFrame(index=idx), return_invalid_samples=True, progress=False)
+    assert scores.iloc[0].notna().all() and scores.iloc[1].isna().all()
+    assert invalid[["start_time", "end_time"]].values.tolist() == [[30.0, 32.0]]
+    assert "past the end" in invalid["error"].iloc[0]
+
+
+def test_streaming_parts_manifest_and_resume(model, wavs, tmp_path):
+    out = tmp_path / "run"
+    ref = predict(model, wavs, batch_size=2, progress=False)
+    first = predict(model, wavs, batch_size=2, progress=False, output_path=out)
+    pd.testing.assert_frame_equal(first, ref)
+    parts = sorted(p.name for p in out.glob("*.parquet"))
+    assert len(parts) == 2 and (out / "manifest.json").exists()
+    stored, invalid = load_prediction_output(out)
+    pd.testing.assert_frame_equal(stored, ref)
+    assert len(invalid) == 0
+    # rerun: nothing to do, nothing recomputed
+    calls = []
+    again = predict(model, wavs, progress=False, output_path=out,
+                    progress_callback=lambda d, t, f: calls.append(f))
+    pd.testing.assert_frame_equal(again, ref)
+    assert calls == []
+    # a changed input file is redone, the other skipped
+    changed = tmp_path / "b_copy.wav"
+    shutil.copy(wavs[1], changed)
+    files = [wavs[0], changed]
+    predict(model, files, progress=False, output_path=out)
+    write_test_wav(changed, 7.0, seed=5)
+    calls.clear()
+    redone = predict(model, files, progress=False, output_path=out, progress_callback=lambda d, t, f: calls.append(f))
+    assert set(calls) == {str(changed)}
+    assert starts(redone, changed) == [0.0, 2.0, 4.0]
+    # different settings or a different model do not reuse old parts
+    calls.clear()
+    predict(model, files, progress=False, output_path=out, overlap_fraction=0.5,
+            progress_callback=lambda d, t, f: calls.append(f))
+    assert set(calls) == {str(f) for f in files}
+    calls.clear()
+    predict(StubModel(sample_duration=2.0, seed=3), files, progress=False, output_path=out, overlap_fraction=0.5,
+            progress_callback=lambda d, t, f: calls.append(f))
+    assert set(calls) == {str(f) for f in files}
+
+
+def test_csv_parts_and_interrupt(model, wavs, tmp_path):
+    out = tmp_path / "csvrun"
+    with pytest.raises(PredictionInterrupted, match="resume"):
+        predict(model, wavs, output_path=out, output_format="csv", progress=False, chunk_clips=1,
+                progress_callback=lambda d, t, f: d < 5)
+    stored, _ = load_prediction_output(out)
+    assert stored.index.get_level_values("file").unique().tolist() == [str(wavs[0])]
+    full = predict(model, wavs, output_path=out, output_format="csv", progress=False)
+    ref = predict(model, wavs, progress=False)
+    pd.testing.assert_frame_equal(full, ref, atol=1e-6, rtol=1e-6)
+
+
+def test_settings_object(model, wavs):
+    settings = PredictionSettings(overlap_fraction=0.5, activation_layer="sigmoid", batch_size=4)
+    scores = settings.predict(model, wavs[1:], progress=False)
+    assert starts(scores, wavs[1]) == [0.0, 1.0, 2.0, 3.0]
+    assert ((scores >= 0) & (scores <= 1)).all().all()

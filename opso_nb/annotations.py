@@ -57,6 +57,7 @@ __all__ = [
     "table_stem",
     "load_table",
     "is_raven_table",
+    "label_colors",
     "categorical_to_one_hot",
     "one_hot_to_categorical",
     "one_hot_labels_on_time_interval",
@@ -790,6 +791,63 @@ class BoxedAnnotations:
         """
         return self._crop("low_f", "high_f", low_f, high_f, edge_mode, shift=False)
 
+    def boxes_overlapping(self, start_time: float, end_time: float, audio_file=None) -> "BoxedAnnotations":
+        """Boxes that overlap ``[start_time, end_time]`` s (times unchanged; zero-length boxes count
+        in ``[start_time, end_time)``), optionally of one audio file only."""
+        df = self.df
+        if audio_file is not None:
+            key = _path_key(str(audio_file))
+            df = df[df["audio_file"].notna() & (df["audio_file"].astype(str).map(_path_key) == key)]
+        a, b = df["start_time"], df["end_time"]
+        inside = ((a == b) & (a >= start_time) & (a < end_time)) | ((a < end_time) & (b > start_time))
+        return self._new(df[inside])
+
+    def plot(self, ax=None, audio_file=None, start_time: float | None = None, end_time: float | None = None,
+             colors: dict | None = None, show_labels: bool = True, default_high_f: float | None = None):
+        """Draw the boxes as outlined rectangles with their labels (e.g. over ``Spectrogram.plot``).
+
+        Parameters
+        ----------
+        ax : matplotlib Axes, optional
+            Axes to draw into (a new figure otherwise).
+        audio_file : str, optional
+            Only boxes of this file.
+        start_time, end_time : float, optional
+            Only boxes overlapping this window (s).
+        colors : dict, optional
+            ``{label: colour}``; default from :func:`label_colors`.
+        show_labels : bool
+            Write each box's label at its top-left corner.
+        default_high_f : float, optional
+            Top (Hz) for boxes without frequencies (default: the axes' top).
+
+        Returns
+        -------
+        matplotlib Axes
+        """
+        import matplotlib.pyplot as plt
+        from matplotlib.patches import Rectangle
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(8, 3.5))
+        sel = self
+        if start_time is not None or end_time is not None or audio_file is not None:
+            sel = self.boxes_overlapping(
+                -np.inf if start_time is None else start_time, np.inf if end_time is None else end_time, audio_file
+            )
+        colors = colors or label_colors(self.unique_labels())
+        top = default_high_f if default_high_f is not None else ax.get_ylim()[1]
+        for row in sel.df.itertuples():
+            low = 0.0 if pd.isna(row.low_f) else row.low_f
+            high = top if pd.isna(row.high_f) else row.high_f
+            color = colors.get(row.annotation, "black") if not pd.isna(row.annotation) else "black"
+            ax.add_patch(Rectangle((row.start_time, low), row.end_time - row.start_time, high - low,
+                                   fill=False, edgecolor=color, linewidth=1.5))
+            if show_labels and not pd.isna(row.annotation):
+                ax.text(row.start_time, high, str(row.annotation), color=color, fontsize=8,
+                        va="bottom", ha="left", clip_on=True)
+        return ax
+
     def global_one_hot_labels(self, classes) -> list:
         """One 0/1 per class in ``classes``: 1 if any box anywhere has that label."""
         present = set(self.unique_labels())
@@ -1066,6 +1124,15 @@ class BoxedAnnotations:
         if return_invalid_samples:
             return labels, pd.DataFrame(invalid, columns=["file", "error"])
         return labels
+
+
+#: Colour-blind-friendly categorical palette (Okabe & Ito) used for box labels.
+LABEL_PALETTE = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000")
+
+
+def label_colors(labels) -> dict:
+    """``{label: hex colour}``, cycling through :data:`LABEL_PALETTE` in the order given."""
+    return {label: LABEL_PALETTE[i % len(LABEL_PALETTE)] for i, label in enumerate(labels)}
 
 
 def _path_key(p: str) -> str:

@@ -21,7 +21,6 @@ Examples
 """
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -339,27 +338,23 @@ def write_detections_csv(detections: pd.DataFrame, path) -> Path:
     return path
 
 
-RAVEN_COLUMNS = [
-    "Selection", "View", "Channel", "Begin Time (s)", "End Time (s)",
-    "Low Freq (Hz)", "High Freq (Hz)", "Annotation", "Score",
-]
-
-
 def write_raven_tables(detections: pd.DataFrame, folder, low_f: float = 0.0, high_f: float | None = None,
-                       suffix: str = ".Table.1.selections.txt", include_empty_files=()) -> list[Path]:
+                       include_empty_files=()) -> list[Path]:
     """Write one Raven selection table per audio file, for reviewing detections in Raven.
+
+    Uses :meth:`opso_nb.annotations.BoxedAnnotations.to_raven_files`, so the
+    tables read back with ``BoxedAnnotations.from_raven_files``.
 
     Parameters
     ----------
     detections : DataFrame
         Columns file, start_time, end_time, class, score (from :func:`detections_table`).
     folder : str or Path
-        Where to write; created if needed. Tables are named after the audio
-        file's stem plus ``suffix`` (files with the same stem in different
-        folders get a numbered name).
+        Where to write; created if needed. Tables are named
+        ``<audio stem>.Table.1.selections.txt``.
     low_f, high_f : float
         Frequency bounds of every box in Hz; ``high_f`` None uses the file's
-        Nyquist frequency when readable, else 0.
+        Nyquist frequency when readable.
     include_empty_files : iterable of paths
         Audio files to write an (empty) table for even without detections, so
         a reviewer sees they were checked.
@@ -367,40 +362,24 @@ def write_raven_tables(detections: pd.DataFrame, folder, low_f: float = 0.0, hig
     Returns
     -------
     list of Path
-        The tables written. Each is tab-separated with the columns Raven
-        expects (Selection, View, Channel, Begin Time (s), End Time (s), Low
-        Freq (Hz), High Freq (Hz)) plus Annotation (the class) and Score.
+        The tables written: tab-separated, with Raven's columns (Selection,
+        View, Channel, Begin Time (s), End Time (s), Low Freq (Hz), High Freq
+        (Hz)), then ``Annotation`` (the class) and ``Score``.
     """
+    from opso_nb.annotations import BoxedAnnotations
+
     missing = [c for c in DETECTION_COLUMNS if c not in detections.columns]
     if missing:
         raise ValueError(f"detections lack columns {missing}; make them with detections_table()")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    files = list(dict.fromkeys(list(detections["file"]) + [str(f) for f in include_empty_files]))
-    used_names: dict[str, int] = {}
-    written = []
-    for file in files:
-        rows = detections[detections["file"] == file].sort_values(["start_time", "class"], kind="mergesort")
-        stem = Path(file).stem
-        n = used_names.get(stem, 0)
-        used_names[stem] = n + 1
-        name = f"{stem}{'' if n == 0 else f'_{n}'}{suffix}"
-        hi = high_f
-        if hi is None:
-            try:
-                from opso_nb.audio import audio_info
-
-                hi = audio_info(file).sample_rate / 2
-            except Exception:  # missing file: boxes span 0 Hz up, still reviewable by time
-                hi = 0.0
-        target = folder / name
-        with atomic_write(target, "w", newline="") as handle:
-            writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
-            writer.writerow(RAVEN_COLUMNS)
-            for i, (start, end, cls, score) in enumerate(
-                rows[["start_time", "end_time", "class", "score"]].itertuples(index=False), start=1
-            ):
-                writer.writerow([i, "Spectrogram 1", 1, f"{start:.6f}", f"{end:.6f}",
-                                 f"{low_f:.1f}", f"{hi:.1f}", cls, f"{score:.6g}"])
-        written.append(target)
-    return written
+    boxes = detections.sort_values(["file", "start_time", "class"], kind="mergesort")
+    boxes = pd.DataFrame({
+        "audio_file": boxes["file"].astype(str).to_numpy(),
+        "start_time": boxes["start_time"].to_numpy(dtype=float),
+        "end_time": boxes["end_time"].to_numpy(dtype=float),
+        "annotation": boxes["class"].astype(str).to_numpy(),
+        "low_f": float(low_f),
+        "high_f": np.nan if high_f is None else float(high_f),
+        "Score": boxes["score"].to_numpy(dtype=float),
+    })
+    extra = [str(f) for f in include_empty_files]
+    return BoxedAnnotations(boxes).to_raven_files(Path(folder), audio_files=extra)

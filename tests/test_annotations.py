@@ -433,3 +433,15 @@ def test_pairing_reports_both_sides(tmp_path):
     assert sorted(p.ambiguous.file.map(lambda f: Path(f).name)) == ["r2.Table.1.selections.txt", "r2.txt"]
     assert "2 pairs" in repr(p)
     assert table_stem("x/13738.Table.1.selections.txt") == "13738"
+
+
+def test_boxes_overlapping_and_plot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    ann = boxes([(0, 1, "x"), (2, 4, "y"), (5, 5, "z")], "a.wav") + boxes([(0, 9, "x")], "b.wav")
+    win = ann.boxes_overlapping(0.5, 3, audio_file="a.wav")
+    assert win.df.annotation.tolist() == ["x", "y"] and win.df.start_time.tolist() == [0.0, 2.0]
+    assert ann.boxes_overlapping(5, 6).df.annotation.tolist() == ["z", "x"]
+    ax = ann.plot(audio_file="a.wav", start_time=0, end_time=3, default_high_f=1000)
+    assert len(ax.patches) == 2 and [t.get_text() for t in ax.texts] == ["x", "y"]

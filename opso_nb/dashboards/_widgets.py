@@ -125,9 +125,7 @@ def audio_player(audio, name: str | None = None, max_seconds: float = 120.0, **k
 
 def set_player_audio(pane: pn.pane.Audio, audio) -> None:
     """Replace the audio in a player created by :func:`audio_player`."""
-    import base64
-
-    pane.object = "data:audio/wav;base64," + base64.b64encode(audio_to_wav_bytes(audio)).decode("ascii")
+    pane.object = audio_to_wav_bytes(audio)  # Panel base64-encodes bytes as a WAV data URL
 
 
 class FolderFilePicker(param.Parameterized):

@@ -537,7 +537,7 @@ class CNN(param.Parameterized):
                 n_batches = len(loader)
                 self.network.train()
                 targets_all, scores_all, losses, n_seen = [], [], [], 0
-                y_t = torch.as_tensor(y_train, dtype=torch.float32)
+                y_t = torch.tensor(y_train, dtype=torch.float32)
                 if self.verbose:
                     print(f"Training Epoch {epoch}")
                 t0 = time.perf_counter()
@@ -793,7 +793,7 @@ class CNN(param.Parameterized):
         return model
 
 
-def load_model(path, device=None, architecture=None):
+def load_model(path, device=None, architecture=None, preprocessor=None):
     """Load a model written by :meth:`CNN.save`.
 
     Parameters
@@ -804,6 +804,8 @@ def load_model(path, device=None, architecture=None):
     architecture : torch.nn.Module, optional
         Needed only for models built on a custom module (not a registered name);
         its weights are replaced by the saved ones.
+    preprocessor : object, optional
+        Use this preprocessor instead of rebuilding the saved one.
 
     Raises
     ------
@@ -840,7 +842,8 @@ def load_model(path, device=None, architecture=None):
         raise ModelLoadError(path, "the model was built on a custom torch module; pass it as load_model(path, "
                                    "architecture=module)")
     try:
-        preprocessor = _preprocessor_from_dict(cfg.get("preprocessor"))
+        if preprocessor is None:
+            preprocessor = _preprocessor_from_dict(cfg.get("preprocessor"))
     except Exception as e:
         warnings.warn(f"could not rebuild the saved preprocessor ({e}); using the default one", UserWarning,
                       stacklevel=2)

@@ -140,7 +140,8 @@ class FolderFilePicker(param.Parameterized):
     """
 
     folder = param.String(default="", doc="Folder with recordings")
-    file = param.Selector(default=None, objects=[], doc="Recording (relative to the folder)")
+    file = param.Selector(default=None, objects=[], check_on_set=True, allow_None=True,
+                          doc="Recording (relative to the folder)")
     recursive = param.Boolean(default=False, doc="Also list files in sub-folders")
 
     def __init__(self, folder=None, patterns=AUDIO_PATTERNS, **params):

@@ -90,11 +90,13 @@ class SpectrogramExplorer(pn.viewable.Viewer):
         self._duration = info.duration
         self._overview_source.data = dict(t=times, lower=lower, upper=upper)
         nyquist = info.sample_rate / 2
-        self.settings.param.frequency_range.bounds = (0, nyquist)
-        self.settings.frequency_range = (0, nyquist) if self.settings.frequency_range[1] > nyquist or \
-            self.settings.frequency_range == (0, 24000) else self.settings.frequency_range
-        self.param.start_time.bounds = (0, max(0.0, info.duration - 0.1))
-        with param.parameterized.discard_events(self):
+        # change settings silently, then draw once
+        with param.parameterized.discard_events(self.settings), param.parameterized.discard_events(self):
+            self.settings.param.frequency_range.bounds = (0, nyquist)
+            low, high = self.settings.frequency_range
+            if high > nyquist or (low, high) == (0, 24000):
+                self.settings.frequency_range = (0, nyquist)
+            self.param.start_time.bounds = (0, max(0.0, info.duration - 0.1))
             self.start_time = 0.0
         self._draw_window()
 

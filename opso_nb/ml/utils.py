@@ -51,3 +51,67 @@ def cas_dataloader(dataset, batch_size, num_workers, labels=None, num_samples_cl
     labels = dataset.label_df.values if labels is None else np.asarray(labels)
     sampler = ClassAwareSampler(labels, num_samples_cls=num_samples_cls)
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, sampler=sampler)
+
+
+def make_tone_dataset(folder, n_per_class=8, duration=1.0, sample_rate=16000, classes=("low_tone", "high_tone"),
+                      frequencies=(1000.0, 4000.0), noise_dBFS=-30.0, seed=0, write_labels=True):
+    """Write a small, trivially separable labelled dataset of synthetic clips.
+
+    Each clip is white noise plus, for positive clips, a pure tone at its class's
+    frequency (class ``i`` -> ``frequencies[i]`` Hz). Clips alternate between the
+    classes, one class per clip. Useful for tutorials, smoke tests and
+    benchmarks: a working training loop reaches ROC-AUC near 1 in a few epochs.
+
+    Parameters
+    ----------
+    folder : str or Path
+        Created if missing; WAV files and ``labels.csv`` go there.
+    n_per_class : int
+        Clips per class.
+    duration : float
+        Clip length (s).
+    sample_rate : int
+        Hz.
+    classes, frequencies : sequence
+        Class names and their tone frequencies (Hz), same length.
+    noise_dBFS : float
+        Level of the background noise.
+    seed : int
+        Makes the files identical from run to run.
+    write_labels : bool
+        Also write ``labels.csv`` (the returned table, atomically).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Clip table indexed by (file, start_time, end_time) with one 0/1 column per class.
+    """
+    from pathlib import Path
+
+    import pandas as pd
+    import soundfile
+
+    from opso_nb.utils import CLIP_INDEX, atomic_path, atomic_write
+
+    if len(classes) != len(frequencies):
+        raise ValueError("classes and frequencies must have the same length")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    n = int(round(duration * sample_rate))
+    t = np.arange(n) / sample_rate
+    noise_amp = 10 ** (noise_dBFS / 20)
+    rows = []
+    for i in range(n_per_class * len(classes)):
+        c = i % len(classes)
+        phase = rng.uniform(0, 2 * np.pi)
+        x = noise_amp * rng.standard_normal(n) + 0.3 * np.sin(2 * np.pi * frequencies[c] * t + phase)
+        path = folder / f"{classes[c]}_{i // len(classes):03d}.wav"
+        with atomic_path(path) as tmp:
+            soundfile.write(tmp, x.astype(np.float32), sample_rate, format="WAV")
+        rows.append([str(path), 0.0, float(duration)] + [int(k == c) for k in range(len(classes))])
+    df = pd.DataFrame(rows, columns=CLIP_INDEX + list(classes)).set_index(CLIP_INDEX)
+    if write_labels:
+        with atomic_write(folder / "labels.csv") as fh:
+            df.to_csv(fh)
+    return df

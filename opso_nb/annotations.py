@@ -317,6 +317,9 @@ def _read_one_raven_table(
                 if np.isnan(rec[col]):
                     bad = (header[box_idx[col]], "missing value")
                     break
+                if not np.isfinite(rec[col]):
+                    bad = (header[box_idx[col]], f"not a finite number ({rec[col]})")
+                    break
                 if rec[col] < 0:
                     bad = (header[box_idx[col]], f"negative time {rec[col]}")
                     break
@@ -550,8 +553,9 @@ class BoxedAnnotations:
         lowercase_labels : bool
             Lower-case all labels (``"WOTH"`` and ``"woth"`` become one class).
         errors : {"raise", "skip"}
-            Malformed rows (text in a number column, missing or negative times,
-            end before start, high below low frequency, too many cells):
+            Malformed rows (text in a number column, missing, negative or
+            infinite times, end before start, high below low frequency, too
+            many cells) and unreadable tables (missing, empty, no time columns):
             raise :class:`AnnotationTableError` naming file, line and column,
             or skip them and list them in :attr:`report` (with a warning).
         column_mapping_dict : dict, optional
@@ -595,10 +599,18 @@ class BoxedAnnotations:
             audio = audio_list[i] if audio_list is not None else None
             if audio is not None and not isinstance(audio, (str, os.PathLike)) and pd.isna(audio):
                 audio = None
-            df, rep = _read_one_raven_table(
-                table, audio, annotation_column, keep_extra_columns, lowercase_labels, errors,
-                column_mapping_dict,
-            )
+            try:
+                df, rep = _read_one_raven_table(
+                    table, audio, annotation_column, keep_extra_columns, lowercase_labels, errors,
+                    column_mapping_dict,
+                )
+            except AnnotationTableError as err:
+                if errors == "raise":
+                    raise
+                # with errors="skip" an unreadable table is reported and the others still load
+                report.append((err.path, err.line if err.line is not None else np.nan, err.column,
+                               "skipped table", err.reason))
+                continue
             frames.append(df)
             report.extend(rep)
         return cls._finish_loading(frames, report, audio_list)
@@ -797,7 +809,7 @@ class BoxedAnnotations:
         df = self.df
         if audio_file is not None:
             key = _path_key(str(audio_file))
-            df = df[df["audio_file"].notna() & (df["audio_file"].astype(str).map(_path_key) == key)]
+            df = df[df["audio_file"].notna().to_numpy() & (_path_keys(df["audio_file"]) == key).to_numpy()]
         a, b = df["start_time"], df["end_time"]
         inside = ((a == b) & (a >= start_time) & (a < end_time)) | ((a < end_time) & (b > start_time))
         return self._new(df[inside])
@@ -993,42 +1005,37 @@ class BoxedAnnotations:
         out = np.zeros((len(clip_df), len(classes)), dtype=float)
 
         boxes = self.df[self.df["annotation"].isin(classes) & self.df["audio_file"].notna()]
-        box_keys = boxes["audio_file"].astype(str).map(_path_key)
-        clip_keys = pd.Series(files).map(_path_key).to_numpy()
+        box_keys = _path_keys(boxes["audio_file"])
+        clip_keys = _path_keys(pd.Series(files))
         class_pos = {c: i for i, c in enumerate(classes)}
         no_boxes = []
         matched_any = False
-        for key in pd.unique(clip_keys):
-            rows = np.flatnonzero(clip_keys == key)
-            fb = boxes[(box_keys == key).to_numpy()]
-            if len(fb) == 0:
+        box_groups = pd.Series(np.arange(len(boxes))).groupby(box_keys.to_numpy()).indices if len(boxes) else {}
+        clip_groups = pd.Series(np.arange(len(files))).groupby(clip_keys.to_numpy()).indices if len(files) else {}
+        for key, rows in clip_groups.items():
+            if key not in box_groups:
                 no_boxes.append(files[rows[0]])
                 continue
+            fb = boxes.iloc[box_groups[key]]
             matched_any = True
             b_start = fb["start_time"].to_numpy(float)
             b_end = fb["end_time"].to_numpy(float)
             b_cls = np.array([class_pos[a] for a in fb["annotation"]])
-            b_len = b_end - b_start
-            # chunk the clip x box matrix to bound memory on very long files
-            chunk = max(1, 2_000_000 // max(len(fb), 1))
-            for lo in range(0, len(rows), chunk):
-                r = rows[lo : lo + chunk]
-                c_start, c_end = starts[r][:, None], ends[r][:, None]
-                touches = (b_start[None, :] < c_end) & (b_end[None, :] > c_start)
-                # zero-length boxes: inside [clip start, clip end)
-                touches |= (b_len[None, :] == 0) & (b_start[None, :] >= c_start) & (b_start[None, :] < c_end)
-                overlap = np.minimum(c_end, b_end[None, :]) - np.maximum(c_start, b_start[None, :])
-                hit = touches & (overlap >= min_label_overlap - _EPS)
-                if min_label_fraction is not None:
-                    with np.errstate(divide="ignore", invalid="ignore"):
-                        frac = np.where(b_len[None, :] > 0, overlap / b_len[None, :], 1.0)
-                    hit |= touches & (frac >= min_label_fraction - _EPS)
-                for k in range(len(classes)):
-                    sel = b_cls == k
-                    if sel.any():
-                        out[r, k] = hit[:, sel].any(axis=1)
-        unused = boxes[~box_keys.isin(set(clip_keys)).to_numpy()]
-        if len(boxes) and not matched_any:
+            clip_idx, box_idx = _candidate_pairs(starts[rows], ends[rows], b_start, b_end)
+            c_start, c_end = starts[rows][clip_idx], ends[rows][clip_idx]
+            bs, be = b_start[box_idx], b_end[box_idx]
+            b_len = be - bs
+            # a box touches a clip if they overlap, or (zero-length box) it lies in [clip start, clip end)
+            touches = ((bs < c_end) & (be > c_start)) | ((b_len == 0) & (bs >= c_start) & (bs < c_end))
+            overlap = np.minimum(c_end, be) - np.maximum(c_start, bs)
+            hit = touches & (overlap >= min_label_overlap - _EPS)
+            if min_label_fraction is not None:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    frac = np.where(b_len > 0, overlap / np.where(b_len > 0, b_len, 1), 1.0)
+                hit |= touches & (frac >= min_label_fraction - _EPS)
+            out[rows[clip_idx[hit]], b_cls[box_idx[hit]]] = 1.0
+        unused = boxes[~box_keys.isin(set(clip_groups)).to_numpy()]
+        if len(boxes) and len(files) and not matched_any:
             warnings.warn(
                 "none of the files in clip_df match the audio_file of any annotation "
                 f"(e.g. clip file {files[0]!r} vs annotation file {boxes['audio_file'].iloc[0]!r}); "
@@ -1097,7 +1104,7 @@ class BoxedAnnotations:
                 "assigned to clips; pass audio_files to from_raven_files",
                 stacklevel=2,
             )
-        frames, invalid = [], []
+        frames, invalid, durations = [], [], {}
         for f in audio_files:
             if isinstance(full_duration, dict):
                 duration = full_duration.get(f)
@@ -1112,6 +1119,20 @@ class BoxedAnnotations:
             times = generate_clip_times_df(duration, clip_duration, clip_overlap, final_clip)
             times.insert(0, "file", f)
             frames.append(times)
+            durations[_path_key(f)] = float(duration)
+        # boxes past the end of their recording cannot label any clip: say so
+        if durations and len(self.df):
+            keys = _path_keys(self.df["audio_file"].where(self.df["audio_file"].notna(), ""))
+            limit = keys.map(durations).to_numpy(dtype=float)
+            beyond = self.df["start_time"].to_numpy(dtype=float) >= limit  # NaN limit -> False
+            if beyond.any():
+                first = self.df.iloc[int(np.flatnonzero(beyond)[0])]
+                warnings.warn(
+                    f"{int(beyond.sum())} box(es) start after the end of their audio file and label no clip "
+                    f"(e.g. {first['annotation']} at {first['start_time']:.3f} s in {first['audio_file']}, "
+                    f"which lasts {durations[_path_key(str(first['audio_file']))]:.3f} s)",
+                    stacklevel=2,
+                )
         if invalid:
             warnings.warn(
                 f"skipped {len(invalid)} audio file(s) whose duration could not be read: "
@@ -1135,9 +1156,40 @@ def label_colors(labels) -> dict:
     return {label: LABEL_PALETTE[i % len(LABEL_PALETTE)] for i, label in enumerate(labels)}
 
 
+def _candidate_pairs(c_start, c_end, b_start, b_end):
+    """(clip index, box index) pairs that may overlap, found by binary search on clip starts.
+
+    A clip can only touch a box if it starts at or before the box ends and after
+    ``box start - longest clip``; only those pairs are generated, so the cost
+    grows with clips + boxes + overlaps, not clips x boxes.
+    """
+    if len(c_start) == 0 or len(b_start) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    order = np.argsort(c_start, kind="stable")
+    sorted_start = c_start[order]
+    longest = float(np.max(c_end - c_start))
+    lo = np.searchsorted(sorted_start, b_start - longest - _EPS, side="left")
+    hi = np.searchsorted(sorted_start, b_end, side="right")
+    counts = np.maximum(hi - lo, 0)
+    box_idx = np.repeat(np.arange(len(b_start)), counts)
+    # position within each box's run of candidate clips
+    run_start = np.repeat(np.cumsum(counts) - counts, counts)
+    offsets = np.arange(int(counts.sum())) - run_start
+    clip_idx = order[np.repeat(lo, counts) + offsets]
+    return clip_idx, box_idx
+
+
 def _path_key(p: str) -> str:
     """Key for matching one file named by different spellings (relative/absolute, ./, ..)."""
     return os.path.normcase(os.path.normpath(os.path.abspath(p)))
+
+
+def _path_keys(paths: pd.Series) -> pd.Series:
+    """:func:`_path_key` of each path, computed once per distinct path."""
+    paths = paths.astype(str)
+    unique = pd.unique(paths)
+    lookup = {p: _path_key(p) for p in unique}
+    return paths.map(lookup).reset_index(drop=True)
 
 
 def _raven_text(out: pd.DataFrame) -> str:
@@ -1303,7 +1355,7 @@ def pair_audio_and_tables(
     audio : folder or list of files
         Audio files (a folder is searched for ``audio_extensions``).
     tables : folder or list of files, optional
-        Tables (``.txt``); default: the same folder as ``audio``.
+        Tables (``.txt``); default: the ``.txt`` files in the folder(s) of the audio.
     recursive : bool
         Search folders recursively.
 
@@ -1314,7 +1366,13 @@ def pair_audio_and_tables(
     """
     exts = tuple(e.lower() for e in audio_extensions)
     audio_list = _list_files(audio, exts, recursive)
-    table_list = _list_files(tables if tables is not None else audio, (".txt",), recursive)
+    if tables is None:
+        # default: look for tables next to the audio files
+        folders = [audio] if isinstance(audio, (str, os.PathLike)) and Path(audio).is_dir() else sorted(
+            {str(Path(f).parent) for f in audio_list})
+        table_list = sorted({t for d in folders for t in _list_files(d, (".txt",), recursive)})
+    else:
+        table_list = _list_files(tables, (".txt",), recursive)
     a = pd.DataFrame({"stem": [Path(f).stem for f in audio_list], "file": audio_list})
     t = pd.DataFrame({"stem": [table_stem(f) for f in table_list], "file": table_list})
     amb_a = a[a["stem"].duplicated(keep=False)].assign(kind="audio")

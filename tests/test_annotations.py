@@ -373,7 +373,8 @@ def test_one_hot_clip_labels_reads_durations_and_includes_unannotated_files(tmp_
 def test_bundled_recording_labels_by_hand():
     wav, table = sample_data.annotated_recording()
     ann = BoxedAnnotations.from_raven_files([table], audio_files=[wav])
-    labels = ann.one_hot_clip_labels(clip_duration=5, clip_overlap=0, min_label_overlap=0.25)
+    with pytest.warns(UserWarning, match=r"270 box\(es\) start after the end of their audio file"):
+        labels = ann.one_hot_clip_labels(clip_duration=5, clip_overlap=0, min_label_overlap=0.25)
     # the table spans 300 s but the audio is 10 s: two clips
     assert len(labels) == 2
     inside = ann.trim(0, 10).df
@@ -445,3 +446,76 @@ def test_boxes_overlapping_and_plot():
     assert ann.boxes_overlapping(5, 6).df.annotation.tolist() == ["z", "x"]
     ax = ann.plot(audio_file="a.wav", start_time=0, end_time=3, default_high_f=1000)
     assert len(ax.patches) == 2 and [t.get_text() for t in ax.texts] == ["x", "y"]
+
+
+def test_begin_path_preferred_and_given_audio_wins():
+    f = FIX / "begin_path.Table.1.selections.txt"
+    ann = BoxedAnnotations.from_raven_files(f)
+    assert ann.df.audio_file.tolist() == ["/data/site1/rec_0500.wav", "/data/site1/rec_0501.wav"]
+    assert ann.df.start_time.tolist() == [0.5, 1.0] and ann.df.end_time.tolist() == [1.0, 2.0]
+    given = BoxedAnnotations.from_raven_files(f, audio_files=["mine.wav"])
+    assert given.df.audio_file.tolist() == ["mine.wav", "mine.wav"]
+
+
+def test_empty_inputs():
+    ann = boxes([(0, 1, "x")])
+    empty_clips = pd.DataFrame(columns=["file", "start_time", "end_time"])
+    out = ann.one_hot_labels_like(empty_clips, 0.25)
+    assert out.shape == (0, 1) and list(out.columns) == ["x"]
+    nothing = BoxedAnnotations()
+    assert len(nothing) == 0 and nothing.one_hot_clip_labels(3, 0, 0.25).empty
+
+
+def test_clip_labels_match_brute_force_on_random_boxes():
+    """The binary-search pairing must give exactly the labels of checking every clip against every box."""
+    rng = np.random.default_rng(42)
+    n = 300
+    start = np.round(rng.uniform(0, 60, n), 2)
+    length = np.round(rng.choice([0.0, 0.05, 0.3, 1.0, 4.0, 12.0], n), 2)
+    labels = rng.choice(["a", "b", "c"], n)
+    files = rng.choice(["f1.wav", "f2.wav"], n)
+    ann = BoxedAnnotations(pd.DataFrame({"audio_file": files, "start_time": start, "end_time": start + length,
+                                         "annotation": labels}))
+    # irregular clips: unsorted, different lengths, overlapping
+    c0 = np.round(rng.uniform(0, 70, 120), 2)
+    c1 = c0 + np.round(rng.choice([0.5, 2.0, 5.0, 15.0], 120), 2)
+    cf = rng.choice(["f1.wav", "f2.wav", "f3.wav"], 120)
+    clip_df = pd.DataFrame({"file": cf, "start_time": c0, "end_time": c1})
+    for overlap, fraction in [(0.25, None), (0.0, None), (1.0, 0.5)]:
+        got = ann.one_hot_labels_like(clip_df, overlap, fraction, class_subset=["a", "b", "c"])
+        for i, (f, t0, t1) in enumerate(zip(cf, c0, c1)):
+            for cls in "abc":
+                sel = (files == f) & (labels == cls)
+                s, e = start[sel], start[sel] + length[sel]
+                ln = e - s
+                touch = ((s < t1) & (e > t0)) | ((ln == 0) & (s >= t0) & (s < t1))
+                ov = np.minimum(e, t1) - np.maximum(s, t0)
+                ok = touch & (ov >= overlap - 1e-9)
+                if fraction is not None:
+                    ok |= touch & (np.where(ln > 0, ov / np.where(ln > 0, ln, 1), 1.0) >= fraction - 1e-9)
+                assert got.iloc[i][cls] == float(ok.any()), (i, cls, overlap, fraction)
+
+
+def test_skip_mode_reports_unreadable_tables_and_loads_the_rest():
+    files = [FIX / "zero_bytes.Table.1.selections.txt", FIX / "missing_end_time.Table.1.selections.txt",
+             FIX / "bom_crlf.Table.1.selections.txt"]
+    with pytest.warns(UserWarning, match="skipped table"):
+        ann = BoxedAnnotations.from_raven_files(files, errors="skip")
+    assert ann.df.annotation.tolist() == ["WOTH", "EATO"]
+    assert ann.report.action.tolist() == ["skipped table", "skipped table"]
+    assert [Path(p).name for p in ann.report.annotation_file] == [f.name for f in files[:2]]
+    assert ann.report.column.isna().tolist() == [True, False] and ann.report.column[1] == "End Time (s)"
+
+
+def test_infinite_time_is_an_error(tmp_path):
+    f = tmp_path / "inf.txt"
+    f.write_text("Begin Time (s)\tEnd Time (s)\tSpecies\n1\tinf\tx\n")
+    with pytest.raises(AnnotationTableError, match=r"line 2.*'End Time \(s\)'.*finite"):
+        BoxedAnnotations.from_raven_files(f)
+
+
+def test_pairing_from_a_list_of_audio_files_looks_next_to_them():
+    wav, table = sample_data.annotated_recording()
+    p = pair_audio_and_tables([wav])
+    assert p.pairs.annotation_file.tolist() == [str(table)]
+    assert p.audio_without_table == [] and len(p.tables_without_audio) == 4

@@ -213,3 +213,35 @@ def test_settings_object(model, wavs):
     scores = settings.predict(model, wavs[1:], progress=False)
     assert starts(scores, wavs[1]) == [0.0, 1.0, 2.0, 3.0]
     assert ((scores >= 0) & (scores <= 1)).all().all()
+
+
+# ----------------------------------------------------------------------------- with the real CNN
+def test_real_cnn_predict_delegates_and_batches(wavs):
+    cnn = pytest.importorskip("opso_nb.ml.cnn")
+    from tests._prediction_stub import StubPreprocessor
+
+    torch.manual_seed(0)
+    model = cnn.CNN("resnet18", ["frog", "bird"], 2.0, preprocessor=StubPreprocessor(2.0),
+                    sample_shape=(32, 32, 1), weights=None, device="cpu")
+    model.network.train()  # predict must switch to eval (batch-norm running stats) and back
+    scores = model.predict(wavs, batch_size=4, activation_layer="softmax", progress=False)
+    assert model.network.training
+    assert scores.shape == (7, 2)
+    np.testing.assert_allclose(scores.sum(axis=1), 1.0, rtol=1e-5)
+    model.network.eval()
+    for (f, s, e), row in scores.iterrows():
+        logits = direct_scores(model, f, s, e)
+        np.testing.assert_allclose(row.to_numpy(), np.exp(logits) / np.exp(logits).sum(), rtol=1e-4, atol=1e-5)
+
+
+def test_save_load_round_trip_identical_scores(wavs, tmp_path):
+    cnn = pytest.importorskip("opso_nb.ml.cnn")
+    pytest.importorskip("opso_nb.preprocess.preprocessors")
+    torch.manual_seed(1)
+    model = cnn.CNN("resnet18", ["frog", "bird"], 2.0, sample_shape=(32, 32, 1), weights=None, device="cpu")
+    before = model.predict(wavs, batch_size=4, overlap_fraction=0.5, progress=False)
+    model.save(tmp_path / "m.model")
+    loaded = cnn.load_model(tmp_path / "m.model", device="cpu")
+    after = loaded.predict(wavs, batch_size=4, overlap_fraction=0.5, progress=False)
+    pd.testing.assert_frame_equal(before, after, check_exact=True)
+    assert before.notna().all().all() and before.to_numpy().std() > 0

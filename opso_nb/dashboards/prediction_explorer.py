@@ -12,6 +12,7 @@ this module only wires widgets to it.
 """
 from __future__ import annotations
 
+import os
 import threading
 import traceback
 from pathlib import Path
@@ -38,10 +39,12 @@ MODEL_PATTERNS = ("*.model", "*.pt", "*.pth")
 
 
 def default_models_folder() -> Path:
-    """Where the dashboards look for models: ``$OPSO_NB_MODELS`` or ``./models``."""
-    import os
+    """Where the explorer looks for models: ``$OPSO_NB_MODELS``, else ``./runs``.
 
-    return Path(os.environ.get("OPSO_NB_MODELS", Path.cwd() / "models"))
+    ``runs/<run name>/best.model`` is where the training monitor saves its models;
+    sub-folders are searched.
+    """
+    return Path(os.environ.get("OPSO_NB_MODELS", Path.cwd() / "runs"))
 
 
 def list_audio_files(folder) -> list[Path]:
@@ -63,9 +66,10 @@ class PredictionExplorer(pn.viewable.Viewer):
     models_folder : str or Path, optional
         Folder with saved models (default :func:`default_models_folder`).
     folder : str or Path, optional
-        Folder of recordings (default: the bundled soundscapes).
+        Folder of recordings (default ``$OPSO_NB_RECORDINGS`` or the bundled soundscapes).
     output_folder : str or Path, optional
-        Where scores are streamed (default ``<folder>/predictions_<model stem>``).
+        Where scores are streamed (default ``$OPSO_NB_PREDICTIONS`` or
+        ``<folder>/predictions_<model stem>``).
     """
 
     folder = param.String(default="", doc="Folder of recordings to score")
@@ -78,11 +82,16 @@ class PredictionExplorer(pn.viewable.Viewer):
 
     def __init__(self, models_folder=None, folder=None, output_folder=None, **params):
         super().__init__(**params)
-        self.folder = str(folder or sample_data.soundscapes_folder())
-        if output_folder is not None:
+        self.folder = str(folder or os.environ.get("OPSO_NB_RECORDINGS") or sample_data.soundscapes_folder())
+        output_folder = output_folder or os.environ.get("OPSO_NB_PREDICTIONS")
+        if output_folder:
             self.output_folder = str(output_folder)
         self.model_picker = FolderFilePicker(folder=str(models_folder or default_models_folder()),
-                                             patterns=MODEL_PATTERNS)
+                                             patterns=MODEL_PATTERNS, recursive=True)
+        best = [f for f in self.model_picker.param.file.objects if Path(f).name == "best.model"]
+        if best:  # newest training-monitor run first
+            root = Path(self.model_picker.folder)
+            self.model_picker.file = max(best, key=lambda f: (root / f).stat().st_mtime)
         self.settings = PredictionSettings(batch_size=8)
         self.scores: pd.DataFrame | None = None
         self.invalid = pd.DataFrame(columns=["file", "start_time", "end_time", "error"])
@@ -163,8 +172,8 @@ class PredictionExplorer(pn.viewable.Viewer):
         if self._thread is not None and self._thread.is_alive():
             return
         if self.model_path is None:
-            self._show_error(f"No model file (*.model) in {self.model_picker.folder}; train one first "
-                             "(training monitor or notebook 04) or choose another folder.")
+            self._show_error(f"No model file (*.model) in {self.model_picker.folder} or its sub-folders; train one "
+                             "first (training monitor or notebook 04) or choose another folder.")
             return
         files = self.files
         if not files:

@@ -1,0 +1,187 @@
+"""The annotation viewer: driven from Python, and served by ``panel serve`` and clicked in headless Chromium."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+pn = pytest.importorskip("panel")
+
+from opso_nb.dashboards import AnnotationViewer  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = ROOT / "notebooks" / "apps" / "annotation_viewer.ipynb"
+CHROMIUM = "/usr/bin/chromium"
+HEADER = "Selection\tView\tChannel\tBegin Time (s)\tEnd Time (s)\tLow Freq (Hz)\tHigh Freq (Hz)\tSpecies\n"
+
+
+@pytest.fixture
+def field_folder(tmp_path):
+    """Two 6 s recordings with tables (one with a bad row), one recording without a table."""
+    rng = np.random.default_rng(1)
+    for name in ["site1", "site2", "lonely"]:
+        sf.write(tmp_path / f"{name}.wav", (rng.standard_normal(6 * 8000) * 0.01).astype("float32"), 8000)
+    (tmp_path / "site1.Table.1.selections.txt").write_text(
+        HEADER + "1\tSpectrogram 1\t1\t0.5\t1.5\t500\t2000\tWOTH\n"
+        "2\tSpectrogram 1\t1\t2.8\t3.6\t1000\t3000\tEATO\n"
+        "3\tSpectrogram 1\t1\t4.0\t4.1\t1000\t3000\tWOTH\n"
+    )
+    (tmp_path / "site2.Table.1.selections.txt").write_text(
+        HEADER + "1\tSpectrogram 1\t1\t1.0\t2.0\t500\t2000\tWOTH\n2\tSpectrogram 1\t1\tsoon\t3.0\t500\t2000\tWOTH\n"
+    )
+    return tmp_path
+
+
+def test_viewer_shows_boxes_filters_and_clip_labels(field_folder):
+    app = AnnotationViewer(folder=field_folder, recording="site1")
+    assert app.param.recording.objects == ["site1", "site2"]
+    assert "1 recording(s) without a table: lonely.wav" in app.status.object
+    assert app.param.box.objects == ["1: WOTH 0.50-1.50 s", "2: EATO 2.80-3.60 s", "3: WOTH 4.00-4.10 s"]
+    assert app._box_source.data["left"] == [0.5, 2.8, 4.0]
+    assert app._box_source.data["top"] == [2000.0, 3000.0, 3000.0]
+    # 3 s clips over 6 s: WOTH 0.5-1.5 in clip 0-3; EATO 0.2 s in 0-3 (< 0.25), 0.6 s in 3-6;
+    # the 0.1 s WOTH box at 4 s is too short
+    table = app.labels_table.object
+    assert table.index.tolist() == [(0.0, 3.0), (3.0, 6.0)]
+    assert table["WOTH"].tolist() == [1, 0] and table["EATO"].tolist() == [0, 1]
+    app.min_label_overlap = 0.1  # now the 0.1 s WOTH box and EATO's 0.2 s in clip 0-3 count
+    assert app.labels_table.object["WOTH"].tolist() == [1, 1]
+    assert app.labels_table.object["EATO"].tolist() == [1, 1]
+    app.classes = ["EATO"]
+    assert app.param.box.objects == ["1: EATO 2.80-3.60 s"]
+    assert list(app.labels_table.object.columns) == ["EATO"]
+    assert app._grid_source.data["value"] == [1, 1] and app._grid_source.data["x"] == [1.5, 4.5]
+
+
+def test_viewer_reports_bad_rows_and_plays_box(field_folder):
+    app = AnnotationViewer(folder=field_folder, recording="site2")
+    assert app.warning.visible and "line 3" in app.warning.object and "'soon'" in app.warning.object
+    assert app.param.box.objects == ["1: WOTH 1.00-2.00 s"]
+    # the player holds just the box: 1 s at 8 kHz, 16-bit mono WAV
+    data = app.player.object
+    raw = data if isinstance(data, bytes) else __import__("base64").b64decode(data.split(",", 1)[1])
+    assert len(raw) == 44 + 2 * 8000
+    # scrolling stays inside the recording (6 s long, 4 s window)
+    app.window_duration = 4
+    app.move_window(+1)
+    assert app.start_time == 2.0 and "2.0-6.0 s" in app.status.object
+    app.move_window(-1)
+    assert app.start_time == 0.0
+    # clicking inside the box on the spectrogram picks it; clicking outside changes nothing
+    app.box = None
+    app._on_tap(type("Tap", (), {"x": 1.5, "y": 1000.0})())
+    assert app.box == "1: WOTH 1.00-2.00 s"
+    app.folder = str(field_folder / "missing")
+    assert app.error.visible and "not a folder" in app.error.object
+
+
+# ----------------------------------------------------------------------------- browser
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(params=["panel", "voila"])
+def served_app(request):
+    """The app notebook served by ``panel serve`` or by Voila; yields its URL."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Chromium not installed at /usr/bin/chromium")
+    port = _free_port()
+    exe = Path(sys.executable).with_name(request.param)
+    if not exe.exists():
+        pytest.skip(f"{request.param} is not installed")
+    if request.param == "panel":
+        cmd = [str(exe), "serve", str(APP), "--port", str(port), "--address", "127.0.0.1",
+               "--allow-websocket-origin", f"127.0.0.1:{port}"]
+        url = f"http://127.0.0.1:{port}/{APP.stem}"
+    else:
+        cmd = [str(exe), str(APP), "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1"]
+        url = f"http://127.0.0.1:{port}/"
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "BOKEH_RESOURCES": "inline"})
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.3)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            out = proc.communicate(timeout=15)[0].decode(errors="replace")
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out = proc.communicate()[0].decode(errors="replace")
+        assert "Traceback" not in out, out[-3000:]
+
+
+def _poll(page, condition, timeout_s: float = 15.0) -> bool:
+    """True as soon as ``condition()`` holds (checked every 200 ms), False after ``timeout_s``."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if condition():
+            return True
+        page.wait_for_timeout(200)
+    return condition()
+
+
+@pytest.mark.browser
+def test_annotation_viewer_in_chromium(served_app):
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    errors = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(served_app, timeout=90_000)
+            status = page.get_by_text("box(es) in the recording")
+            status.first.wait_for(timeout=90_000)
+            assert "9 box(es) in the recording, 9 shown in 0.0-10.0 s" in status.first.inner_text()
+            # the spectrogram and clip grid are drawn on canvases
+            assert page.locator("canvas").count() >= 2
+
+            # class filter: untick WOTH -> 3 WOTH boxes and the WOTH column go away
+            page.get_by_label("WOTH", exact=True).uncheck()
+            page.get_by_text("6 shown in").first.wait_for(timeout=15_000)
+            headers = page.locator("table th").all_inner_texts()
+            assert "WOTH" not in headers and "EATO" in headers
+
+            # clip overlap 1 s -> 4 clips of 3 s in the window (0-3, 2-5, 4-7, 6-9)
+            overlap = page.get_by_label("Clip overlap")
+            overlap.fill("1")
+            overlap.press("Enter")
+            rows = page.locator("table tbody tr")
+            assert _poll(page, lambda: rows.count() == 4), rows.count()
+            starts = [rows.nth(i).locator("th").first.inner_text() for i in range(4)]
+            assert starts == ["0.0", "2.0", "4.0", "6.0"]
+
+            # pick a box to listen to: the player gets just that box (EATO 3.13-5.08 s)
+            page.locator("select").nth(1).select_option(label="2: EATO 3.13-5.08 s")
+            player = page.locator("audio").first
+            assert _poll(page, lambda: abs((player.evaluate("a => a.duration") or 0) - 1.946) < 0.05), \
+                player.evaluate("a => a.duration")
+            # Jupyter's widget-error box (Voila) must not appear
+            assert page.locator(".jupyter-widgets-error-widget").count() == 0
+            assert errors == [], errors
+        finally:
+            browser.close()

@@ -1,0 +1,311 @@
+"""CNN training, evaluation, persistence and activation maps on tiny real data.
+
+Data: synthetic 1 s clips written with soundfile (class low_tone = 1 kHz tone in noise,
+high_tone = 4 kHz tone in noise), 64x64 one-channel spectrograms, resnet18 on CPU.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from opso_nb.metrics import roc_auc
+from opso_nb.ml import cnn as cnn_module
+from opso_nb.ml.cnn import CNN, ModelLoadError, load_model, separate_feat_clf, use_resample_loss
+from opso_nb.ml.loss import ResampleLoss
+from opso_nb.ml.sampling import ClassAwareSampler, ImbalancedDatasetSampler
+from opso_nb.ml.utils import apply_activation_layer, make_tone_dataset
+
+torch.set_num_threads(1)
+CLASSES = ["low_tone", "high_tone"]
+SHAPE = (64, 64, 1)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tones")
+    train = make_tone_dataset(root / "train", n_per_class=8, seed=0)
+    valid = make_tone_dataset(root / "valid", n_per_class=4, seed=1)
+    return train, valid
+
+
+def new_model(**kwargs):
+    torch.manual_seed(0)
+    kwargs.setdefault("verbose", 0)
+    return CNN("resnet18", CLASSES, 1.0, sample_shape=SHAPE, weights=None, device="cpu", **kwargs)
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory):
+    train, valid = data
+    model = new_model()
+    folder = tmp_path_factory.mktemp("run")
+    events = []
+    # small batches: batch-norm running statistics settle within a few epochs on 16 clips
+    model.train(train, valid, epochs=4, batch_size=2, save_path=folder, save_interval=2,
+                invalid_samples_log=None, progress_callback=events.append)
+    return model, folder, events
+
+
+def test_trivially_separable_reaches_high_auc(trained):
+    model, folder, events = trained
+    table = model.metrics_table()
+    assert list(table.index) == [0, 1, 2, 3]
+    for col in ["train_loss", "valid_loss", "valid_map", "valid_macro_roc_auc", "valid_micro_roc_auc",
+                "valid_precision", "valid_recall", "valid_f1"]:
+        assert col in table.columns
+    assert model.best_score >= 0.95
+    assert table["valid_macro_roc_auc"].max() >= 0.95
+    assert table["train_loss"].iloc[-1] < table["train_loss"].iloc[0]
+    assert set(model.loss_hist) == {0, 1, 2, 3}
+    # files written: best model, checkpoints every 2 epochs, metrics table
+    assert (folder / "best.model").exists()
+    assert sorted(p.name for p in folder.glob("epoch-*.model")) == ["epoch-1.model", "epoch-3.model"]
+    assert pd.read_csv(folder / "metrics.csv").shape[0] == 4
+    kinds = [e["event"] for e in events]
+    assert kinds.count("epoch") == 4 and kinds[-1] == "done" and kinds.count("batch") == 32
+
+
+def test_best_model_and_scores_separate_classes(trained, data):
+    model, folder, _ = trained
+    _, valid = data
+    best = model.best_model
+    logits, failures = best._run_inference(valid, batch_size=4, num_workers=0)
+    assert failures == []
+    scores = apply_activation_layer(torch.as_tensor(logits), "sigmoid").numpy()
+    for i, c in enumerate(CLASSES):
+        assert roc_auc(valid[c].values, scores[:, i]) >= 0.95
+
+
+def test_save_load_round_trip_identical_scores(trained, data, tmp_path):
+    model, _, _ = trained
+    _, valid = data
+    path = tmp_path / "m.model"
+    model.save(path)
+    raw = torch.load(path, weights_only=True)  # only tensors and plain values inside
+    assert raw["format_version"] == cnn_module.MODEL_FORMAT_VERSION
+    loaded = load_model(path, device="cpu")
+    assert loaded.classes == CLASSES and loaded.sample_duration == 1.0 and loaded.single_target is False
+    assert loaded.architecture_name == "resnet18" and loaded.current_epoch == 4
+    assert loaded.best_score == pytest.approx(model.best_score)
+    pd.testing.assert_frame_equal(loaded.train_metrics, model.train_metrics, check_dtype=False,
+                                  check_index_type=False, check_names=False)
+    a, _ = model._run_inference(valid, 4, 0)
+    b, _ = loaded._run_inference(valid, 4, 0)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_predict_delegates_to_prediction_module(trained, data):
+    model, _, _ = trained
+    _, valid = data
+    scores = model.predict(valid, activation_layer="sigmoid", split_files_into_clips=False)
+    assert list(scores.columns) == CLASSES and len(scores) == len(valid)
+    assert list(scores.index.names) == ["file", "start_time", "end_time"]
+    ordered = scores.loc[valid.index]
+    best_epoch_scores = model.best_model.predict(valid, activation_layer="sigmoid", split_files_into_clips=False)
+    for c in CLASSES:
+        assert roc_auc(valid[c].values, best_epoch_scores.loc[valid.index, c].values) >= 0.95
+    assert np.isfinite(ordered.values).all()
+
+
+def test_continue_training_from_saved_model(trained, data, tmp_path):
+    model, folder, _ = trained
+    train, valid = data
+    loaded = load_model(folder / "epoch-3.model", device="cpu")
+    loaded.verbose = 0
+    loaded.train(train, valid, epochs=1, batch_size=4, save_path=tmp_path, save_interval=1,
+                 invalid_samples_log=None)
+    assert loaded.current_epoch == 5 and (tmp_path / "epoch-4.model").exists()
+    # momentum buffers came back with the optimizer state
+    assert any("momentum_buffer" in s for s in loaded.opt_net.state_dict()["state"].values())
+    assert list(loaded.train_metrics.index) == [0, 1, 2, 3, 4]
+
+
+def test_bad_model_files_give_clear_errors(trained, tmp_path):
+    model, folder, _ = trained
+    good = (folder / "best.model").read_bytes()
+    truncated = tmp_path / "truncated.model"
+    truncated.write_bytes(good[: len(good) // 2])
+    with pytest.raises(ModelLoadError, match="truncated.model"):
+        load_model(truncated)
+    text = tmp_path / "notes.model"
+    text.write_text("not a model at all")
+    with pytest.raises(ModelLoadError, match="not a readable torch file"):
+        load_model(text)
+    empty = tmp_path / "empty.model"
+    empty.write_bytes(b"")
+    with pytest.raises(ModelLoadError, match="empty"):
+        load_model(empty)
+    plain = tmp_path / "weights.pt"
+    model.save_weights(plain)
+    with pytest.raises(ModelLoadError, match="plain state dict"):
+        load_model(plain)
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_model(tmp_path / "missing.model")
+
+
+def test_load_plain_torchvision_state_dict(trained, data, tmp_path):
+    model, _, _ = trained
+    _, valid = data
+    # OpenSoundscape 0.6.0 naming: "feature." prefix on the body, "classifier." for the last layer
+    old = {}
+    for k, v in model.network.state_dict().items():
+        old[("classifier." + k[3:]) if k.startswith("fc.") else "feature." + k] = v
+    path = tmp_path / "old.pt"
+    torch.save(old, path)
+    rebuilt = CNN.from_torchvision_state_dict(path, "resnet18", CLASSES, 1.0, sample_shape=SHAPE,
+                                              device="cpu", verbose=0)
+    a, _ = model._run_inference(valid, 4, 0)
+    b, _ = rebuilt._run_inference(valid, 4, 0)
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_corrupt_training_file_is_reported_and_skipped(data, tmp_path):
+    train, _ = data
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt ")  # header cut short
+    extra = pd.DataFrame([[1, 0]], columns=CLASSES,
+                         index=pd.MultiIndex.from_tuples([(str(bad), 0.0, 1.0)], names=train.index.names))
+    df = pd.concat([train.iloc[:6], extra])
+    model = new_model()
+    log = tmp_path / "invalid.log"
+    model.train(df, None, epochs=1, batch_size=4, save_path=tmp_path / "run", invalid_samples_log=log)
+    assert model.failed_samples["file"].tolist() == [str(bad)]
+    assert "broken.wav" in log.read_text()
+    assert model.current_epoch == 1 and np.isfinite(model.loss_hist[0])
+    with pytest.raises(RuntimeError, match="broken.wav"):
+        new_model().train(df, None, epochs=1, batch_size=4, save_path=tmp_path / "run2",
+                          invalid_samples_log=None, raise_errors=True)
+
+
+def test_label_table_errors_name_the_problem(data, tmp_path):
+    train, _ = data
+    model = new_model()
+    with pytest.raises(ValueError, match="lacks columns"):
+        model.train(train[["low_tone"]], epochs=1, save_path=tmp_path)
+    bad = train.copy()
+    bad.iloc[2, 1] = 2
+    with pytest.raises(ValueError, match="only 0/1"):
+        model.train(bad, epochs=1, save_path=tmp_path)
+
+
+def test_single_target_training_and_stop_event(data, tmp_path):
+    train, valid = data
+    model = new_model(single_target=True)
+    stop = threading.Event()
+    seen = []
+
+    def callback(ev):
+        seen.append(ev["event"])
+        if ev["event"] == "batch" and ev["epoch"] == 1 and ev["batch"] == 2:
+            stop.set()  # as a dashboard's Stop button would, from another thread
+
+    model.train(train, valid, epochs=5, batch_size=4, save_path=tmp_path, invalid_samples_log=None,
+                progress_callback=callback, stop_event=stop)
+    assert model.current_epoch == 1 and "stopped" in seen
+    assert isinstance(model.loss_fn, torch.nn.CrossEntropyLoss)
+    assert model.valid_metrics.shape[0] == 1 and 0 <= model.best_score <= 1
+
+
+def test_freeze_feature_extractor_and_separate_learning_rates(data, tmp_path):
+    train, _ = data
+    model = new_model()
+    model.freeze_feature_extractor()
+    before = model.network.conv1.weight.detach().clone()
+    fc_before = model.network.fc.weight.detach().clone()
+    model.train(train.iloc[:8], None, epochs=1, batch_size=4, save_path=tmp_path, invalid_samples_log=None)
+    assert torch.equal(model.network.conv1.weight, before)
+    assert not torch.equal(model.network.fc.weight, fc_before)
+
+    model2 = new_model()
+    separate_feat_clf(model2, feature_lr=0.001, classifier_lr=0.1)
+    model2._init_optimizer()
+    lrs = [g["lr"] for g in model2.opt_net.param_groups]
+    assert lrs == [0.001, 0.1]
+    assert len(model2.opt_net.param_groups[1]["params"]) == 2  # fc weight and bias
+
+
+def test_learning_rate_cools_every_interval(data, tmp_path):
+    train, _ = data
+    model = new_model(lr_update_interval=2, lr_cooling_factor=0.5)
+    model.train(train.iloc[:4], None, epochs=3, batch_size=4, save_path=tmp_path, invalid_samples_log=None)
+    assert model.opt_net.param_groups[0]["lr"] == pytest.approx(0.01 * 0.5)
+
+
+def test_early_stopping(data, tmp_path):
+    train, valid = data
+    model = new_model(early_stopping_patience=1, selection_metric="map")
+    model.train(train, valid, epochs=12, batch_size=2, save_path=tmp_path, invalid_samples_log=None)
+    # the perfect score 1.0 cannot be beaten, so training stops one validation after reaching it
+    assert len(model.train_metrics) < 12 and model.best_score == 1.0
+
+
+def test_resample_loss_class_weights_and_samplers(data, tmp_path):
+    train, valid = data
+    model = new_model(sampler="imbalanced", class_weights="balanced")
+    use_resample_loss(model)
+    model.train(train, valid, epochs=2, batch_size=4, save_path=tmp_path, invalid_samples_log=None)
+    assert isinstance(model.loss_fn, ResampleLoss) and np.isfinite(model.loss_hist[1])
+
+    labels = np.array([[1, 0]] * 90 + [[0, 1]] * 10)
+    draws = list(ImbalancedDatasetSampler(labels, generator=torch.Generator().manual_seed(0), num_samples=4000))
+    share_rare = np.mean(np.array(draws) >= 90)
+    assert 0.45 < share_rare < 0.55
+    cas = list(ClassAwareSampler(labels, num_samples_cls=2, seed=0))
+    assert len(cas) == 100 and 0.4 < np.mean(np.array(cas) >= 90) < 0.6
+    with pytest.raises(ValueError, match="multi-target"):
+        use_resample_loss(new_model(single_target=True))
+
+
+class _HalvesNet(torch.nn.Module):
+    """Known answer for CAMs: class 0 sums the top half of the image, class 1 the bottom half."""
+
+    def __init__(self):
+        super().__init__()
+        mask = torch.zeros(1, 2, 8, 8)
+        mask[0, 0, :4] = 1
+        mask[0, 1, 4:] = 1
+        self.register_buffer("mask", mask)
+        self.conv = torch.nn.Conv2d(1, 2, 1, bias=False)
+        torch.nn.init.ones_(self.conv.weight)
+        self.features = torch.nn.Identity()
+
+    def forward(self, x):
+        f = self.features(torch.relu(self.conv(x)) * self.mask)
+        return f.sum(dim=(2, 3))
+
+
+@pytest.mark.parametrize("method", ["gradcam", "hirescam", "gradcam++", "layercam"])
+def test_activation_maps_known_answer(method):
+    from opso_nb.ml.cam import activation_maps
+
+    net = _HalvesNet()
+    x = torch.rand(1, 1, 8, 8) + 0.5
+    maps = activation_maps(net, x, [[0, 1]], method=method, target_layers=["features"])[0]
+    top, bottom = maps[0], maps[1]
+    assert top[:4].min() > 0.2 and top[4:].max() == 0
+    assert bottom[4:].min() > 0.2 and bottom[:4].max() == 0
+
+
+def test_generate_cams_on_trained_model(trained, data):
+    model, _, _ = trained
+    _, valid = data
+    samples = model.generate_cams(valid, method="gradcam", classes=CLASSES, batch_size=4)
+    assert len(samples) == len(valid)
+    for sample in samples:
+        maps = [np.asarray(sample.cam.activation_maps[c]) for c in CLASSES]
+        for m in maps:
+            assert m.shape == SHAPE[:2] and m.min() >= 0 and m.max() <= 1 + 1e-6
+        assert max(m.max() for m in maps) == pytest.approx(1.0)  # each map is scaled to its own peak
+    fig, ax = samples[0].cam.plot(target_class="high_tone", plt_show=False)
+    assert ax.get_title() == "activation for class high_tone"
+    # default classes: each sample's top-scoring class
+    top = model.generate_cams(valid.iloc[:2], method="eigencam", batch_size=2)
+    assert len(top[0].cam.activation_maps) == 1 and top[0].cam.activation_maps.index[0] in CLASSES
+    g = model.generate_cams(valid.iloc[:1], method=None, guided_backprop=True, classes=["low_tone"])
+    assert g[0].cam.gbp_maps["low_tone"].shape == (1, 64, 64) and np.abs(g[0].cam.gbp_maps["low_tone"]).sum() > 0
+    with pytest.raises(ValueError, match="not among"):
+        model.generate_cams(valid.iloc[:1], classes=["owl"])

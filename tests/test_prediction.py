@@ -245,3 +245,21 @@ def test_save_load_round_trip_identical_scores(wavs, tmp_path):
     after = loaded.predict(wavs, batch_size=4, overlap_fraction=0.5, progress=False)
     pd.testing.assert_frame_equal(before, after, check_exact=True)
     assert before.notna().all().all() and before.to_numpy().std() > 0
+
+
+def test_memory_flat_in_recording_length(model, tmp_path):
+    """Streaming a 20-minute file needs no more memory than a 2-minute one (clips are read on demand)."""
+    import tracemalloc
+
+    short = write_test_wav(tmp_path / "short.wav", 120.0, seed=3)
+    long = write_test_wav(tmp_path / "long.wav", 1200.0, seed=4)  # 9.6 M samples: 38 MB as float32
+    peaks = {}
+    for name, f in [("short", short), ("long", long)]:
+        tracemalloc.start()
+        predict(model, [f], batch_size=8, output_path=tmp_path / f"out_{name}", progress=False,
+                return_scores=False)
+        peaks[name] = tracemalloc.get_traced_memory()[1] / 1e6
+        tracemalloc.stop()
+    assert peaks["long"] < peaks["short"] + 5, peaks
+    stored, _ = load_prediction_output(tmp_path / "out_long")
+    assert len(stored) == 600

@@ -189,7 +189,9 @@ def test_prediction_explorer_in_chromium(served_app):
 
             # the counts table has one row per class; moving the threshold to its ends changes the counts
             page.locator("table tbody tr").nth(1).wait_for(timeout=15_000)
-            handle = page.locator(".noUi-handle").first
+            slider = page.locator("div", has=page.locator(".bk-slider-title", has_text="Threshold")).last
+            handle = slider.locator(".noUi-handle")
+            assert float(handle.get_attribute("aria-valuemin")) <= float(scores["toad"].min())
             handle.focus()
             handle.press("End")
             page.wait_for_timeout(500)

@@ -101,15 +101,15 @@ class PredictionExplorer(pn.viewable.Viewer):
         self._thread: threading.Thread | None = None
         self._doc = None
 
-        self.run_button = pn.widgets.Button(name="Run prediction", button_type="primary")
-        self.stop_button = pn.widgets.Button(name="Stop", button_type="warning", disabled=True)
-        self.progress = pn.indicators.Progress(name="progress", value=0, max=100, sizing_mode="stretch_width")
+        self.run_button = pn.widgets.Button(label="Run prediction", button_type="primary")
+        self.stop_button = pn.widgets.Button(label="Stop", button_type="warning", disabled=True)
+        self.progress = pn.indicators.Progress(value=0, max=100, sizing_mode="stretch_width")
         self.status = pn.pane.Markdown("Choose a model and a folder, then press **Run prediction**.",
                                        sizing_mode="stretch_width")
         self.error = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width")
         self.counts = pn.pane.DataFrame(pd.DataFrame(), index=True, sizing_mode="stretch_width")
-        self.export_csv_button = pn.widgets.Button(name="Export detections (CSV)", disabled=True)
-        self.export_raven_button = pn.widgets.Button(name="Export Raven tables", disabled=True)
+        self.export_csv_button = pn.widgets.Button(label="Export detections (CSV)", disabled=True)
+        self.export_raven_button = pn.widgets.Button(label="Export Raven tables", disabled=True)
         self.export_status = pn.pane.Markdown("", sizing_mode="stretch_width")
         self.top_clips = pn.FlexBox(sizing_mode="stretch_width")
 

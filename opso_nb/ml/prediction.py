@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import time
 import warnings
@@ -64,32 +63,16 @@ class PredictionInterrupted(RuntimeError):
 
 # --------------------------------------------------------------------------- helpers
 def apply_activation(logits, activation_layer=None):
-    """Apply an activation to raw model outputs.
+    """Apply an activation to raw model outputs ``[n_clips, n_classes]``.
 
-    Parameters
-    ----------
-    logits : torch.Tensor
-        ``[n_clips, n_classes]`` raw scores.
-    activation_layer : {None, "sigmoid", "softmax", "softmax_and_logit"}
-        None keeps raw logits; "sigmoid" maps each score to [0, 1];
-        "softmax" makes each row sum to 1; "softmax_and_logit" applies softmax
-        then the logit transform (finite reals).
+    Same as :func:`opso_nb.ml.utils.apply_activation_layer` (used in training too,
+    so validation and prediction scores agree): None keeps raw logits;
+    "sigmoid" maps each score to [0, 1]; "softmax" makes each row sum to 1;
+    "softmax_and_logit" applies softmax then the logit transform (finite reals).
     """
-    import torch
+    from opso_nb.ml.utils import apply_activation_layer
 
-    if activation_layer is None:
-        return logits
-    if activation_layer == "sigmoid":
-        return torch.sigmoid(logits)
-    if activation_layer == "softmax":
-        return torch.softmax(logits, dim=1)
-    if activation_layer == "softmax_and_logit":
-        # logit(p) = log p - log(1 - p), computed from log-softmax for stability
-        logp = torch.log_softmax(logits.double(), dim=1)
-        log1mp = torch.log(-torch.expm1(logp).clamp(max=-1e-300))
-        out = logp - log1mp
-        return torch.nan_to_num(out, posinf=700.0, neginf=-700.0).to(logits.dtype)
-    raise ValueError(f"activation_layer must be one of {ACTIVATION_LAYERS}, got {activation_layer!r}")
+    return apply_activation_layer(logits, activation_layer)
 
 
 def _resolve_overlap(sample_duration, clip_overlap, clip_overlap_fraction, overlap_fraction) -> float:
@@ -264,6 +247,53 @@ class _ChunkDataset:
                 errors.append((k, f"{type(err).__name__}: {err}"))
         data = torch.stack(tensors).contiguous() if tensors else None
         return {"job": j, "lo": lo, "hi": hi, "data": data, "ok": ok, "errors": errors}
+
+
+def _prefetch(dataset, depth: int = 2):
+    """Yield ``dataset[i]`` in order, preparing the next items in a background thread.
+
+    With ``num_workers=0`` this overlaps reading/preprocessing (numpy, soundfile and
+    most torch ops release the GIL) with the forward pass of the previous batch.
+    """
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce():
+        try:
+            for i in range(len(dataset)):
+                if stop.is_set():
+                    return
+                q.put((True, dataset[i]))
+        except BaseException as err:  # handed to the consumer, raised there
+            q.put((False, err))
+            return
+        q.put((True, done))
+
+    thread = threading.Thread(target=produce, daemon=True, name="predict-prefetch")
+    thread.start()
+    try:
+        while True:
+            ok, item = q.get()
+            if not ok:
+                raise item
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
+
+
+def _identity(item):
+    return item
 
 
 def _worker_init(_):
@@ -511,8 +541,10 @@ def predict(
     if num_workers > 0 and len(dataset) > 0:
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=None, shuffle=False, num_workers=num_workers,
-            worker_init_fn=_worker_init, prefetch_factor=2, persistent_workers=False,
+            worker_init_fn=_worker_init, prefetch_factor=2, persistent_workers=False, collate_fn=_identity,
         )
+    elif len(dataset) > 1:
+        loader = _prefetch(dataset)
     else:
         loader = (dataset[i] for i in range(len(dataset)))
 

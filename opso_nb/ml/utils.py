@@ -54,7 +54,8 @@ def cas_dataloader(dataset, batch_size, num_workers, labels=None, num_samples_cl
 
 
 def make_tone_dataset(folder, n_per_class=8, duration=1.0, sample_rate=16000, classes=("low_tone", "high_tone"),
-                      frequencies=(1000.0, 4000.0), noise_dBFS=-30.0, seed=0, write_labels=True):
+                      frequencies=(1000.0, 4000.0), noise_dBFS=-30.0, seed=0, write_labels=True, n_mixed=0,
+                      n_empty=0):
     """Write a small, trivially separable labelled dataset of synthetic clips.
 
     Each clip is white noise plus, for positive clips, a pure tone at its class's
@@ -66,8 +67,8 @@ def make_tone_dataset(folder, n_per_class=8, duration=1.0, sample_rate=16000, cl
     ----------
     folder : str or Path
         Created if missing; WAV files and ``labels.csv`` go there.
-    n_per_class : int
-        Clips per class.
+    n_per_class : int or list of int
+        Clips per class (a list gives imbalanced classes).
     duration : float
         Clip length (s).
     sample_rate : int
@@ -80,6 +81,10 @@ def make_tone_dataset(folder, n_per_class=8, duration=1.0, sample_rate=16000, cl
         Makes the files identical from run to run.
     write_labels : bool
         Also write ``labels.csv`` (the returned table, atomically).
+    n_mixed : int
+        Extra clips holding every class's tone at once (multi-label rows).
+    n_empty : int
+        Extra noise-only clips (all labels 0).
 
     Returns
     -------
@@ -101,15 +106,24 @@ def make_tone_dataset(folder, n_per_class=8, duration=1.0, sample_rate=16000, cl
     n = int(round(duration * sample_rate))
     t = np.arange(n) / sample_rate
     noise_amp = 10 ** (noise_dBFS / 20)
+    counts = [int(n_per_class)] * len(classes) if np.isscalar(n_per_class) else [int(n) for n in n_per_class]
+    if len(counts) != len(classes):
+        raise ValueError("n_per_class needs one count per class")
+    # (name, set of class indices present); single-class clips interleaved so any prefix is balanced
+    plan = []
+    for k in range(max(counts)):
+        plan.extend((f"{classes[c]}_{k:03d}", {c}) for c in range(len(classes)) if k < counts[c])
+    plan += [(f"mixed_{k:03d}", set(range(len(classes)))) for k in range(n_mixed)]
+    plan += [(f"empty_{k:03d}", set()) for k in range(n_empty)]
     rows = []
-    for i in range(n_per_class * len(classes)):
-        c = i % len(classes)
-        phase = rng.uniform(0, 2 * np.pi)
-        x = noise_amp * rng.standard_normal(n) + 0.3 * np.sin(2 * np.pi * frequencies[c] * t + phase)
-        path = folder / f"{classes[c]}_{i // len(classes):03d}.wav"
+    for name, present in plan:
+        x = noise_amp * rng.standard_normal(n)
+        for c in sorted(present):
+            x = x + 0.3 / len(present) ** 0.5 * np.sin(2 * np.pi * frequencies[c] * t + rng.uniform(0, 2 * np.pi))
+        path = folder / f"{name}.wav"
         with atomic_path(path) as tmp:
             soundfile.write(tmp, x.astype(np.float32), sample_rate, format="WAV")
-        rows.append([str(path), 0.0, float(duration)] + [int(k == c) for k in range(len(classes))])
+        rows.append([str(path), 0.0, float(duration)] + [int(k in present) for k in range(len(classes))])
     df = pd.DataFrame(rows, columns=CLIP_INDEX + list(classes)).set_index(CLIP_INDEX)
     if write_labels:
         with atomic_write(folder / "labels.csv") as fh:

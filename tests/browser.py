@@ -1,0 +1,256 @@
+"""Serve a dashboard notebook and drive it in headless Chromium.
+
+Used by every ``tests/test_*_browser.py``::
+
+    from browser import serve_app, open_page, assert_healthy
+
+    @pytest.mark.browser
+    @pytest.mark.parametrize("server", ["voila", "panel"])
+    def test_it(server):
+        with serve_app(APP, server) as url, open_page(url) as page:
+            page.get_by_text("some status").first.wait_for(timeout=90_000)
+            ...
+            assert_healthy(page)
+
+Chromium is Debian's (``/usr/bin/chromium``), launched by path through
+Playwright; no browser is ever downloaded. Without Chromium or Playwright the
+tests skip locally and fail under CI (``CI=true``), so CI cannot pass by
+skipping them.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+#: Console noise that is expected with no internet, in one place. Anything else fails the test.
+ALLOWED_CONSOLE_NOISE = [
+    re.compile(p)
+    for p in (
+        r"ERR_NAME_NOT_RESOLVED",  # CDN fonts/CSS requested by Jupyter/Panel themes
+        r"ERR_INTERNET_DISCONNECTED",
+        r"ERR_CONNECTION_REFUSED",
+        r"favicon",
+        r"Shared module @jupyterlab/\w+ doesn't exist in shared scope",  # jupyterlab_pyviz extension in Voila
+        r"Failed to load resource: the server responded with a status of 404",
+        r"\[bokeh\].*(?:unable to|not found).*font",
+        r"WebSocket connection to .* failed",  # a comm socket closing while the page unloads
+    )
+]
+
+_WIDGET_ERROR_SELECTORS = [
+    ".jupyter-widgets-error-widget",  # ipywidgets' "Error displaying widget" box
+    ".jp-RenderedText[data-mime-type='application/vnd.jupyter.stderr']",
+]
+
+
+def _require_browser():
+    reason = None
+    if not Path(CHROMIUM).exists():
+        reason = f"Debian chromium not found at {CHROMIUM} (make test installs it)"
+    else:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError:
+            reason = "playwright (python) is not installed"
+    if reason:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"browser tests cannot run under CI: {reason}")
+        pytest.skip(reason)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_command(notebook: Path, server: str, port: int) -> tuple[list[str], str]:
+    """Command line and URL to serve ``notebook`` with ``server`` ("voila" or "panel") on ``port``."""
+    notebook = Path(notebook)
+    bin_dir = Path(sys.executable).parent
+    if server == "voila":
+        cmd = [str(bin_dir / "voila"), str(notebook), "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1",
+               "--show_tracebacks=True"]
+        return cmd, f"http://127.0.0.1:{port}/"
+    if server == "panel":
+        cmd = [str(bin_dir / "panel"), "serve", str(notebook), "--port", str(port), "--address", "127.0.0.1",
+               "--allow-websocket-origin", f"127.0.0.1:{port}"]
+        return cmd, f"http://127.0.0.1:{port}/{notebook.stem}"
+    raise ValueError(f"server must be 'voila' or 'panel', got {server!r}")
+
+
+def wait_for_http(url: str, timeout: float = 120.0, proc: subprocess.Popen | None = None) -> None:
+    """Poll ``url`` until it answers HTTP 200 (raises RuntimeError with the server log otherwise)."""
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with code {proc.returncode} before answering {url}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except Exception as err:  # not up yet
+            last = err
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s ({last})")
+
+
+@contextlib.contextmanager
+def serve_app(notebook, server: str = "voila", timeout: float = 120.0, env=None):
+    """Serve a notebook with Voila or ``panel serve`` on a free port; yield its URL; stop the server after.
+
+    The server's output is checked for Python tracebacks when it stops.
+    """
+    _require_browser()
+    port = free_port()
+    cmd, url = server_command(Path(notebook), server, port)
+    log_path = Path(os.environ.get("PYTEST_TMPDIR", "/tmp")) / f"opso_nb_{server}_{port}.log"
+    log = open(log_path, "w+b")
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, "MPLBACKEND": "Agg", **(env or {})})
+    try:
+        if server == "panel":
+            wait_for_http(url, timeout, proc)
+        else:  # a GET of Voila's page would start a kernel just for the check: wait for the port
+            _wait_port(port, timeout, proc)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.seek(0)
+        output = log.read().decode(errors="replace")
+        log.close()
+        if "Traceback (most recent call last)" in output:
+            raise AssertionError(f"{server} server logged a traceback:\n{output[-4000:]}")
+
+
+def _wait_port(port: int, timeout: float, proc: subprocess.Popen) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with code {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"nothing listened on port {port} within {timeout:.0f} s")
+
+
+@contextlib.contextmanager
+def open_page(url: str, viewport=(1400, 1000), goto_timeout_ms: int = 120_000):
+    """Open ``url`` in headless Chromium; yield the Playwright page.
+
+    ``page.opso_errors`` collects uncaught page errors and console errors that
+    are not in :data:`ALLOWED_CONSOLE_NOISE`; :func:`assert_healthy` checks it.
+    """
+    _require_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+            page.opso_errors = []
+            page.on("pageerror", lambda err: page.opso_errors.append(f"page error: {err}"))
+
+            def on_console(message):
+                if message.type == "error" and not any(p.search(message.text) for p in ALLOWED_CONSOLE_NOISE):
+                    page.opso_errors.append(f"console error: {message.text[:500]}")
+
+            page.on("console", on_console)
+            page.goto(url, timeout=goto_timeout_ms)
+            yield page
+        finally:
+            browser.close()
+
+
+def assert_healthy(page) -> None:
+    """Fail on uncaught page errors, unexpected console errors, widget-error boxes or Voila cell errors."""
+    errors = list(getattr(page, "opso_errors", []))
+    for selector in _WIDGET_ERROR_SELECTORS:
+        count = page.locator(selector).count()
+        if count:
+            errors.append(f"{count} element(s) matching {selector}: {page.locator(selector).first.inner_text()[:500]}")
+    body = page_text(page)
+    for marker in ("Error displaying widget", "There was an error when executing cell", "Traceback (most recent call last)"):
+        if marker in body:
+            errors.append(f"page shows {marker!r}: ...{body[body.index(marker):][:800]}")
+    assert not errors, "\n".join(errors)
+
+
+_DEEP_TEXT_JS = """
+() => {
+  const out = [];
+  const walk = (node) => {
+    if (node.shadowRoot) walk(node.shadowRoot);
+    for (const child of node.childNodes) {
+      if (child.nodeType === Node.TEXT_NODE) out.push(child.textContent);
+      else if (child.nodeName !== 'SCRIPT' && child.nodeName !== 'STYLE') walk(child);
+    }
+  };
+  walk(document.body);
+  return out.join(' ').replace(/\\s+/g, ' ');
+}
+"""
+
+
+def page_text(page) -> str:
+    """All visible text of the page, including inside shadow roots (Bokeh/Panel render there)."""
+    return page.evaluate(_DEEP_TEXT_JS)
+
+
+def poll(page, condition, timeout_s: float = 20.0) -> bool:
+    """True as soon as ``condition()`` holds (checked every 200 ms); False after ``timeout_s``."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if condition():
+            return True
+        page.wait_for_timeout(200)
+    return bool(condition())
+
+
+def wait_for_canvases(page, count: int = 1, timeout_s: float = 90.0) -> None:
+    """Wait until Bokeh has drawn at least ``count`` canvases (locators pierce Bokeh's shadow DOM)."""
+    if not poll(page, lambda: page.locator("canvas").count() >= count, timeout_s):
+        raise AssertionError(f"fewer than {count} canvas(es) after {timeout_s} s; page text: {page_text(page)[:800]}")
+
+
+def canvas_fingerprint(page, index: int = 0) -> bytes:
+    """PNG bytes of one canvas element, to tell whether a plot changed.
+
+    Bokeh draws each plot on two stacked canvases (plot, then overlay), so
+    plot ``k`` on a page is canvas ``2 * k``.
+    """
+    return page.locator("canvas").nth(index).screenshot()

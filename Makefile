@@ -1,0 +1,47 @@
+# opso_nb: `make app` serves the dashboards, `make test` runs every test. Both set up .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PORT ?= 8866
+# torch/torchvision: these versions install from local wheels on the project's machines;
+# elsewhere override, e.g. `make test TORCH_SPEC="torch torchvision"`.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+PYTEST_ARGS ?=
+
+.PHONY: app panel test install chromium bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH_SPEC)
+	$(BIN)/python -m pip install -q -e ".[all]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (opso_nb)" >/dev/null
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Debian's Chromium for the browser tests (Playwright drives it by path; no browser downloads)
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; \
+	fi
+
+app: install
+	$(BIN)/python -m opso_nb.apps --server voila --port $(PORT)
+
+panel: install
+	$(BIN)/python -m opso_nb.apps --server panel --port 5006
+
+# Unit tests, notebooks (nbval) and dashboards in headless Chromium, 2 workers.
+# --dist loadfile keeps each notebook's cells (and each test module) in one worker, in order.
+test: install chromium
+	MPLBACKEND=Agg $(BIN)/python -m pytest -n 2 --dist loadfile --nbval-lax --nbval-current-env \
+		--nbval-cell-timeout=600 --durations=25 tests notebooks $(PYTEST_ARGS)
+
+bench: install
+	for script in benchmarks/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache benchmarks/_data

@@ -140,7 +140,7 @@ class TrainingSession(param.Parameterized):
 
     def build_model(self, classes):
         """A CNN configured from these settings."""
-        from opso_nb.ml.cnn import CNN, _preprocessor_from_dict
+        from opso_nb.ml.cnn import CNN, _preprocessor_from_dict, default_preprocessor
 
         preprocessor = None
         if self.preprocessor_config:
@@ -152,9 +152,7 @@ class TrainingSession(param.Parameterized):
             preprocessor = _preprocessor_from_dict(config)
         shape = (self.image_size, self.image_size, self.channels)
         if preprocessor is None:
-            from opso_nb.preprocess.preprocessors import SpectrogramPreprocessor
-
-            preprocessor = SpectrogramPreprocessor(sample_duration=self.sample_duration, out_shape=shape)
+            preprocessor = default_preprocessor(self.sample_duration, shape)
         duration = getattr(preprocessor, "sample_duration", None) or self.sample_duration
         model = CNN(self.architecture, classes, duration, single_target=self.single_target,
                     preprocessor=preprocessor, sample_shape=getattr(preprocessor, "out_shape", None) or shape,

@@ -65,7 +65,8 @@ class SimpleSpectrogramPreprocessor(param.Parameterized):
                                       decibel_limits=tuple(self.decibel_limits))
         spec = spec.bandpass(self.min_f, self.max_f, out_of_bounds_ok=True)
         height, width, channels = self.out_shape
-        image = spec.to_image(shape=(height, width), channels=channels, return_type="torch")
+        # invert: loud = high values, the convention networks are trained with (as OpenSoundscape >= 0.7)
+        image = spec.to_image(shape=(height, width), channels=channels, invert=True, return_type="torch")
         sample.data = torch.as_tensor(image, dtype=torch.float32)
         return sample
 
@@ -78,4 +79,7 @@ class SimpleSpectrogramPreprocessor(param.Parameterized):
     @classmethod
     def from_dict(cls, d: dict):
         params = dict(d.get("params", {}))
+        for key in ("out_shape", "decibel_limits"):  # JSON turns tuples into lists
+            if key in params:
+                params[key] = tuple(params[key])
         return cls(**params)

@@ -1,0 +1,87 @@
+"""Localization throughput on a simulated array: events per second, 1 and 2 processes.
+
+    python benchmarks/bench_localization.py [--sources 40]
+
+Prints a table: delay estimation + position for every candidate event, with
+num_workers 1 and 2, and the position step alone per algorithm. If an
+OpenSoundscape environment exists (its python in $OPENSOUNDSCAPE_PYTHON), the
+same simulated files are localized there too and shown side by side.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from opso_nb.localization import SynchronizedRecorderArray, localize, simulate_array_recordings
+
+OPSO_SCRIPT = """
+import json, sys, time, pandas as pd
+from opensoundscape.localization import SynchronizedRecorderArray
+coords = pd.read_csv(sys.argv[1], index_col=0)
+det = pd.read_csv(sys.argv[2], index_col=[0, 1, 2])
+array = SynchronizedRecorderArray(coords)
+t = time.perf_counter()
+loc, unloc = array.localize_detections(det, max_receiver_dist=200, min_n_receivers=4, num_workers=int(sys.argv[3]),
+                                       localization_algorithm="least_squares")
+print(json.dumps({"seconds": time.perf_counter() - t, "events": len(loc) + len(unloc)}))
+"""
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sources", type=int, default=40)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench_loc_"))
+    rng = np.random.default_rng(0)
+    receivers = np.array([[0, 0, 2], [100, 0, 2], [100, 100, 2], [0, 100, 2], [50, 50, 2], [50, 0, 20]], float)
+    duration = args.sources * 1.0 + 1
+    sources = pd.DataFrame({"x": rng.uniform(10, 90, args.sources), "y": rng.uniform(10, 90, args.sources),
+                            "z": rng.uniform(1, 5, args.sources), "time": np.arange(args.sources) + 0.2,
+                            "class": "bird"})
+    sim = simulate_array_recordings(receivers, sources, work, duration=duration, seed=0)
+    array = SynchronizedRecorderArray(sim["file_coords"])
+    rows = []
+    for workers in (1, 2):
+        start = time.perf_counter()
+        localized, unlocalized = array.localize_detections(sim["detections"], max_receiver_dist=200, min_n_receivers=4,
+                                                           localization_algorithm="least_squares",
+                                                           num_workers=workers, speed_of_sound=sim["speed_of_sound"])
+        seconds = time.perf_counter() - start
+        n = len(localized) + len(unlocalized)
+        rows.append((f"opso_nb delays + position, {workers} process(es)", n, n / seconds))
+        opso_python = os.environ.get("OPENSOUNDSCAPE_PYTHON")
+        if opso_python:
+            out = subprocess.run([opso_python, "-c", OPSO_SCRIPT, str(work / "coords.csv"), str(work / "detections.csv"),
+                                  str(workers)], capture_output=True, text=True)
+            if out.returncode == 0:
+                r = json.loads(out.stdout.strip().splitlines()[-1])
+                rows.append((f"OpenSoundscape delays + position, {workers} process(es)", r["events"],
+                             r["events"] / r["seconds"]))
+            else:
+                rows.append((f"OpenSoundscape ({workers}): failed: {out.stderr.strip()[-80:]}", 0, float("nan")))
+    tdoas = np.linalg.norm(receivers - [40, 60, 3], axis=1) / 343
+    for algorithm in ("gillette", "soundfinder", "least_squares"):
+        start = time.perf_counter()
+        for _ in range(500):
+            localize(receivers, tdoas - tdoas[0], algorithm)
+        rows.append((f"position only, {algorithm}", 500, 500 / (time.perf_counter() - start)))
+    if not os.environ.get("OPENSOUNDSCAPE_PYTHON"):
+        print("(OpenSoundscape not compared: set OPENSOUNDSCAPE_PYTHON to the python of a separate env with "
+              "`pip install opensoundscape`)\n")
+    width = max(len(r[0]) for r in rows)
+    print(f"{'task':<{width}}  {'events':>7}  {'events/s':>10}")
+    print("-" * (width + 21))
+    for task, n, rate in rows:
+        print(f"{task:<{width}}  {n:>7}  {rate:>10.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""Localization: exact recovery from clean TDOAs, simulated arrays, residual filtering, errors."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from opso_nb import sample_data
+from opso_nb.localization import (
+    ALGORITHMS,
+    InsufficientReceiversError,
+    SpatialEvent,
+    SynchronizedRecorderArray,
+    calc_speed_of_sound,
+    calculate_tdoa_residuals,
+    events_to_df,
+    latlon_to_xy,
+    localize,
+    lorentz_ip,
+    simulate_array_recordings,
+    xy_to_latlon,
+)
+
+SQUARE_2D = np.array([[0, 0], [80, 0], [80, 80], [0, 80], [40, 40], [40, -10]], float)
+
+
+def clean_tdoas(receivers, source, c=343.0):
+    t = np.linalg.norm(receivers - source, axis=1) / c
+    return t - t[0]
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("dims", [2, 3])
+def test_exact_recovery_from_noise_free_tdoas(algorithm, dims):
+    rng = np.random.default_rng(dims)
+    for _ in range(5):
+        receivers = rng.uniform(0, 100, (6, dims))
+        if dims == 3:
+            receivers[:, 2] = rng.uniform(0, 15, 6)
+        source = rng.uniform(10, 90, dims)
+        estimate = localize(receivers, clean_tdoas(receivers, source), algorithm)
+        assert np.abs(estimate - source).max() < 0.01  # within a centimetre
+
+
+def test_minimum_receivers_per_algorithm():
+    receivers = SQUARE_2D[:3]
+    tdoas = clean_tdoas(receivers, np.array([30.0, 50.0]))
+    with pytest.raises(InsufficientReceiversError, match="gillette needs at least 4"):
+        localize(receivers, tdoas, "gillette")
+    estimate = localize(receivers, tdoas, "least_squares")
+    assert np.abs(estimate - [30, 50]).max() < 0.05
+
+
+def test_residuals_zero_at_truth_and_large_for_wrong_delay():
+    source = np.array([25.0, 60.0])
+    tdoas = clean_tdoas(SQUARE_2D, source)
+    assert np.abs(calculate_tdoa_residuals(SQUARE_2D, tdoas, source)).max() < 1e-9
+    wrong = tdoas.copy()
+    wrong[2] += 0.03  # a 10 m error on one receiver
+    estimate = localize(SQUARE_2D, wrong, "least_squares")
+    rms = np.sqrt(np.mean(calculate_tdoa_residuals(SQUARE_2D, wrong, estimate) ** 2))
+    assert rms > 1.0
+
+
+def test_speed_of_sound_and_lorentz():
+    assert calc_speed_of_sound(0) == pytest.approx(331.3)
+    assert calc_speed_of_sound(20) == pytest.approx(343.2, abs=0.1)
+    assert lorentz_ip([1, 2, 3, 4]) == 1 + 4 + 9 - 16
+    assert lorentz_ip([1, 2, 3], [3, 2, 1]) == 3 + 4 - 3
+
+
+def test_latlon_round_trip_and_scale():
+    lat, lon = np.array([40.0, 40.001]), np.array([-79.0, -79.0])
+    x, y = latlon_to_xy(lat, lon, 40.0, -79.0)
+    assert y[1] == pytest.approx(111.2, abs=0.1)  # 0.001 degree of latitude
+    back_lat, back_lon = xy_to_latlon(x, y, 40.0, -79.0)
+    np.testing.assert_allclose(back_lat, lat, atol=1e-12)
+    np.testing.assert_allclose(back_lon, lon, atol=1e-12)
+
+
+def test_array_from_latlon_and_errors(tmp_path):
+    coords = pd.DataFrame({"file": ["a.wav", "b.wav"], "lat": [40.0, 40.0005], "lon": [-79.0, -79.0]})
+    array = SynchronizedRecorderArray(coords)
+    assert array.file_coords.loc["b.wav", "y"] - array.file_coords.loc["a.wav", "y"] == pytest.approx(55.6, abs=0.1)
+    with pytest.raises(ValueError, match="x and y"):
+        SynchronizedRecorderArray(pd.DataFrame({"file": ["a"], "east": [1]}))
+    with pytest.raises(ValueError, match="non-numeric"):
+        SynchronizedRecorderArray(pd.DataFrame({"file": ["a"], "x": ["ten"], "y": [1]}))
+    detections = pd.DataFrame({"file": ["a.wav", "zzz.wav"], "start_time": [0.0, 0.0], "end_time": [1.0, 1.0],
+                               "bird": [1, 1]}).set_index(["file", "start_time", "end_time"])
+    with pytest.raises(ValueError, match="not in the coordinate table.*zzz.wav"):
+        array.create_candidate_events(detections, min_n_receivers=2, max_receiver_dist=100)
+
+
+def test_nearby_files():
+    coords = pd.DataFrame(SQUARE_2D, columns=["x", "y"], index=[f"r{i}" for i in range(6)])
+    nearby = SynchronizedRecorderArray(coords).make_nearby_files_dict(60)
+    assert nearby["r4"] == ["r0", "r1", "r2", "r3", "r4", "r5"]  # centre is within 57 m of all
+    assert nearby["r0"] == ["r0", "r4", "r5"]
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory):
+    out = tmp_path_factory.mktemp("array")
+    sources = pd.DataFrame({
+        "x": [20.0, 55.0, 35.0, 65.0], "y": [30.0, 60.0, 15.0, 25.0], "time": [0.2, 1.3, 2.4, 3.2],
+        "class": ["wren", "wren", "thrush", "thrush"],
+        "low_f": [3000, 3000, 1800, 1800], "high_f": [5000, 5000, 3200, 3200]})
+    sim = simulate_array_recordings(SQUARE_2D, sources, out, duration=4.0, sample_rate=22050, noise_dBFS=-45,
+                                    clip_duration=1.0, seed=1)
+    return sim
+
+
+def test_simulator_writes_consistent_tables(simulated):
+    assert simulated["file_coords"].shape == (6, 2)
+    detections = simulated["detections"]
+    assert list(detections.index.names) == ["file", "start_time", "end_time"]
+    assert set(detections.columns) == {"thrush", "wren"}
+    assert detections["wren"].sum() == 12  # two calls, heard by all six receivers
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_simulated_array_localizes_within_two_metres(simulated, algorithm):
+    array = SynchronizedRecorderArray(simulated["file_coords"])
+    localized, unlocalized = array.localize_detections(
+        simulated["detections"], max_receiver_dist=200, min_n_receivers=5, localization_algorithm=algorithm,
+        bandpass_ranges={"wren": (2500, 5500), "thrush": (1500, 3500)}, speed_of_sound=simulated["speed_of_sound"])
+    assert not unlocalized, [e.error for e in unlocalized]
+    table = events_to_df(localized)
+    truth = simulated["truth"]
+    errors = []
+    for _, row in table.iterrows():
+        src = truth[(truth["class"] == row["class"]) & (truth["clip_start"] == row["start_time"])].iloc[0]
+        errors.append(np.hypot(row.x - src.x, row.y - src.y))
+    assert len(errors) == 4 * 6  # each detection is the reference of one (redundant) event
+    assert np.median(errors) < 1.0 and max(errors) < 2.0
+    assert table.residual_rms.max() < 1.0
+
+
+def test_parallel_gives_same_positions(simulated):
+    array = SynchronizedRecorderArray(simulated["file_coords"])
+    kwargs = dict(max_receiver_dist=200, min_n_receivers=5, bandpass_ranges={"wren": (2500, 5500),
+                  "thrush": (1500, 3500)}, speed_of_sound=simulated["speed_of_sound"])
+    serial, _ = array.localize_detections(simulated["detections"], **kwargs)
+    parallel, _ = array.localize_detections(simulated["detections"], num_workers=2, **kwargs)
+    np.testing.assert_allclose(events_to_df(serial)[["x", "y"]], events_to_df(parallel)[["x", "y"]])
+
+
+def test_residual_threshold_discards_event_with_wrong_delay(simulated):
+    coords = simulated["file_coords"]
+    event = SpatialEvent(list(coords.index), coords.to_numpy(), start_time=0.0, duration=1.0, class_name="wren",
+                         bandpass_range=(2500, 5500))
+    event.estimate_delays()
+    good = event.estimate_location("least_squares")
+    assert event.residual_rms < 0.5
+    event.tdoas[3] += 0.02  # as if the cross-correlation locked onto another sound
+    event.estimate_location("least_squares")
+    assert event.residual_rms > 1.0
+    assert np.hypot(*(good - [20, 30])) < 1.0
+
+
+def test_cc_threshold_leaves_too_few_receivers(simulated):
+    coords = simulated["file_coords"]
+    event = SpatialEvent(list(coords.index), coords.to_numpy(), start_time=0.0, duration=1.0, class_name="wren")
+    with pytest.raises(InsufficientReceiversError, match="cc_threshold"):
+        event.estimate_location(cc_threshold=1.01)
+
+
+def test_real_bundled_array_localizes_consistently():
+    folder = sample_data.localization_folder()
+    coords = pd.read_csv(folder / "LOCA_2021_aru_coords.csv", skipinitialspace=True)
+    coords["file"] = coords["file"].str.replace("tests/audio/", str(folder) + "/", regex=False)
+    coords = coords[coords["file"].map(lambda f: (folder / f.split("/")[-1]).exists())]
+    detections = pd.read_csv(folder / "LOCA_2021_detections.csv", skipinitialspace=True)
+    detections["file"] = detections["file"].str.replace("tests/audio/", str(folder) + "/", regex=False)
+    detections = detections.set_index(["file", "start_time", "end_time"])
+    array = SynchronizedRecorderArray(coords)
+    localized, unlocalized = array.localize_detections(detections, max_receiver_dist=100, min_n_receivers=4,
+                                                       localization_algorithm="least_squares")
+    assert localized, [e.error for e in unlocalized]
+    table = events_to_df(localized)
+    # every reference receiver agrees on where the 'zeep' came from
+    spread = table[["x", "y", "z"]].std().max()
+    assert spread < 1.0
+    assert table.residual_rms.median() < 1.0

@@ -37,6 +37,7 @@ __all__ = [
     "threshold_metrics",
     "precision_recall_curve_table",
     "threshold_for_precision",
+    "top_clips",
     "detections_table",
     "merge_detections",
     "write_detections_csv",
@@ -271,6 +272,35 @@ def threshold_for_precision(scores: pd.DataFrame, labels: pd.DataFrame, target_p
         c = curve[(curve["class"] == cls) & (curve["precision"] >= target_precision) & np.isfinite(curve["threshold"])]
         out[cls] = float(c["threshold"].min()) if len(c) else np.nan
     return pd.Series(out, name="threshold")
+
+
+def top_clips(scores: pd.DataFrame, class_name, n: int = 3, allow_overlap: bool = False) -> pd.DataFrame:
+    """The ``n`` highest-scoring clips of one class, for listening.
+
+    With overlapping clips the best few are usually neighbours covering one call;
+    by default a clip overlapping an already chosen clip of the same file is skipped,
+    so you hear ``n`` different moments.
+
+    Returns
+    -------
+    DataFrame
+        Indexed by (file, start_time, end_time), one column ``score``, best first.
+    """
+    scores = _score_frame(scores)
+    if class_name not in scores.columns:
+        raise ValueError(f"no class {class_name!r} in scores; classes are {list(scores.columns)}")
+    col = scores[class_name].dropna().sort_values(ascending=False, kind="mergesort")
+    chosen = []
+    for key, value in col.items():
+        if len(chosen) >= n:
+            break
+        file, start, end = key
+        if not allow_overlap and any(f == file and start < e and s < end for (f, s, e), _ in chosen):
+            continue
+        chosen.append((key, value))
+    index = pd.MultiIndex.from_tuples([k for k, _ in chosen], names=CLIP_INDEX) if chosen else \
+        pd.MultiIndex.from_arrays([[], [], []], names=CLIP_INDEX)
+    return pd.DataFrame({"score": [v for _, v in chosen]}, index=index)
 
 
 def detections_table(scores: pd.DataFrame, threshold, merge: bool = False) -> pd.DataFrame:

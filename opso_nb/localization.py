@@ -56,6 +56,7 @@ __all__ = [
 SPEED_OF_SOUND = 343.0
 ALGORITHMS = ("gillette", "soundfinder", "least_squares")
 EARTH_RADIUS_M = 6_371_008.8
+SYNC_TOLERANCE_S = 0.01  # largest length difference (s) of files taken as started together
 
 
 class InsufficientReceiversError(Exception):
@@ -452,19 +453,41 @@ def _start_offsets(files) -> list[float]:
     """Seconds to add to a time in the first file to get the same moment in each file.
 
     Uses ``recording_start_time`` metadata when every file has it (so a recorder
-    that started 0.1 s late is read 0.1 s earlier); 0 otherwise.
+    that started 0.1 s late is read 0.1 s earlier). Without it the files are
+    taken as started together, which is only believable if they are equally
+    long: otherwise ``ValueError`` naming the files and their lengths.
     """
     from opso_nb.aru import parse_audiomoth_metadata_from_path
+    from opso_nb.audio import audio_info
 
     starts = [parse_audiomoth_metadata_from_path(f).get("recording_start_time") for f in files]
-    if any(s is None for s in starts):
-        return [0.0] * len(files)
-    return [(starts[0] - s).total_seconds() for s in starts]
+    if all(s is not None for s in starts):
+        return [(starts[0] - s).total_seconds() for s in starts]
+    lengths = [audio_info(f).duration for f in files]
+    # a few ms of difference is normal for recorders stopped by hand; more means they did not start together
+    if max(lengths) - min(lengths) > SYNC_TOLERANCE_S:
+        listing = ", ".join(f"{Path(f).name}: {d:.3f} s" for f, d in zip(files, lengths))
+        raise ValueError(f"unsynchronized recordings: files of one event differ in length ({listing}) and carry no "
+                         "recording_start_time metadata to align them")
+    return [0.0] * len(files)
 
 
-def events_to_df(events) -> pd.DataFrame:
-    """Table of events: class, start_time, x, y[, z] (m), residual_rms (m), receivers used, error."""
-    return pd.DataFrame([e.to_record() for e in events])
+def events_to_df(events, path=None) -> pd.DataFrame:
+    """Table of events: class, start_time, x, y[, z] (m), residual_rms (m), receivers used, error.
+
+    Parameters
+    ----------
+    events : list of SpatialEvent
+    path : str or Path, optional
+        Also write the table there as CSV, atomically (a reader never sees half a file).
+    """
+    table = pd.DataFrame([e.to_record() for e in events])
+    if path is not None:
+        from opso_nb.utils import atomic_path
+
+        with atomic_path(path) as tmp:
+            table.to_csv(tmp, index=False)
+    return table
 
 
 def filter_events(table: pd.DataFrame, residual_threshold: float = np.inf, cc_threshold: float | None = None,
@@ -594,7 +617,7 @@ class SynchronizedRecorderArray:
                             localization_algorithm: str = "gillette", cc_threshold: float = 0, cc_filter: str = "phat",
                             max_delay=None, bandpass_ranges=None, residual_threshold: float = np.inf,
                             speed_of_sound: float = SPEED_OF_SOUND, num_workers: int = 0, progress: bool = False,
-                            return_unlocalized: bool = True):
+                            return_unlocalized: bool = True, results_csv=None):
         """Localize every candidate event built from ``detections``.
 
         Steps: candidate events → GCC delays (after the class's band-pass) →
@@ -607,6 +630,8 @@ class SynchronizedRecorderArray:
             Processes for delay estimation and positions (0 = this process).
         progress : bool
             Show a tqdm progress bar.
+        results_csv : str or Path, optional
+            Write :func:`events_to_df` of all events (localized first) there, atomically.
 
         Returns
         -------
@@ -641,6 +666,8 @@ class SynchronizedRecorderArray:
             elif event.error is None:
                 event.error = "no finite position"
             unlocalized.append(event)
+        if results_csv is not None:
+            events_to_df(localized + unlocalized, results_csv)
         return (localized, unlocalized) if return_unlocalized else localized
 
 
@@ -694,8 +721,10 @@ def simulate_array_recordings(receiver_positions, sources, out_dir, duration: fl
     -------
     dict
         ``file_coords`` (DataFrame indexed by file: x, y[, z]), ``detections``
-        (clip table, one 0/1 column per class), ``truth`` (sources with the
-        clip each falls in) and ``speed_of_sound``. All three tables are also
+        (clip table, one 0/1 column per class; a receiver detects a call in
+        the clip its arrival falls in), ``truth`` (sources with ``clip_start``,
+        the clip each is emitted in: emit calls early in a clip so that every
+        receiver hears them within it) and ``speed_of_sound``. All three tables are also
         written as CSV into ``out_dir``.
     """
     import soundfile
@@ -768,7 +797,8 @@ def demo_array(out_dir, algorithm: str = "least_squares", seed: int = 7, n_sourc
     classes = np.where(np.arange(n_sources) % 2 == 0, "wren", "thrush")
     sources = pd.DataFrame({
         "x": rng.uniform(15, 85, n_sources), "y": rng.uniform(15, 85, n_sources), "z": rng.uniform(1, 8, n_sources),
-        "time": np.arange(n_sources) * (duration - 1) / n_sources + 0.2, "class": classes,
+        # one call early in each 1 s clip, so every receiver hears it in the same clip (arrivals <= 0.4 s later)
+        "time": np.arange(n_sources) * max(1, int(duration // n_sources)) + 0.1, "class": classes,
         "low_f": np.where(classes == "wren", 3000, 1800), "high_f": np.where(classes == "wren", 5000, 3200)})
     sim = simulate_array_recordings(receivers, sources, out_dir, duration=duration, noise_dBFS=-48, seed=seed)
     array = SynchronizedRecorderArray(sim["file_coords"])

@@ -1,6 +1,6 @@
 """Serve a dashboard notebook and drive it in headless Chromium.
 
-Used by every ``tests/test_*_browser.py``::
+Used by every ``tests/test_*_browser.py``, either with context managers::
 
     from browser import serve_app, open_page, assert_healthy
 
@@ -182,14 +182,7 @@ def open_page(url: str, viewport=(1400, 1000), goto_timeout_ms: int = 120_000):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         try:
             page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
-            page.opso_errors = []
-            page.on("pageerror", lambda err: page.opso_errors.append(f"page error: {err}"))
-
-            def on_console(message):
-                if message.type == "error" and not any(p.search(message.text) for p in ALLOWED_CONSOLE_NOISE):
-                    page.opso_errors.append(f"console error: {message.text[:500]}")
-
-            page.on("console", on_console)
+            attach_error_collectors(page)
             page.goto(url, timeout=goto_timeout_ms)
             yield page
         finally:
@@ -254,3 +247,88 @@ def canvas_fingerprint(page, index: int = 0) -> bytes:
     plot ``k`` on a page is canvas ``2 * k``.
     """
     return page.locator("canvas").nth(index).screenshot()
+
+
+# ---------------------------------------------------------------------------
+# Convenience names: one-server context managers, pytest fixtures, widget helpers.
+
+def serve_voila(notebook_path, timeout: float = 120.0, env=None):
+    """``serve_app(notebook_path, "voila")``: serve one notebook with Voila, yield its URL."""
+    return serve_app(notebook_path, "voila", timeout=timeout, env=env)
+
+
+def serve_panel(notebook_or_py_path, timeout: float = 120.0, env=None):
+    """``serve_app(path, "panel")``: serve one notebook or script with ``panel serve``, yield its URL."""
+    return serve_app(notebook_or_py_path, "panel", timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium for the whole session (Debian's, launched by path)."""
+    _require_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def attach_error_collectors(page) -> None:
+    """Record uncaught page errors and non-allow-listed console errors in ``page.opso_errors``."""
+    page.opso_errors = []
+    page.on("pageerror", lambda err: page.opso_errors.append(f"page error: {err}"))
+
+    def on_console(message):
+        if message.type == "error" and not any(p.search(message.text) for p in ALLOWED_CONSOLE_NOISE):
+            page.opso_errors.append(f"console error: {message.text[:500]}")
+
+    page.on("console", on_console)
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh page (own context) whose errors are collected for :func:`assert_healthy`."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    new_page = context.new_page()
+    attach_error_collectors(new_page)
+    try:
+        yield new_page
+    finally:
+        context.close()
+
+
+def wait_for_bokeh_plot(page, count: int = 1, timeout_s: float = 90.0) -> None:
+    """Wait until ``count`` Bokeh plots have drawn (each plot draws on two stacked canvases)."""
+    wait_for_canvases(page, 2 * count, timeout_s)
+
+
+def set_widget_value(page, label: str, value, timeout_ms: int = 30_000) -> None:
+    """Set a Panel widget found by its visible label, as a user would.
+
+    Selects pick the option whose value or text is ``value``; text and number inputs
+    are filled and Enter pressed (Panel commits on Enter/blur); sliders are moved with
+    the keyboard from their current value (``value`` is a number of arrow-key steps
+    when given as ``("steps", n)``). Locators pierce Bokeh's shadow DOM.
+    """
+    widget = page.get_by_label(label).first
+    widget.wait_for(timeout=timeout_ms)
+    tag = widget.evaluate("el => el.tagName.toLowerCase()")
+    if tag == "select":
+        try:
+            widget.select_option(value=str(value), timeout=timeout_ms)
+        except Exception:
+            widget.select_option(label=str(value), timeout=timeout_ms)
+    elif tag in ("input", "textarea"):
+        widget.fill(str(value))
+        widget.press("Enter")
+    else:  # a slider handle (noUiSlider): arrow keys move it by one step each
+        if not (isinstance(value, tuple) and value[0] == "steps"):
+            raise ValueError("for sliders pass value=('steps', n) with n arrow-key steps (negative: left)")
+        handle = widget if widget.get_attribute("role") == "slider" else widget.locator("[role=slider]").first
+        handle.focus()
+        key = "ArrowRight" if value[1] > 0 else "ArrowLeft"
+        for _ in range(abs(int(value[1]))):
+            handle.press(key)

@@ -10,6 +10,7 @@ from opso_nb.detection import (
     detection_counts,
     detections_table,
     precision_recall_curve_table,
+    top_clips as detection_top,
     predict_multi_target_labels,
     predict_single_target_labels,
     threshold_for_precision,
@@ -126,3 +127,13 @@ def test_raven_and_csv_export(scores, tmp_path):
     path = write_detections_csv(det, tmp_path / "det.csv")
     pd.testing.assert_frame_equal(pd.read_csv(path), det)
     assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_top_clips_skip_overlaps(scores):
+    top = detection_top(scores, "frog", 3)
+    # 0.9 (a 0-2) wins; 0.8 (a 1-3) overlaps it and is skipped; then 0.7 (a 6-8), 0.2 (a 2-4)
+    assert top.index.tolist() == [("a.wav", 0.0, 2.0), ("a.wav", 6.0, 8.0), ("a.wav", 2.0, 4.0)]
+    assert top["score"].tolist() == [0.9, 0.7, 0.2]
+    assert detection_top(scores, "frog", 2, allow_overlap=True)["score"].tolist() == [0.9, 0.8]
+    with pytest.raises(ValueError, match="no class"):
+        detection_top(scores, "owl")

@@ -1,4 +1,6 @@
 """Localization: exact recovery from clean TDOAs, simulated arrays, residual filtering, errors."""
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -164,20 +166,90 @@ def test_cc_threshold_leaves_too_few_receivers(simulated):
         event.estimate_location(cc_threshold=1.01)
 
 
-def test_real_bundled_array_localizes_consistently():
+def bundled_array():
+    """The bundled real array: CSV paths rewritten to the package folder; files not shipped are left out."""
     folder = sample_data.localization_folder()
     coords = pd.read_csv(folder / "LOCA_2021_aru_coords.csv", skipinitialspace=True)
-    coords["file"] = coords["file"].str.replace("tests/audio/", str(folder) + "/", regex=False)
-    coords = coords[coords["file"].map(lambda f: (folder / f.split("/")[-1]).exists())]
     detections = pd.read_csv(folder / "LOCA_2021_detections.csv", skipinitialspace=True)
-    detections["file"] = detections["file"].str.replace("tests/audio/", str(folder) + "/", regex=False)
-    detections = detections.set_index(["file", "start_time", "end_time"])
+    for table in (coords, detections):
+        table["file"] = table["file"].str.replace("tests/audio/", str(folder) + "/", regex=False)
+    # the late-start copy duplicates recorder 8 (its own test below); veryshort.wav is not bundled
+    coords = coords[coords["file"].map(lambda f: Path(f).exists()) & ~coords["file"].str.endswith("_late_start.wav")]
+    detections = detections[detections["file"].isin(coords["file"])]
+    return coords, detections.set_index(["file", "start_time", "end_time"])
+
+
+# the 'zeep' (a nocturnal flight call) sits at 7-9 kHz, above a steady insect chorus at 4.5 and 6.5 kHz
+ZEEP_BAND = {"zeep": (7000, 9000)}
+
+
+def test_real_bundled_array_puts_flight_call_overhead():
+    coords, detections = bundled_array()
     array = SynchronizedRecorderArray(coords)
     localized, unlocalized = array.localize_detections(detections, max_receiver_dist=100, min_n_receivers=4,
-                                                       localization_algorithm="least_squares")
-    assert localized, [e.error for e in unlocalized]
+                                                       localization_algorithm="least_squares",
+                                                       bandpass_ranges=ZEEP_BAND, residual_threshold=0.5)
     table = events_to_df(localized)
-    # every reference receiver agrees on where the 'zeep' came from
-    spread = table[["x", "y", "z"]].std().max()
-    assert spread < 1.0
-    assert table.residual_rms.median() < 1.0
+    assert len(table) >= 3, [e.error for e in unlocalized]
+    # three poles 20 m apart with microphones at 3 and 15 m: the range of a call from far overhead is poorly
+    # fixed, but its direction is not. Every well-fitting event must point steeply up, the same way.
+    centre = array.file_coords.to_numpy().mean(axis=0)
+    directions = table[["x", "y", "z"]].to_numpy() - centre
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    elevation = np.degrees(np.arcsin(directions[:, 2]))
+    assert elevation.min() > 60, elevation
+    spread = np.degrees(np.arccos(np.clip(directions @ directions.mean(axis=0) / np.linalg.norm(
+        directions.mean(axis=0)), -1, 1)))
+    assert spread.max() < 5, spread
+    assert (table["z"] > coords["z"].max()).all()
+
+
+def test_late_start_recorder_is_aligned_by_its_metadata():
+    coords, detections = bundled_array()
+    first = coords["file"].iloc[0]
+    reference = SpatialEvent([first, coords["file"].iloc[5]], coords[["x", "y", "z"]].to_numpy()[[0, 5]],
+                             start_time=0.2, duration=0.3, bandpass_range=ZEEP_BAND["zeep"])
+    late_file = str(sample_data.localization_folder() / "LOCA_2021_09_24_652_8_late_start.wav")
+    late = SpatialEvent([first, late_file], coords[["x", "y", "z"]].to_numpy()[[0, 5]],
+                        start_time=0.2, duration=0.3, bandpass_range=ZEEP_BAND["zeep"])
+    assert reference.estimate_delays()[1] == pytest.approx(late.estimate_delays()[1], abs=1e-4)
+
+
+def test_unsynchronized_lengths_are_reported(tmp_path):
+    import soundfile
+
+    rng = np.random.default_rng(0)
+    files = []
+    for i, seconds in enumerate([2.0, 2.0, 1.5]):
+        files.append(str(tmp_path / f"r{i}.wav"))
+        soundfile.write(files[-1], rng.standard_normal(int(seconds * 8000)) * 0.1, 8000)
+    event = SpatialEvent(files, SQUARE_2D[:3], start_time=0.0, duration=1.0)
+    with pytest.raises(ValueError, match=r"unsynchronized.*r2.wav: 1.500 s"):
+        event.estimate_delays()
+
+
+def test_missing_audio_is_reported_per_event_and_results_saved(simulated, tmp_path):
+    coords = simulated["file_coords"].copy()
+    detections = simulated["detections"]
+    gone = str(tmp_path / "gone.wav")
+    coords.index = [gone if i == 0 else f for i, f in enumerate(coords.index)]
+    detections = detections.rename(index={simulated["file_coords"].index[0]: gone}, level="file")
+    out = tmp_path / "results.csv"
+    localized, unlocalized = SynchronizedRecorderArray(coords).localize_detections(
+        detections, max_receiver_dist=200, min_n_receivers=5, results_csv=out,
+        bandpass_ranges={"wren": (2500, 5500), "thrush": (1500, 3500)})
+    assert not localized and len(unlocalized) == 24
+    assert all("gone.wav" in e.error for e in unlocalized)
+    saved = pd.read_csv(out)
+    assert len(saved) == 24 and saved["x"].isna().all() and saved["error"].str.contains("gone.wav").all()
+    assert not list(tmp_path.glob(".results.csv*"))  # no temporary file left behind
+
+
+def test_results_csv_round_trip(simulated, tmp_path):
+    array = SynchronizedRecorderArray(simulated["file_coords"])
+    localized, _ = array.localize_detections(
+        simulated["detections"], max_receiver_dist=200, min_n_receivers=5, localization_algorithm="gillette",
+        bandpass_ranges={"wren": (2500, 5500), "thrush": (1500, 3500)}, results_csv=tmp_path / "r.csv")
+    saved = pd.read_csv(tmp_path / "r.csv")
+    assert list(saved.columns[:6]) == ["class", "start_time", "duration", "reference_file", "x", "y"]
+    np.testing.assert_allclose(saved[["x", "y"]], events_to_df(localized)[["x", "y"]])

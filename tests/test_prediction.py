@@ -262,3 +262,22 @@ def test_memory_flat_in_recording_length(model, tmp_path):
     assert peaks["long"] < peaks["short"] + 5, peaks
     stored, _ = load_prediction_output(tmp_path / "out_long")
     assert len(stored) == 600
+
+
+def test_streaming_clip_table_with_missing_file_and_changed_preprocessor(model, wavs, tmp_path):
+    idx = pd.MultiIndex.from_tuples([(str(wavs[0]), 0.0, 2.0), (str(tmp_path / "gone.wav"), 0.0, 2.0)],
+                                    names=["file", "start_time", "end_time"])
+    out = tmp_path / "run"
+    with pytest.warns(UserWarning):
+        scores, invalid = predict(model, pd.DataFrame(index=idx), output_path=out, return_invalid_samples=True,
+                                  progress=False)
+    assert scores.iloc[0].notna().all() and scores.iloc[1].isna().all()
+    assert invalid["file"].tolist() == [str(tmp_path / "gone.wav")]
+    # a preprocessor with other settings must not reuse the stored scores
+    other = StubModel(sample_duration=2.0)
+    other.preprocessor.to_dict = lambda: {"sample_duration": 2.0, "band": [0, 1000]}
+    calls = []
+    with pytest.warns(UserWarning):
+        predict(other, pd.DataFrame(index=idx), output_path=out, progress=False,
+                progress_callback=lambda d, t, f: calls.append(f))
+    assert str(wavs[0]) in calls

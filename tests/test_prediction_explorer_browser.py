@@ -1,11 +1,6 @@
 """The prediction explorer: driven from Python, then served by ``panel serve`` and clicked in headless Chromium."""
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +18,6 @@ from opso_nb.ml.prediction import load_prediction_output  # noqa: E402
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "notebooks" / "apps" / "prediction_explorer.ipynb"
-CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")
@@ -118,100 +112,48 @@ def test_explorer_says_when_no_model(tmp_path):
 # ----------------------------------------------------------------------------- browser
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def served_app(setup, tmp_path):
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Chromium not installed at /usr/bin/chromium")
-    models, rec, _ = setup
-    out = tmp_path / "served_out"
-    port = _free_port()
-    panel_exe = Path(sys.executable).with_name("panel")
-    proc = subprocess.Popen(
-        [str(panel_exe), "serve", str(APP), "--port", str(port), "--address", "127.0.0.1",
-         "--allow-websocket-origin", f"127.0.0.1:{port}"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        env={**os.environ, "BOKEH_RESOURCES": "inline", "OPSO_NB_MODELS": str(models),
-             "OPSO_NB_RECORDINGS": str(rec), "OPSO_NB_PREDICTIONS": str(out), "OMP_NUM_THREADS": "1"},
-    )
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None:
-                break
-            time.sleep(0.3)
-    try:
-        yield f"http://127.0.0.1:{port}/{APP.stem}", out
-    finally:
-        proc.terminate()
-        try:
-            log = proc.communicate(timeout=15)[0].decode(errors="replace")
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            log = proc.communicate()[0].decode(errors="replace")
-        assert "Traceback" not in log, log[-3000:]
-
-
-def _detections_cell(page, row: int) -> str:
-    """Text of the 'detections' column in the counts table, for the given class row."""
-    return page.locator("table tbody tr").nth(row).locator("td").nth(1).inner_text()
+def _detections(page, row: int) -> str:
+    """Text of the 'detections' column of the counts table for one class row ("" if not drawn yet)."""
+    cells = page.locator("table tbody tr").nth(row).locator("td")
+    return cells.nth(1).inner_text() if cells.count() > 1 else ""
 
 
 @pytest.mark.browser
-def test_prediction_explorer_in_chromium(served_app):
-    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
-    url, out = served_app
-    errors = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"],
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1500, "height": 1100})
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(url, timeout=60_000)
-            page.get_by_text("press Run prediction").first.wait_for(timeout=60_000)
-            page.get_by_role("button", name="Run prediction").click()
-            page.get_by_text("2 file(s) scored").first.wait_for(timeout=60_000)
-            assert (out / "manifest.json").exists() and len(list(out.glob("*.parquet"))) == 2
-            scores, _ = load_prediction_output(out)
-            assert len(scores) == 8
+@pytest.mark.parametrize("server", ["voila", "panel"])
+def test_prediction_explorer_in_chromium(server, setup, tmp_path, page):
+    from browser import assert_healthy, poll, serve_app
 
-            # the counts table has one row per class; moving the threshold to its ends changes the counts
-            page.locator("table tbody tr").nth(1).wait_for(timeout=15_000)
-            slider = page.locator("div", has=page.locator(".bk-slider-title", has_text="Threshold")).last
-            handle = slider.locator(".noUi-handle")
-            assert float(handle.get_attribute("aria-valuemin")) <= float(scores["toad"].min())
-            handle.focus()
-            handle.press("End")
-            page.wait_for_timeout(500)
-            deadline = time.time() + 15
-            while time.time() < deadline and _detections_cell(page, 0) != "0":
-                page.wait_for_timeout(200)
-            assert _detections_cell(page, 0) == "0"
-            handle.press("Home")
-            deadline = time.time() + 15
-            while time.time() < deadline and _detections_cell(page, 0) != "8":
-                page.wait_for_timeout(200)
-            assert _detections_cell(page, 0) == "8"
+    models, rec, _ = setup
+    out = tmp_path / "served_out"
+    env = {"OPSO_NB_MODELS": str(models), "OPSO_NB_RECORDINGS": str(rec), "OPSO_NB_PREDICTIONS": str(out),
+           "OMP_NUM_THREADS": "1"}
+    with serve_app(APP, server, env=env) as url:
+        page.goto(url, timeout=120_000)
+        page.get_by_text("press Run prediction").first.wait_for(timeout=120_000)
+        page.get_by_role("button", name="Run prediction").click()
+        page.get_by_text("2 file(s) scored").first.wait_for(timeout=90_000)
+        assert (out / "manifest.json").exists() and len(list(out.glob("*.parquet"))) == 2
+        scores, invalid = load_prediction_output(out)
+        assert len(scores) == 8 and invalid["file"].map(lambda f: Path(f).name).tolist() == ["broken.wav"]
 
-            page.get_by_role("button", name="Export Raven tables").click()
-            page.get_by_text("Raven table(s)").first.wait_for(timeout=15_000)
-            assert sorted(p.name for p in (out / "raven").glob("*.txt")) == [
-                "night1.Table.1.selections.txt", "night2.Table.1.selections.txt"]
-            toad_rows = pd.read_csv(out / "raven" / "night1.Table.1.selections.txt", sep="\t")
-            assert set(toad_rows["Annotation"]) <= {"toad", "bird"} and len(toad_rows) >= 1
-            assert page.locator("audio").count() >= 1 and page.locator("canvas").count() >= 2
-            assert errors == [], errors
-        finally:
-            browser.close()
+        # the counts table has one row per class; the threshold slider's ends give all / no detections
+        assert poll(page, lambda: _detections(page, 1) != "", 20)
+        slider = page.locator("div", has=page.locator(".bk-slider-title", has_text="Threshold")).last
+        handle = slider.locator(".noUi-handle")
+        assert float(handle.get_attribute("aria-valuemin")) <= float(scores["toad"].min())
+        handle.focus()
+        handle.press("End")
+        assert poll(page, lambda: _detections(page, 0) == "0", 20), _detections(page, 0)
+        handle.press("Home")
+        assert poll(page, lambda: _detections(page, 0) == "8", 20), _detections(page, 0)
+
+        page.get_by_role("button", name="Export Raven tables").click()
+        page.get_by_text("Raven table(s)").first.wait_for(timeout=20_000)
+        tables = sorted((out / "raven").glob("*.txt"))
+        assert [p.name for p in tables] == ["night1.Table.1.selections.txt", "night2.Table.1.selections.txt"]
+        # threshold at its minimum: every clip of the toad class is a detection (merged into events)
+        night1 = pd.read_csv(tables[0], sep="\t")
+        toad = night1[night1["Annotation"] == "toad"]
+        assert toad["Begin Time (s)"].min() == 0.0 and toad["End Time (s)"].max() == 8.0
+        assert page.locator("audio").count() >= 1 and page.locator("canvas").count() >= 2
+        assert_healthy(page)

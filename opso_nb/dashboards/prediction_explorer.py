@@ -30,6 +30,7 @@ from opso_nb.dashboards._widgets import AUDIO_PATTERNS, FolderFilePicker, audio_
 from opso_nb.detection import (
     detection_counts,
     detections_table,
+    top_clips,
     write_detections_csv,
     write_raven_tables,
 )
@@ -328,11 +329,10 @@ class PredictionExplorer(pn.viewable.Viewer):
         self._update_counts()
 
     def top_clips_table(self) -> pd.DataFrame:
-        """The ``n_top`` highest-scoring clips of the selected class."""
+        """The ``n_top`` highest-scoring, non-overlapping clips of the selected class."""
         if self.scores is None or self.selected_class is None:
             return pd.DataFrame()
-        col = self.scores[self.selected_class].dropna()
-        return col.nlargest(self.n_top).to_frame("score")
+        return top_clips(self.scores, self.selected_class, n=self.n_top)
 
     def _draw_top_clips(self):
         from opso_nb.audio import Audio

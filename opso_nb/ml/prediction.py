@@ -142,6 +142,18 @@ def _network_fingerprint(network) -> str:
     return h.hexdigest()[:16]
 
 
+def _preprocessor_fingerprint(preprocessor) -> str:
+    """Settings of the preprocessor (changed settings must not reuse old parts)."""
+    to_dict = getattr(preprocessor, "to_dict", None)
+    try:
+        desc = json.dumps(to_dict(), sort_keys=True, default=str) if callable(to_dict) else None
+    except Exception:  # a preprocessor that cannot describe itself: fall back to its type
+        desc = None
+    if desc is None:
+        desc = f"{type(preprocessor).__module__}.{type(preprocessor).__qualname__}"
+    return hashlib.sha1(desc.encode()).hexdigest()[:16]
+
+
 def _part_name(file: str, fmt: str) -> str:
     digest = hashlib.sha1(file.encode()).hexdigest()[:12]
     stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(file).stem)[:60]
@@ -504,6 +516,7 @@ def predict(
         folder.mkdir(parents=True, exist_ok=True)
         manifest = _read_manifest(folder)
         settings["network"] = _network_fingerprint(network)
+        settings["preprocessor"] = _preprocessor_fingerprint(model.preprocessor)
         settings_key = hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
         manifest.update(version=MANIFEST_VERSION, classes=classes)
         manifest.setdefault("failed_files", {})
@@ -655,7 +668,10 @@ def _finish_job(job, scores, errors, classes):
 def _store_job(folder, manifest, job, df, errors, fmt):
     part = _part_name(job.file, fmt)
     _write_part(folder / part, df, fmt)
-    sig = _file_signature(job.file)
+    try:
+        sig = _file_signature(job.file)
+    except OSError:  # input vanished (clip table naming a missing file): never counts as unchanged
+        sig = {"size": -1, "mtime_ns": -1}
     manifest["files"][job.file] = {
         "part": part, "format": fmt, "key": job.key, "n_clips": int(len(df)),
         "errors": [list(e) for e in errors], "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **sig,

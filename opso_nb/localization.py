@@ -25,7 +25,9 @@ given in degrees.
 """
 from __future__ import annotations
 
+import functools
 import math
+import os
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -449,6 +451,15 @@ class SpatialEvent:
         return row
 
 
+@functools.lru_cache(maxsize=4096)
+def _file_timing(file: str, mtime_ns):
+    """(recording_start_time or None, duration in s) of a file; cached per file version (``mtime_ns``)."""
+    from opso_nb.aru import parse_audiomoth_metadata_from_path
+    from opso_nb.audio import audio_info
+
+    return parse_audiomoth_metadata_from_path(file).get("recording_start_time"), audio_info(file).duration
+
+
 def _start_offsets(files) -> list[float]:
     """Seconds to add to a time in the first file to get the same moment in each file.
 
@@ -457,13 +468,12 @@ def _start_offsets(files) -> list[float]:
     taken as started together, which is only believable if they are equally
     long: otherwise ``ValueError`` naming the files and their lengths.
     """
-    from opso_nb.aru import parse_audiomoth_metadata_from_path
-    from opso_nb.audio import audio_info
-
-    starts = [parse_audiomoth_metadata_from_path(f).get("recording_start_time") for f in files]
+    timings = [_file_timing(f, os.stat(f).st_mtime_ns) if os.path.exists(f) else _file_timing(f, None)
+               for f in files]
+    starts = [t[0] for t in timings]
     if all(s is not None for s in starts):
         return [(starts[0] - s).total_seconds() for s in starts]
-    lengths = [audio_info(f).duration for f in files]
+    lengths = [t[1] for t in timings]
     # a few ms of difference is normal for recorders stopped by hand; more means they did not start together
     if max(lengths) - min(lengths) > SYNC_TOLERANCE_S:
         listing = ", ".join(f"{Path(f).name}: {d:.3f} s" for f, d in zip(files, lengths))
@@ -784,7 +794,10 @@ def demo_array(out_dir, algorithm: str = "least_squares", seed: int = 7, n_sourc
 
     Recorders sit on a 100 m square with one in the centre and one 20 m high
     on a mast; ``n_sources`` calls of two classes come from random places
-    inside the square. Files are written to ``out_dir``.
+    inside the square. While the first wren calls, a second, quieter wren sings
+    3 m from the north-east recorder, spoiling that recorder's delays: the
+    events of that clip get large residuals (something to filter out).
+    Files are written to ``out_dir``.
 
     Returns
     -------
@@ -800,6 +813,9 @@ def demo_array(out_dir, algorithm: str = "least_squares", seed: int = 7, n_sourc
         # one call early in each 1 s clip, so every receiver hears it in the same clip (arrivals <= 0.4 s later)
         "time": np.arange(n_sources) * max(1, int(duration // n_sources)) + 0.1, "class": classes,
         "low_f": np.where(classes == "wren", 3000, 1800), "high_f": np.where(classes == "wren", 5000, 3200)})
+    intruder = pd.DataFrame([{"x": 97.0, "y": 98.0, "z": 2.0, "time": 0.12, "class": "wren", "low_f": 3000,
+                              "high_f": 5000, "level": 0.05}])
+    sources = pd.concat([sources, intruder], ignore_index=True)
     sim = simulate_array_recordings(receivers, sources, out_dir, duration=duration, noise_dBFS=-48, seed=seed)
     array = SynchronizedRecorderArray(sim["file_coords"])
     localized, unlocalized = array.localize_detections(

@@ -24,14 +24,23 @@ def shown(app):
 
 def test_filters_change_points(app):
     total = len(app.table)
-    app.residual_threshold = 50
+    assert total == 8 * 6  # 8 calls heard by 6 recorders; each detection is the reference of one event
+    # the six events of the first clip carry the intruder's wrong delays: hidden at the default 2 m
+    assert shown(app) == total - 6
+    app.residual_threshold = 20
     assert shown(app) == total == len(app._points.data["x"])
     app.residual_threshold = 0.0
-    assert shown(app) < total
-    app.residual_threshold = 5.0
+    assert shown(app) == 0
+    app.residual_threshold = 2.0
     app.classes = ["wren"]
-    assert set(app._points.data["cls"]) == {"wren"}
+    assert set(app._points.data["cls"]) == {"wren"} and shown(app) == 6 * 4 - 6
     app.classes = list(app.param.classes.objects)
+    app.time_range = (2.5, 5.5)  # clips starting at 3, 4, 5 s
+    assert sorted(set(app._points.data["start"])) == [3.0, 4.0, 5.0]
+    app.time_range = app.param.time_range.bounds
+    app.cc_threshold = float(app.table["min_cc"].median())
+    assert 0 < shown(app) < total - 6
+    app.cc_threshold = 0.0
 
 
 def test_selecting_a_point_shows_aligned_receivers(app):

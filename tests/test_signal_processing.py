@@ -95,3 +95,138 @@ def test_gcc_bad_input(args, message):
 def test_gcc_unknown_filter():
     with pytest.raises(ValueError, match="cc_filter must be one of"):
         sp.gcc([1.0, 2.0], [1.0, 2.0], cc_filter="fancy")
+
+
+# --------------------------------------------------------------------------- filtering
+def test_bandpass_filter_keeps_in_band_tone_and_removes_others():
+    sr = 16000
+    t = np.arange(sr) / sr
+    tones = {f: np.sin(2 * np.pi * f * t) for f in (200, 1000, 5000)}
+    out = sp.bandpass_filter(sum(tones.values()), 600, 1600, sr, order=6)
+    middle = slice(2000, -2000)  # avoid edge transients
+    amplitude = {f: 2 * abs(np.dot(out[middle], tones[f][middle])) / len(t[middle]) for f in tones}
+    assert amplitude[1000] == pytest.approx(1.0, abs=0.02)
+    assert amplitude[200] < 0.01 and amplitude[5000] < 0.01
+    # zero phase: the kept tone is not shifted
+    assert np.corrcoef(out[middle], tones[1000][middle])[0, 1] > 0.999
+
+
+def test_butter_bandpass_is_sos_and_checks_band():
+    sos = sp.butter_bandpass(500, 2000, 8000, order=4)
+    assert sos.shape == (4, 6)
+    with pytest.raises(ValueError, match="Nyquist"):
+        sp.butter_bandpass(500, 5000, 8000)
+    with pytest.raises(ValueError, match="low_f"):
+        sp.butter_bandpass(2000, 500, 8000)
+
+
+def test_frequency2scale_inverts_the_centre_frequency_relation():
+    scale = sp.frequency2scale(50, "morl", 400)
+    assert scale == pytest.approx(0.8125 * 400 / 50)
+    assert 0.8125 / scale * 400 == pytest.approx(50)
+    with pytest.raises(ValueError):
+        sp.frequency2scale(0, "morl", 400)
+
+
+# --------------------------------------------------------------------------- drumming
+def accelerating_beats(first_interval=0.6, factor=0.88, min_interval=0.06, start=1.0):
+    times = [start]
+    interval = first_interval
+    while interval > min_interval:
+        times.append(times[-1] + interval)
+        interval *= factor
+    return np.array(times)
+
+
+def beat_audio(beats, duration=12.0, sr=400, freq=50.0, noise=0.05, seed=0):
+    from opso_nb.audio import Audio
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(duration * sr)) / sr
+    x = noise * rng.standard_normal(len(t))
+    for b in beats:
+        after = t >= b
+        x[after] += np.sin(2 * np.pi * freq * (t[after] - b)) * np.exp(-(t[after] - b) / 0.02)
+    return Audio(x.astype(np.float32), sr)
+
+
+def test_cwt_peaks_finds_each_beat():
+    beats = accelerating_beats()
+    times, levels = sp.cwt_peaks(beat_audio(beats), 50, peak_threshold=0.2, peak_separation=0.04)
+    assert len(times) == len(beats)
+    # smoothing puts the peak a little after the onset (beats decay in ~20 ms)
+    np.testing.assert_allclose(times - beats, 0.01, atol=0.02)
+    assert levels.max() == pytest.approx(1.0) and levels.min() > 0.2
+
+
+def test_cwt_peaks_needs_nyquist():
+    from opso_nb.audio import Audio
+
+    with pytest.raises(ValueError, match="twice the center_frequency"):
+        sp.cwt_peaks(Audio(np.zeros(400, np.float32), 80), 50)
+
+
+def test_find_accel_sequences_on_accelerating_series():
+    beats = accelerating_beats()
+    seq_t, seq_y = sp.find_accel_sequences(beats)
+    assert len(seq_t) == 1
+    # every point but the last (which has no following interval) is in the sequence
+    np.testing.assert_allclose(seq_t[0], beats[:-1])
+    np.testing.assert_allclose(seq_y[0], np.diff(beats))
+
+
+def test_find_accel_sequences_rejects_steady_and_decelerating_series():
+    steady = np.arange(0, 10, 0.3)
+    assert sp.find_accel_sequences(steady, dy_range=(-0.2, -0.001)) == ([], [])
+    slowing = accelerating_beats()[::-1] * -1 + 20  # same intervals, reversed: decelerating
+    assert sp.find_accel_sequences(slowing) == ([], [])
+
+
+def test_find_accel_sequences_tolerates_max_skip_noise_points():
+    beats = accelerating_beats()
+    noisy = np.sort(np.concatenate([beats, [beats[3] + 0.01]]))  # one spurious peak
+    seq_t, _ = sp.find_accel_sequences(noisy, max_skip=3)
+    assert len(seq_t) == 1 and len(seq_t[0]) >= len(beats) - 3
+    # too short for duration_range → nothing
+    assert sp.find_accel_sequences(beats, duration_range=(10, 15)) == ([], [])
+
+
+def test_detect_peak_sequence_cwt_on_synthetic_drumming():
+    beats = accelerating_beats(start=2.0)
+    from opso_nb.audio import Audio
+
+    audio = beat_audio(beats, duration=12.0, sr=400)
+    audio = Audio(np.repeat(audio.samples, 2), 800)  # exercise the resampling path
+    df = sp.detect_peak_sequence_cwt(audio, window_len=12)
+    assert len(df) == 1
+    row = df.iloc[0]
+    assert row.seq_start_time == pytest.approx(beats[0], abs=0.05)
+    assert row.seq_len >= len(beats) - 2
+    assert list(df.columns) == ["sequence_y", "sequence_t", "window_start_t", "seq_len", "seq_start_time",
+                                "seq_end_time", "seq_midpoint_time"]
+    # windows: 12 s of audio with window_len=5 → two windows, the partial third is discarded
+    assert set(sp.detect_peak_sequence_cwt(audio, window_len=5, duration_range=(0.5, 15),
+                                           points_range=(3, 100)).window_start_t) <= {0.0, 5.0}
+
+
+def test_detect_peak_sequence_cwt_on_real_ruffed_grouse():
+    from opso_nb import sample_data
+    from opso_nb.audio import Audio
+
+    df = sp.detect_peak_sequence_cwt(Audio.from_file(sample_data.ruffed_grouse()))
+    assert len(df) == 1
+    assert 1.0 < df.seq_start_time.iloc[0] < 2.5 and 7.0 < df.seq_end_time.iloc[0] < 9.0
+    assert df.seq_len.iloc[0] >= 20
+
+
+# --------------------------------------------------------------------------- events
+def test_thresholded_event_durations_known_output():
+    starts, durations = sp.thresholded_event_durations([0, 1, 1, 0, 1], 0.5)
+    np.testing.assert_array_equal(starts, [1, 4])
+    np.testing.assert_array_equal(durations, [2, 1])
+    starts, durations = sp.thresholded_event_durations([2, 4, 4, 0, np.nan, 4], 0.6, normalize=True, sample_rate=2)
+    np.testing.assert_array_equal(starts, [0.5, 2.5])
+    np.testing.assert_array_equal(durations, [1.0, 0.5])
+    assert [len(a) for a in sp.thresholded_event_durations([], 0.5)] == [0, 0]
+    with pytest.raises(ValueError, match="normalize"):
+        sp.thresholded_event_durations([0, 0], 0.5, normalize=True)

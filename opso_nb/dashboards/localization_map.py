@@ -30,10 +30,11 @@ class LocalizationMap(pn.viewable.Viewer):
         Recorder positions (indexed by file, columns x, y[, z]).
     """
 
-    residual_threshold = param.Number(default=5.0, bounds=(0, 50), step=0.25,
+    residual_threshold = param.Number(default=2.0, bounds=(0, 20), step=0.25,
                                       doc="Largest residual RMS (m) of events shown")
-    cc_threshold = param.Number(default=0.0, bounds=(0, 1), step=0.01,
-                                doc="Smallest cross-correlation peak required at every receiver")
+    cc_threshold = param.Number(default=0.0, bounds=(0, 1), step=0.005,
+                                doc="Smallest cross-correlation peak required at every receiver "
+                                    "(range set from the data: PHAT peaks are often a few hundredths)")
     classes = param.ListSelector(default=[], objects=[], doc="Classes shown")
     time_range = param.Range(default=(0, 1), bounds=(0, 1), doc="Event start times shown (s)")
 
@@ -51,6 +52,8 @@ class LocalizationMap(pn.viewable.Viewer):
         self.param.classes.objects = names
         start_max = float(self.table["start_time"].max() + 1) if len(self.table) else 1.0
         self.param.time_range.bounds = (0, start_max)
+        if len(self.table) and self.table["min_cc"].notna().any():
+            self.param.cc_threshold.bounds = (0, float(np.ceil(self.table["min_cc"].max() * 100) / 100))
         with param.parameterized.discard_events(self):
             self.classes = names
             self.time_range = (0, start_max)

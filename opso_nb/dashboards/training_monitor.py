@@ -78,6 +78,7 @@ class TrainingMonitor(pn.viewable.Viewer):
         self.stop_button.on_click(lambda _e: self.stop())
         self.demo_button.on_click(lambda _e: self.make_demo_data())
         self._poller = None
+        self._reset_curves = False
         self._epochs_done = 0
         self._epochs_total = 1
 
@@ -103,7 +104,9 @@ class TrainingMonitor(pn.viewable.Viewer):
         except (ValueError, RuntimeError, OSError) as err:
             self._show_error(str(err))
             return
-        self.curves.data = dict(_EMPTY_CURVES)
+        # bokeh models are only touched from poll(): the periodic callback holds the document lock,
+        # a button callback does not always (bokeh then refuses the change)
+        self._reset_curves = True
         self._epochs_done = 0
         self._epochs_total = self.session.epochs
         self.progress.value = 0
@@ -119,6 +122,9 @@ class TrainingMonitor(pn.viewable.Viewer):
 
     def poll(self):
         """Apply queued training events to the view (runs on the server's thread)."""
+        if self._reset_curves:
+            self.curves.data = dict(_EMPTY_CURVES)
+            self._reset_curves = False
         for ev in self.session.drain_events():
             self._apply(ev)
 

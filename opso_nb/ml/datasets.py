@@ -1,0 +1,237 @@
+"""torch Datasets that preprocess clips of audio files on demand.
+
+- :class:`AudioFileDataset`: one sample per row of a clip table indexed
+  (file, start_time, end_time) (or per file of a file-indexed table / list of
+  paths); label columns are 0/1 per class.
+- :class:`AudioSplittingDataset`: splits whole files into ``sample_duration``
+  clips on the fly (only file headers are read up front; each item reads just
+  its own segment), for prediction on long recordings.
+- :func:`collate_audio_samples`: ``DataLoader`` collate giving
+  ``(data [B, C, H, W], labels [B, n_classes] or None)``.
+
+Items are preprocessed :class:`~opso_nb.sample.AudioSample` objects: ``data``,
+``labels`` and provenance (``source``, ``start_time``, ``duration``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from opso_nb.sample import AudioSample
+from opso_nb.utils import CLIP_INDEX
+
+
+def _as_table(samples) -> pd.DataFrame:
+    if isinstance(samples, pd.DataFrame):
+        df = samples
+        if list(df.index.names) != CLIP_INDEX and all(c in df.columns for c in CLIP_INDEX):
+            df = df.set_index(CLIP_INDEX)
+        if isinstance(df.index, pd.MultiIndex):
+            if list(df.index.names) != CLIP_INDEX and df.index.nlevels != 3:
+                raise ValueError(f"clip table index must be (file, start_time, end_time), got {df.index.names}")
+            starts = pd.to_numeric(df.index.get_level_values(1), errors="coerce").to_numpy(dtype=float)
+            ends = pd.to_numeric(df.index.get_level_values(2), errors="coerce").to_numpy(dtype=float)
+            bad = np.isnan(starts) | np.isnan(ends) | (ends <= starts)
+            if bad.any():
+                i = int(np.argmax(bad))
+                raise ValueError(f"clip table row {df.index[i]!r}: start_time/end_time missing or end <= start "
+                                 f"({int(bad.sum())} bad rows)")
+        return df
+    if isinstance(samples, (str, Path)):
+        samples = [samples]
+    files = [str(f) for f in samples]
+    return pd.DataFrame(index=pd.Index(files, name="file"))
+
+
+class AudioFileDataset(torch.utils.data.Dataset):
+    """Preprocessed samples, one per row of ``samples``.
+
+    Parameters
+    ----------
+    samples : pd.DataFrame or list of paths
+        Clip table indexed (file, start_time, end_time), a table indexed by file
+        (whole files), or a list of files. Columns are 0/1 labels per class.
+    preprocessor : BasePreprocessor
+        Turns each clip into a tensor (e.g. ``SpectrogramPreprocessor``).
+    return_labels : bool
+        Attach the row's labels to each sample (False: ``labels`` is None).
+    bypass_augmentations : bool
+        Skip augmentation steps (validation/prediction).
+
+    Attributes
+    ----------
+    label_df : pd.DataFrame
+        The table (also ``.df``); ``classes`` its columns.
+    """
+
+    def __init__(self, samples, preprocessor, return_labels=True, bypass_augmentations=False):
+        self.label_df = _as_table(samples)
+        self.preprocessor = preprocessor
+        self.return_labels = return_labels
+        self.bypass_augmentations = bypass_augmentations
+        self.invalid_samples = set()
+
+    @property
+    def df(self):
+        return self.label_df
+
+    @property
+    def classes(self):
+        return list(self.label_df.columns)
+
+    def __len__(self):
+        return len(self.label_df)
+
+    def _sample(self, i) -> AudioSample:
+        row = self.label_df.iloc[i]
+        sample = AudioSample.from_series(row)
+        if not self.return_labels or len(self.label_df.columns) == 0:
+            sample.labels = None
+        return sample
+
+    def __getitem__(self, i):
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} samples")
+        return self.preprocessor.forward(self._sample(i), bypass_augmentations=self.bypass_augmentations)
+
+    def _subset(self, df):
+        new = type(self).__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.label_df = df
+        new.invalid_samples = set()
+        return new
+
+    def head(self, n=5):
+        """Dataset of the first ``n`` rows."""
+        return self._subset(self.label_df.head(n))
+
+    def sample(self, n=None, frac=None, random_state=None, **kwargs):
+        """Dataset of a random subset of rows (as ``DataFrame.sample``)."""
+        return self._subset(self.label_df.sample(n=n, frac=frac, random_state=random_state, **kwargs))
+
+    def class_subset(self, class_subset):
+        """Dataset keeping only the label columns in ``class_subset`` (a name or list)."""
+        if isinstance(class_subset, str):
+            class_subset = [class_subset]
+        missing = [c for c in class_subset if c not in self.label_df.columns]
+        if missing:
+            raise KeyError(f"classes {missing} not in the table's columns {self.classes}")
+        return self._subset(self.label_df[list(class_subset)])
+
+    def sample_per_class(self, n, random_state=None, replace=False):
+        """Dataset of ``n`` rows positive for each class (fewer if a class has fewer, unless ``replace``).
+
+        A row positive for two classes may be drawn for both.
+        """
+        rng = np.random.default_rng(random_state)
+        picks = []
+        for c in self.classes:
+            rows = np.flatnonzero(self.label_df[c].to_numpy(dtype=float) == 1)
+            if len(rows) == 0:
+                continue
+            k = n if replace else min(n, len(rows))
+            picks.extend(rng.choice(rows, size=k, replace=replace).tolist())
+        return self._subset(self.label_df.iloc[picks])
+
+    def __repr__(self):
+        return f"{type(self).__name__}({len(self)} samples, classes={self.classes})"
+
+
+class AudioSplittingDataset(AudioFileDataset):
+    """Split whole files into ``preprocessor.sample_duration`` clips; one sample per clip.
+
+    Parameters
+    ----------
+    samples : list of paths or file-indexed pd.DataFrame
+        Files; label columns of a file-indexed table are copied to its clips.
+    preprocessor : BasePreprocessor
+        Must have ``sample_duration`` (s).
+    clip_overlap : float
+        Overlap of consecutive clips (s).
+    clip_overlap_fraction : float, optional
+        Overlap as a fraction of ``sample_duration`` (overrides ``clip_overlap``;
+        ``overlap_fraction`` is accepted too).
+    final_clip : {None, "remainder", "full", "extend"}
+        What to do with the end of a file shorter than a clip (see ``generate_clip_times_df``).
+
+    Attributes
+    ----------
+    clip_df : pd.DataFrame
+        Clips indexed (file, start_time, end_time), plus copied labels (also ``label_df``).
+    invalid_files : pd.DataFrame
+        Files whose headers could not be read (file, error); they produce no clips.
+    """
+
+    def __init__(self, samples, preprocessor, clip_overlap=0, clip_overlap_fraction=None, final_clip=None,
+                 bypass_augmentations=True, return_labels=True, overlap_fraction=None):
+        from opso_nb.utils import make_clip_df
+
+        duration = getattr(preprocessor, "sample_duration", None)
+        if not duration:
+            raise ValueError("AudioSplittingDataset needs a preprocessor with sample_duration (s)")
+        if overlap_fraction is not None and clip_overlap_fraction is None:
+            clip_overlap_fraction = overlap_fraction
+        if clip_overlap_fraction is not None:
+            if not 0 <= clip_overlap_fraction < 1:
+                raise ValueError(f"clip_overlap_fraction must be in [0, 1), got {clip_overlap_fraction}")
+            clip_overlap = clip_overlap_fraction * duration
+        files_df = _as_table(samples)
+        if isinstance(files_df.index, pd.MultiIndex):
+            raise ValueError("AudioSplittingDataset splits whole files: give a list of files or a file-indexed table")
+        clips, invalid = make_clip_df(list(files_df.index), duration, clip_overlap, final_clip,
+                                      return_invalid_samples=True)
+        if len(files_df.columns):
+            labels = files_df.reindex(clips.index.get_level_values("file")).to_numpy()
+            clips = pd.DataFrame(labels, index=clips.index, columns=files_df.columns)
+        self.invalid_files = invalid
+        super().__init__(clips, preprocessor, return_labels=return_labels, bypass_augmentations=bypass_augmentations)
+
+    @property
+    def clip_df(self):
+        return self.label_df
+
+
+class AudioBatch(tuple):
+    """``(data, labels)`` from :func:`collate_audio_samples`, plus provenance.
+
+    Attributes
+    ----------
+    clips : list of (file, start_time, end_time)
+        One per row of ``data``.
+    failed_samples : list of dict
+        Samples dropped from this batch (file, start_time, end_time, error),
+        reported by :class:`~opso_nb.ml.safe_dataset.SafeDataset` from any worker.
+    """
+
+    clips: list
+    failed_samples: list
+
+
+def collate_audio_samples(samples):
+    """Stack preprocessed samples for a DataLoader: ``(data [B, C, H, W], labels [B, n] or None)``.
+
+    ``None`` items (skipped bad samples) are dropped; an all-bad batch gives
+    ``data`` of shape [0]. Labels are None unless every sample has them.
+    """
+    failed = []
+    good = []
+    for s in samples:
+        if isinstance(s, tuple) and len(s) == 2 and isinstance(s[1], list):  # (sample, failures) from SafeDataset
+            s, f = s
+            failed.extend(f)
+        if s is not None:
+            good.append(s)
+    if good:
+        data = torch.stack([torch.as_tensor(s.data, dtype=torch.float32) for s in good])
+    else:
+        data = torch.zeros(0)
+    labels = None
+    if good and all(s.labels is not None for s in good):
+        labels = torch.as_tensor(np.stack([s.labels.to_numpy(dtype=np.float32) for s in good]))
+    batch = AudioBatch((data, labels))
+    batch.clips = [(s.source, s.start_time, s.end_time) for s in good]
+    batch.failed_samples = failed
+    return batch

@@ -1,0 +1,14 @@
+"""Augmentations on PIL images."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def time_split(img, seed=None):
+    """Cut a PIL image at a random column and swap the two halves (time wraps around)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    array = np.asarray(img)
+    cut = int(rng.integers(0, array.shape[1]))
+    return Image.fromarray(np.concatenate([array[:, cut:], array[:, :cut]], axis=1))

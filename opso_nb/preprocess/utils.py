@@ -1,0 +1,81 @@
+"""Helpers for preprocessing: the error type and tensor display."""
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+
+
+class PreprocessingError(Exception):
+    """A sample could not be preprocessed; the message names the file, clip and step."""
+
+
+def get_args(func) -> dict:
+    """All parameters of ``func`` with their defaults (``inspect.Parameter.empty`` if none)."""
+    return {k: v.default for k, v in inspect.signature(func).parameters.items()}
+
+
+def get_reqd_args(func) -> list:
+    """Names of ``func``'s parameters that have no default."""
+    return [k for k, v in inspect.signature(func).parameters.items()
+            if v.default is inspect.Parameter.empty and v.kind not in (v.VAR_POSITIONAL, v.VAR_KEYWORD)]
+
+
+def tensor_to_image_array(tensor, channel=None, transform_from_zero_centered=True, invert=False):
+    """[C, H, W] tensor -> [H, W] or [H, W, 3] array in [0, 1] for display.
+
+    Parameters
+    ----------
+    channel : int, optional
+        Show only this channel (else channel 0 of 1-channel, RGB of 3-channel tensors).
+    transform_from_zero_centered : bool
+        Map [-1, 1] (the default normalisation) back to [0, 1].
+    invert : bool
+        ``1 - x``: with loud = 1 tensors this draws loud sounds dark, as on paper.
+    """
+    x = np.asarray(tensor.detach().cpu().numpy() if hasattr(tensor, "detach") else tensor, dtype=np.float32)
+    if x.ndim == 2:
+        x = x[None]
+    if transform_from_zero_centered:
+        x = (x + 1) / 2
+    x = np.clip(x, 0, 1)
+    if invert:
+        x = 1 - x
+    if channel is not None:
+        return x[channel]
+    return x[0] if x.shape[0] != 3 else np.moveaxis(x, 0, -1)
+
+
+def show_tensor(tensor, channel=None, transform_from_zero_centered=True, invert=True, ax=None, title=None):
+    """Draw one preprocessed sample tensor with matplotlib; returns the axes."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4, 3))
+    img = tensor_to_image_array(tensor, channel, transform_from_zero_centered, invert)
+    ax.imshow(img, cmap="Greys_r" if img.ndim == 2 else None, vmin=0, vmax=1, aspect="auto", interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=8)
+    return ax
+
+
+def show_tensor_grid(tensors, columns=4, channel=None, transform_from_zero_centered=True, invert=True, labels=None,
+                     figsize=None):
+    """Grid of sample tensors (matplotlib Figure); ``labels`` are per-tensor titles."""
+    from matplotlib.figure import Figure
+
+    n = len(tensors)
+    columns = max(1, min(columns, n))
+    rows = int(np.ceil(n / columns)) if n else 1
+    fig = Figure(figsize=figsize or (2.6 * columns, 2.2 * rows))
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for i, ax in enumerate(axes.ravel()):
+        if i < n:
+            show_tensor(tensors[i], channel, transform_from_zero_centered, invert, ax=ax,
+                        title=None if labels is None else str(labels[i]))
+        else:
+            ax.axis("off")
+    fig.tight_layout()
+    return fig

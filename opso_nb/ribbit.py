@@ -1,0 +1,687 @@
+"""RIBBIT: score periodic (pulsed) calls without training data.
+
+RIBBIT (Repeat-Interval Based Bioacoustic Identification Tool; Lapp et al.
+2021) follows the energy in a species' frequency band over time, subtracts the
+energy of optional noise bands, and asks how strongly that amplitude signal
+oscillates at the species' pulse rate: the score of a clip is the largest
+power spectral density of the band amplitude within ``pulse_rate_range``.
+
+Scores are not probabilities; compare them between clips and files recorded
+the same way, and pick a threshold by listening to a few clips around it.
+
+Main entry points
+-----------------
+- :func:`ribbit` scores the clips of one spectrogram (OpenSoundscape API).
+- :func:`calculate_pulse_score` scores one amplitude signal.
+- :class:`RibbitParams` holds one species' settings (JSON round trip), shared
+  by the notebook, the dashboard and the runner.
+- :func:`ribbit_detail` / :func:`plot_ribbit_detail` show what one clip's
+  score is made of.
+- :func:`run_ribbit` scores many files for many species, reading long files
+  in chunks, reporting bad files, streaming results to disk and resuming.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import param
+import scipy.signal
+
+from opso_nb.utils import CLIP_INDEX, atomic_write, generate_clip_times_df
+
+__all__ = [
+    "RibbitParams",
+    "ribbit",
+    "calculate_pulse_score",
+    "ribbit_detail",
+    "plot_ribbit_detail",
+    "run_ribbit",
+    "species_params_from_df",
+]
+
+#: A clip needs at least this many spectrogram windows to have a PSD at all.
+MIN_WINDOWS_PER_CLIP = 4
+
+
+# --------------------------------------------------------------------------- validation
+def _band(value, name):
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be [min, max] in Hz, got {value!r}") from None
+    if not (np.isfinite(low) and np.isfinite(high)) or low < 0 or high <= low:
+        raise ValueError(f"{name} must be [min, max] with 0 <= min < max, got {value!r}")
+    return low, high
+
+
+def _pulse_range(value):
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"pulse_rate_range must be [min, max] pulses per second, got {value!r}") from None
+    if not (np.isfinite(low) and np.isfinite(high)) or low < 0 or high <= low:
+        raise ValueError(f"pulse_rate_range is empty: need 0 <= min < max pulses per second, got {value!r}")
+    return low, high
+
+
+def _noise_bands(value):
+    if value is None:
+        return []
+    try:
+        bands = list(value)
+    except TypeError:
+        raise ValueError(f"noise_bands must be a list of [min, max] bands (Hz), got {value!r}") from None
+    return [_band(b, f"noise_bands[{i}]") for i, b in enumerate(bands)]
+
+
+def _band_rows(frequencies, band, name, require_inside=False):
+    low, high = band
+    f_lo, f_hi = float(frequencies[0]), float(frequencies[-1])
+    if require_inside and (high > f_hi + 1e-9 or low > f_hi):
+        raise ValueError(
+            f"{name} {low:g}-{high:g} Hz lies outside the spectrogram's frequency range {f_lo:g}-{f_hi:g} Hz "
+            "(a higher sample rate is needed, or a lower band)"
+        )
+    rows = np.flatnonzero((frequencies >= low) & (frequencies <= high))
+    if len(rows) == 0:
+        raise ValueError(
+            f"{name} {low:g}-{high:g} Hz contains no frequency bins of the spectrogram "
+            f"({f_lo:g}-{f_hi:g} Hz, bins {frequencies[1] - frequencies[0]:.3g} Hz apart): widen it"
+        )
+    return rows
+
+
+# --------------------------------------------------------------------------- parameters
+class RibbitParams(param.Parameterized):
+    """One species' RIBBIT settings, including the spectrogram they assume.
+
+    Shared by the tutorial notebook, the RIBBIT explorer dashboard (sliders are
+    generated from these parameters) and :func:`run_ribbit`. Save with
+    :meth:`save` and read back with :meth:`load` (JSON).
+
+    Defaults are the Great Plains toad settings of the OpenSoundscape tutorial.
+    """
+
+    species = param.String(default="great_plains_toad", doc="Name used as the score column")
+    signal_band = param.Range(default=(1900.0, 2400.0), bounds=(0, None), doc="Frequency band of the call (Hz)")
+    noise_bands = param.List(default=[(0.0, 1500.0), (2500.0, 3500.0)],
+                             doc="Bands (Hz) whose energy is subtracted from the signal band")
+    pulse_rate_range = param.Range(default=(8.0, 20.0), bounds=(0, None), doc="Pulses per second to look for")
+    clip_duration = param.Number(default=2.0, bounds=(0, None), inclusive_bounds=(False, True),
+                                 doc="Length of each scored clip (s); a few times the pulse period or longer")
+    clip_overlap = param.Number(default=0.0, bounds=(0, None), doc="Overlap of consecutive clips (s)")
+    final_clip = param.Selector(default=None, objects=[None, "remainder", "full"],
+                                doc="What to do with a leftover shorter than clip_duration")
+    spec_clip_range = param.Range(default=(-100.0, -20.0), doc="dB range the spectrogram is clipped to")
+    window_samples = param.Integer(default=512, bounds=(16, None), doc="Spectrogram window (samples)")
+    overlap_samples = param.Integer(default=256, bounds=(0, None), doc="Spectrogram window overlap (samples)")
+    nfft = param.Integer(default=1024, bounds=(16, None), doc="FFT length of the amplitude PSD")
+
+    _FIELDS = ("species", "signal_band", "noise_bands", "pulse_rate_range", "clip_duration", "clip_overlap",
+               "final_clip", "spec_clip_range", "window_samples", "overlap_samples", "nfft")
+
+    def __init__(self, **params):
+        if "noise_bands" in params and params["noise_bands"] is not None:
+            params["noise_bands"] = [tuple(float(v) for v in b) for b in params["noise_bands"]]
+        elif "noise_bands" in params:
+            params["noise_bands"] = []
+        for key in ("signal_band", "pulse_rate_range", "spec_clip_range"):
+            if key in params and params[key] is not None:
+                params[key] = tuple(float(v) for v in params[key])
+        super().__init__(**params)
+
+    def validate(self):
+        """Raise ValueError if the settings cannot work together; return self."""
+        _band(self.signal_band, "signal_band")
+        _noise_bands(self.noise_bands)
+        _pulse_range(self.pulse_rate_range)
+        if self.clip_overlap >= self.clip_duration:
+            raise ValueError(f"clip_overlap ({self.clip_overlap} s) must be below clip_duration "
+                             f"({self.clip_duration} s)")
+        if self.overlap_samples >= self.window_samples:
+            raise ValueError("overlap_samples must be below window_samples")
+        return self
+
+    def spectrogram_kwargs(self) -> dict:
+        """Arguments for :meth:`opso_nb.spectrogram.Spectrogram.from_audio`."""
+        return dict(window_samples=self.window_samples, overlap_samples=self.overlap_samples)
+
+    def ribbit_kwargs(self) -> dict:
+        """Arguments for :func:`ribbit`."""
+        return dict(signal_band=self.signal_band, pulse_rate_range=self.pulse_rate_range,
+                    clip_duration=self.clip_duration, clip_overlap=self.clip_overlap, final_clip=self.final_clip,
+                    noise_bands=list(self.noise_bands) or None, spec_clip_range=self.spec_clip_range,
+                    nfft=self.nfft)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able dict (lists, not tuples)."""
+        out = {}
+        for key in self._FIELDS:
+            value = getattr(self, key)
+            if isinstance(value, tuple):
+                value = list(value)
+            if key == "noise_bands":
+                value = [list(b) for b in value]
+            out[key] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RibbitParams":
+        """Inverse of :meth:`to_dict`; unknown keys raise ValueError (catches typos)."""
+        unknown = set(d) - set(cls._FIELDS)
+        if unknown:
+            raise ValueError(f"unknown RIBBIT parameter(s) {sorted(unknown)}; known: {list(cls._FIELDS)}")
+        return cls(**d).validate()
+
+    def save(self, path) -> Path:
+        """Write the parameters as JSON (atomically); returns the path."""
+        path = Path(path)
+        with atomic_write(path) as f:
+            json.dump(self.to_dict(), f, indent=2)
+        return path
+
+    @classmethod
+    def load(cls, path) -> "RibbitParams":
+        """Read parameters written by :meth:`save` (or a dict of them, one per species: use :meth:`load_many`)."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path}: cannot read RIBBIT parameters ({exc})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a JSON object of RIBBIT parameters")
+        try:
+            return cls.from_dict(data)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+
+    @classmethod
+    def load_many(cls, paths) -> dict:
+        """``{species: RibbitParams}`` from several JSON files."""
+        out = {}
+        for p in paths:
+            params = cls.load(p)
+            out[params.species] = params
+        return out
+
+
+def species_params_from_df(species_df: pd.DataFrame) -> dict:
+    """``{species: RibbitParams}`` from a table with one row per species.
+
+    Columns are RibbitParams fields (at least ``signal_band``,
+    ``pulse_rate_range``, ``clip_duration``; ``noise_bands`` optional); the
+    index (or a ``species`` column) names the species. Cells read from CSV as
+    strings like ``"[8, 20]"`` are parsed.
+    """
+    import ast
+
+    df = species_df.set_index("species") if "species" in species_df.columns else species_df
+    out = {}
+    for species, row in df.iterrows():
+        d = {"species": str(species)}
+        for key, value in row.items():
+            if isinstance(value, str) and key != "final_clip":
+                try:
+                    value = ast.literal_eval(value)
+                except (ValueError, SyntaxError):
+                    raise ValueError(f"species {species!r}: cannot parse {key}={value!r}") from None
+            if key == "final_clip" and isinstance(value, float) and np.isnan(value):
+                value = None
+            d[key] = value
+        out[str(species)] = RibbitParams.from_dict(d)
+    return out
+
+
+def _as_params(species_params):
+    """Normalize RibbitParams / list / dict / DataFrame into ``{species: RibbitParams}``."""
+    if isinstance(species_params, RibbitParams):
+        return {species_params.species: species_params.validate()}
+    if isinstance(species_params, pd.DataFrame):
+        return species_params_from_df(species_params)
+    if isinstance(species_params, dict):
+        out = {}
+        for name, p in species_params.items():
+            if isinstance(p, dict):
+                p = RibbitParams.from_dict({"species": name, **p})
+            out[str(name)] = p.validate()
+        return out
+    out = {}
+    for p in species_params:
+        if p.species in out:
+            raise ValueError(f"species {p.species!r} given twice")
+        out[p.species] = p.validate()
+    return out
+
+
+# --------------------------------------------------------------------------- core
+def calculate_pulse_score(amplitude, amplitude_sample_rate, pulse_rate_range, plot=False, nfft=1024):
+    """Pulse score of one amplitude signal: its largest PSD value within the pulse-rate range.
+
+    Parameters
+    ----------
+    amplitude : array-like
+        Amplitude over time (e.g. band energy per spectrogram window).
+    amplitude_sample_rate : float
+        Samples per second of ``amplitude`` (Hz), normally ~20-200 Hz; must be
+        above twice the top of ``pulse_rate_range``.
+    pulse_rate_range : [min, max]
+        Pulses per second.
+    plot : bool
+        Plot the PSD with the pulse-rate window marked.
+    nfft : int
+        FFT length of the PSD (zero padding refines the frequency grid when
+        the signal is shorter).
+
+    Returns
+    -------
+    float
+        The score (arbitrary units; larger = stronger periodicity). NaN if
+        the amplitude is shorter than 4 samples.
+    """
+    low, high = _pulse_range(pulse_rate_range)
+    amplitude = np.asarray(amplitude, dtype=float).ravel()
+    if not amplitude_sample_rate > 0:
+        raise ValueError(f"amplitude_sample_rate must be > 0 Hz, got {amplitude_sample_rate}")
+    if high > amplitude_sample_rate / 2:
+        raise ValueError(
+            f"pulse_rate_range up to {high:g}/s needs an amplitude sampled faster than {2 * high:g} Hz; "
+            f"it is sampled at {amplitude_sample_rate:.3g} Hz (use a shorter spectrogram hop)"
+        )
+    if len(amplitude) < MIN_WINDOWS_PER_CLIP or not np.all(np.isfinite(amplitude)):
+        return float("nan")
+    freqs, psd = _psd(amplitude, amplitude_sample_rate, nfft)
+    in_range = (freqs >= low) & (freqs <= high)
+    score = float(psd[in_range].max()) if in_range.any() else float("nan")
+    if plot:
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 2.5))
+        ax.plot(freqs, psd)
+        ax.axvline(low, color="r", ls="--")
+        ax.axvline(high, color="r", ls="--")
+        ax.set_xlabel("pulse rate (pulses/s)")
+        ax.set_ylabel("PSD")
+    return score
+
+
+def _psd(amplitude, sample_rate, nfft):
+    """Welch PSD of the (mean-removed) amplitude as one segment, zero-padded to ``nfft``."""
+    n = len(amplitude)
+    return scipy.signal.welch(amplitude, fs=sample_rate, nperseg=n, nfft=max(int(nfft), n), detrend="constant")
+
+
+def _net_amplitude(spectrogram, signal_band, noise_bands, spec_clip_range):
+    """Signal-band minus noise-band mean level per window, on the 0-1 scaled dB spectrogram."""
+    spec = spectrogram.spectrogram
+    if not spectrogram.dB_scale:
+        raise ValueError("RIBBIT expects a dB spectrogram (Spectrogram.from_audio with dB_scale=True)")
+    lo, hi = float(spec_clip_range[0]), float(spec_clip_range[1])
+    if hi <= lo:
+        raise ValueError(f"spec_clip_range must be (min, max) dB with min < max, got {spec_clip_range}")
+    freqs = np.asarray(spectrogram.frequencies)
+
+    def band_mean(rows):
+        # scale only the rows needed: cheaper than scaling the whole spectrogram
+        block = np.clip(spec[rows], lo, hi)
+        return ((block - lo) / (hi - lo)).mean(axis=0)
+
+    net = band_mean(_band_rows(freqs, signal_band, "signal_band", require_inside=True))
+    if noise_bands:
+        rows = np.unique(np.concatenate([_band_rows(freqs, b, "noise band")
+                                         for b in noise_bands]))
+        net = net - band_mean(rows)
+    return net
+
+
+def _clip_scores(net, times, amp_rate, clips, pulse_rate_range, nfft, plot=False, offset=0.0):
+    """Score each (start, end) clip (seconds, ``times`` axis minus ``offset``) from the net amplitude."""
+    low, high = pulse_rate_range
+    scores = np.full(len(clips), np.nan)
+    for i, (start, end) in enumerate(clips):
+        # half a microsecond of slack: a window centred exactly on a boundary belongs to the later clip
+        # whatever float rounding the chunk offset introduced
+        a, b = np.searchsorted(times, [start - offset - 5e-7, end - offset - 5e-7], side="left")
+        seg = net[a:b]
+        if len(seg) >= MIN_WINDOWS_PER_CLIP:
+            freqs, psd = _psd(seg, amp_rate, nfft)
+            in_range = (freqs >= low) & (freqs <= high)
+            scores[i] = psd[in_range].max() if in_range.any() else np.nan
+            if plot:
+                import matplotlib.pyplot as plt
+
+                print(f"window: {start:g} to {end:g} sec")
+                fig, ax = plt.subplots(figsize=(6, 2.5))
+                ax.plot(freqs, psd)
+                ax.axvline(low, color="r", ls="--")
+                ax.axvline(high, color="r", ls="--")
+                ax.set_xlabel("pulse rate (pulses/s)")
+                ax.set_ylabel("PSD")
+                ax.set_title(f"{start:g}-{end:g} s: score {scores[i]:.3g}")
+                plt.show()
+    return scores
+
+
+def _amplitude_rate(spectrogram):
+    times = np.asarray(spectrogram.times)
+    if len(times) < 2:
+        raise ValueError(f"spectrogram has {len(times)} time window(s): too short for RIBBIT")
+    try:
+        step = spectrogram.window_step
+    except (TypeError, AttributeError):
+        step = None
+    if not step:
+        step = float(np.median(np.diff(times)))
+    return 1.0 / step
+
+
+def _spec_full_duration(spectrogram):
+    """Seconds of audio the spectrogram's windows cover (the audio may run < one hop longer)."""
+    try:
+        return float(spectrogram.duration)
+    except (TypeError, AttributeError):
+        times = np.asarray(spectrogram.times)
+        return float(times[-1] + (times[-1] - times[-2]) / 2)
+
+
+def ribbit(spectrogram, signal_band, pulse_rate_range, clip_duration, clip_overlap=0, final_clip=None,
+           noise_bands=None, spec_clip_range=(-100, -20), plot=False, nfft=1024):
+    """Score periodic calls in each clip of a spectrogram.
+
+    Parameters
+    ----------
+    spectrogram : opso_nb.spectrogram.Spectrogram
+        dB spectrogram of the recording. Its hop sets the amplitude sample
+        rate (e.g. 256 samples at 48 kHz → 187.5 Hz), which must exceed twice
+        the top pulse rate.
+    signal_band : [min, max]
+        Frequency range of the call in Hz; narrow is better.
+    pulse_rate_range : [min, max]
+        Pulses per second to look for.
+    clip_duration : float
+        Seconds scored at a time (several pulse periods; 0.3-10 s typical).
+    clip_overlap : float
+        Seconds shared by consecutive clips.
+    final_clip : {None, "remainder", "full"}
+        Leftover shorter than a clip: drop it, score it as a shorter clip, or
+        score the last ``clip_duration`` seconds. ("extend" is not supported.)
+    noise_bands : list of [min, max], optional
+        Bands (Hz) whose energy is subtracted from the signal band: a low
+        band against clicks and pops, or bands hugging the signal band.
+    spec_clip_range : (min, max)
+        dB range the spectrogram is clipped to before being scaled to 0-1.
+    plot : bool
+        Plot each clip's PSD with the pulse-rate window.
+    nfft : int
+        FFT length of each clip's PSD.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``start_time``, ``end_time`` (s) and ``score``, one row per clip.
+        A clip with fewer than 4 spectrogram windows scores NaN.
+    """
+    if final_clip == "extend":
+        raise ValueError("final_clip='extend' is not supported by RIBBIT (use None, 'remainder' or 'full')")
+    signal_band = _band(signal_band, "signal_band")
+    pulse_rate_range = _pulse_range(pulse_rate_range)
+    noise_bands = _noise_bands(noise_bands)
+    if clip_duration is None or not clip_duration > 0:
+        raise ValueError(f"clip_duration must be > 0 s, got {clip_duration}")
+    if spectrogram.spectrogram.size == 0 or len(spectrogram.times) == 0:
+        raise ValueError("spectrogram is empty (no time windows): audio too short")
+    amp_rate = _amplitude_rate(spectrogram)
+    _pulse_nyquist_check(pulse_rate_range, amp_rate)
+    full = _spec_full_duration(spectrogram)
+    if clip_duration * amp_rate < MIN_WINDOWS_PER_CLIP:
+        raise ValueError(
+            f"clip_duration {clip_duration} s holds fewer than {MIN_WINDOWS_PER_CLIP} spectrogram windows "
+            f"({1 / amp_rate:.3g} s apart): use longer clips or a shorter spectrogram hop"
+        )
+    clips = generate_clip_times_df(full, clip_duration, clip_overlap, final_clip)
+    net = _net_amplitude(spectrogram, signal_band, noise_bands, spec_clip_range)
+    scores = _clip_scores(net, np.asarray(spectrogram.times), amp_rate, clips.values, pulse_rate_range, nfft,
+                          plot=plot)
+    clips["score"] = scores
+    return clips
+
+
+def _pulse_nyquist_check(pulse_rate_range, amp_rate):
+    if pulse_rate_range[1] > amp_rate / 2:
+        raise ValueError(
+            f"pulse_rate_range up to {pulse_rate_range[1]:g}/s needs spectrogram windows more than "
+            f"{2 * pulse_rate_range[1]:g} per second; this spectrogram has {amp_rate:.3g} per second "
+            "(reduce window_samples - overlap_samples)"
+        )
+
+
+# --------------------------------------------------------------------------- detail view
+def ribbit_detail(spectrogram, params: RibbitParams, start_time: float, end_time: float) -> dict:
+    """What one clip's score is made of, as arrays (for plots and dashboards).
+
+    Returns
+    -------
+    dict
+        ``times`` (s, window centres in the clip), ``signal`` and ``noise``
+        (mean 0-1 level of the signal band / noise bands per window),
+        ``net`` (their difference, the amplitude RIBBIT analyses),
+        ``pulse_rates`` (pulses/s) and ``psd`` of ``net``, ``score`` (largest
+        PSD in the pulse-rate range), ``peak_rate`` (pulse rate of that
+        maximum), ``pulse_rate_range``, ``amplitude_sample_rate`` (Hz).
+    """
+    params.validate()
+    band = _band(params.signal_band, "signal_band")
+    noise = _noise_bands(params.noise_bands)
+    prr = _pulse_range(params.pulse_rate_range)
+    amp_rate = _amplitude_rate(spectrogram)
+    _pulse_nyquist_check(prr, amp_rate)
+    times = np.asarray(spectrogram.times)
+    a, b = np.searchsorted(times, [start_time - 5e-7, end_time - 5e-7], side="left")
+    if b - a < MIN_WINDOWS_PER_CLIP:
+        raise ValueError(f"clip {start_time:g}-{end_time:g} s has {b - a} spectrogram windows; "
+                         f"need at least {MIN_WINDOWS_PER_CLIP}")
+    sub = spectrogram.trim(times[a], times[b - 1] + 1e-9)
+    signal = _net_amplitude(sub, band, [], params.spec_clip_range)
+    net = _net_amplitude(sub, band, noise, params.spec_clip_range)
+    rates, psd = _psd(net, amp_rate, params.nfft)
+    in_range = (rates >= prr[0]) & (rates <= prr[1])
+    best = np.flatnonzero(in_range)[np.argmax(psd[in_range])] if in_range.any() else None
+    return dict(times=np.asarray(sub.times), signal=signal, noise=signal - net, net=net, pulse_rates=rates, psd=psd,
+                score=float(psd[best]) if best is not None else float("nan"),
+                peak_rate=float(rates[best]) if best is not None else float("nan"),
+                pulse_rate_range=prr, amplitude_sample_rate=amp_rate)
+
+
+def plot_ribbit_detail(spectrogram, params: RibbitParams, start_time: float, end_time: float, figsize=(9, 7)):
+    """Three-panel matplotlib figure of one clip: spectrogram with bands, band amplitude, PSD with pulse-rate window.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    d = ribbit_detail(spectrogram, params, start_time, end_time)
+    fig, (ax0, ax1, ax2) = plt.subplots(3, 1, figsize=figsize, constrained_layout=True)
+    sub = spectrogram.trim(start_time, end_time)
+    top = min(float(sub.frequencies[-1]), max([params.signal_band[1]] + [b[1] for b in params.noise_bands]) * 1.3)
+    rows = sub.frequencies <= top
+    ax0.pcolormesh(sub.times, sub.frequencies[rows], sub.spectrogram[rows], cmap="Greys",
+                   vmin=params.spec_clip_range[0], vmax=params.spec_clip_range[1], shading="auto")
+    ax0.axhspan(*params.signal_band, color="tab:green", alpha=0.25, label="signal band")
+    for i, b in enumerate(params.noise_bands):
+        ax0.axhspan(*b, color="tab:red", alpha=0.2, label="noise band" if i == 0 else None)
+    ax0.set_ylabel("frequency (Hz)")
+    ax0.set_title(f"{params.species}: {start_time:g}-{end_time:g} s")
+    ax0.legend(loc="upper right", fontsize=8)
+    ax1.plot(d["times"], d["signal"], color="tab:green", label="signal band")
+    if params.noise_bands:
+        ax1.plot(d["times"], d["noise"], color="tab:red", label="noise bands")
+    ax1.plot(d["times"], d["net"], color="k", label="net (analysed)")
+    ax1.set_xlabel("time (s)")
+    ax1.set_ylabel("level (0-1)")
+    ax1.legend(loc="upper right", fontsize=8)
+    ax2.plot(d["pulse_rates"], d["psd"], color="k")
+    ax2.axvspan(*d["pulse_rate_range"], color="tab:blue", alpha=0.15, label="pulse_rate_range")
+    if np.isfinite(d["peak_rate"]):
+        ax2.plot([d["peak_rate"]], [d["score"]], "o", color="tab:blue",
+                 label=f"score {d['score']:.3g} at {d['peak_rate']:.1f}/s")
+    ax2.set_xlim(0, min(d["amplitude_sample_rate"] / 2, 4 * d["pulse_rate_range"][1]))
+    ax2.set_xlabel("pulse rate (pulses/s)")
+    ax2.set_ylabel("PSD of net amplitude")
+    ax2.legend(loc="upper right", fontsize=8)
+    return fig
+
+
+# --------------------------------------------------------------------------- many files, many species
+def _score_file(path, params_by_species, chunk_duration):
+    """Scores of one file for every species: DataFrame indexed (file, start_time, end_time)."""
+    from opso_nb.audio import Audio, audio_info
+    from opso_nb.spectrogram import Spectrogram
+
+    info = audio_info(path)
+    if info.duration <= 0 or info.frames == 0:
+        raise ValueError(f"{path}: no audio samples")
+    # species that share spectrogram settings share one spectrogram per chunk
+    groups = {}
+    for name, p in params_by_species.items():
+        groups.setdefault((p.window_samples, p.overlap_samples), []).append(name)
+    columns = []
+    for (window_samples, overlap_samples), names in groups.items():
+        per_species = {n: generate_clip_times_df(info.duration, params_by_species[n].clip_duration,
+                                                 params_by_species[n].clip_overlap,
+                                                 params_by_species[n].final_clip) for n in names}
+        scores = {n: np.full(len(per_species[n]), np.nan) for n in names}
+        # chunks of audio, each extended by the longest clip so every clip lies inside one chunk
+        longest = max(params_by_species[n].clip_duration for n in names)
+        step = max(chunk_duration, longest)
+        chunk_start = 0.0
+        while chunk_start < info.duration - 1e-9:
+            # clips starting in [chunk_start, chunk_start + step) are scored from this chunk
+            chunk_end = min(info.duration, chunk_start + step + longest)
+            # start a few hops early (on the same hop grid) so windows centred just after
+            # chunk_start exist, as they do in a whole-file spectrogram
+            hop = window_samples - overlap_samples
+            load_start = max(0.0, chunk_start - (window_samples // hop + 1) * hop / info.sample_rate)
+            audio = Audio.from_file(path, offset=load_start, duration=chunk_end - load_start,
+                                    out_of_bounds_mode="ignore")
+            if audio.n_samples < window_samples:
+                break
+            spec = Spectrogram.from_audio(audio, window_samples=window_samples, overlap_samples=overlap_samples,
+                                          decibel_limits=(-200, 0))
+            amp_rate = _amplitude_rate(spec)
+            times = np.asarray(spec.times)
+            for n in names:
+                p = params_by_species[n]
+                clips = per_species[n]
+                starts = clips.start_time.values
+                mine = np.flatnonzero((starts >= chunk_start - 1e-9) & (starts < chunk_start + step - 1e-9))
+                if len(mine) == 0:
+                    continue
+                prr = _pulse_range(p.pulse_rate_range)
+                _pulse_nyquist_check(prr, amp_rate)
+                net = _net_amplitude(spec, _band(p.signal_band, "signal_band"), _noise_bands(p.noise_bands),
+                                     p.spec_clip_range)
+                scores[n][mine] = _clip_scores(net, times, amp_rate, clips.values[mine], prr, p.nfft,
+                                               offset=load_start)
+            chunk_start += step
+        for n in names:
+            df = per_species[n].assign(file=str(path), **{n: scores[n]}).set_index(CLIP_INDEX)
+            columns.append(df)
+    out = pd.concat(columns, axis=1) if len(columns) > 1 else columns[0]
+    return out[list(params_by_species)]
+
+
+def run_ribbit(files, species_params, out_path=None, resume=True, chunk_duration=300.0, progress=True,
+               progress_callback=None):
+    """Score many files for many species; bad files are reported, not fatal.
+
+    Parameters
+    ----------
+    files : iterable of str or Path
+        Audio files (any length: long files are read ``chunk_duration`` s at
+        a time, so memory stays bounded).
+    species_params : RibbitParams, list of them, dict ``{species: RibbitParams or dict}``, or DataFrame
+        One parameter set per species (see :func:`species_params_from_df`).
+    out_path : str or Path, optional
+        CSV to stream results to: rewritten atomically after every file, with
+        failures in ``<out_path stem>.errors.csv`` next to it.
+    resume : bool
+        With ``out_path``: skip files already in it and keep their rows.
+    chunk_duration : float
+        Seconds of audio per chunk (a multiple of ``clip_duration - clip_overlap``
+        keeps the clip grid identical to a whole-file run).
+    progress : bool
+        Show a tqdm progress bar.
+    progress_callback : callable, optional
+        Called as ``progress_callback(i_done, n_files, file)`` after each file.
+
+    Returns
+    -------
+    scores : pandas.DataFrame
+        Indexed by (file, start_time, end_time), one score column per species.
+        Species with different clip settings have different clips; a species'
+        column is NaN on the other species' clips.
+    errors : pandas.DataFrame
+        Columns ``file``, ``error`` (type and message), ``time`` (UTC, ISO).
+    """
+    from opso_nb.audio import AudioLoadError
+
+    params = _as_params(species_params)
+    if not params:
+        raise ValueError("no species parameters given")
+    if isinstance(files, (str, Path)):
+        files = [files]
+    files = [str(f) for f in files]
+    done_frames, errors = [], []
+    done_files = set()
+    out_path = Path(out_path) if out_path is not None else None
+    err_path = out_path.with_name(out_path.stem + ".errors.csv") if out_path is not None else None
+    if out_path is not None and resume and out_path.exists():
+        previous = pd.read_csv(out_path).set_index(CLIP_INDEX)
+        missing = [s for s in params if s not in previous.columns]
+        if missing:
+            raise ValueError(f"{out_path}: has no column for species {missing}; use resume=False or a new file")
+        done_frames.append(previous[list(params)])
+        done_files = set(previous.index.get_level_values("file"))
+    todo = [f for f in files if f not in done_files]
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), desc="RIBBIT", unit="file")
+    for i, f in enumerate(todo):
+        try:
+            done_frames.append(_score_file(f, params, chunk_duration))
+        except (AudioLoadError, ValueError, RuntimeError, OSError) as exc:
+            errors.append(dict(file=f, error=f"{type(exc).__name__}: {exc}",
+                               time=pd.Timestamp.now(tz="UTC").isoformat()))
+        if out_path is not None:
+            _write_scores(out_path, done_frames, params)
+            if errors:
+                with atomic_write(err_path) as fh:
+                    pd.DataFrame(errors).to_csv(fh, index=False)
+        if bar is not None:
+            bar.update(1)
+        if progress_callback is not None:
+            progress_callback(i + 1, len(todo), f)
+    if bar is not None:
+        bar.close()
+    scores = _combine(done_frames, params)
+    return scores, pd.DataFrame(errors, columns=["file", "error", "time"])
+
+
+def _combine(frames, params):
+    if not frames:
+        empty = pd.DataFrame(columns=CLIP_INDEX + list(params)).set_index(CLIP_INDEX)
+        return empty.astype(float)
+    return pd.concat(frames)[list(params)]
+
+
+def _write_scores(path, frames, params):
+    with atomic_write(path) as fh:
+        _combine(frames, params).to_csv(fh)

@@ -1,0 +1,64 @@
+"""The RIBBIT explorer in headless Chromium: sliders re-score, the curve redraws, parameters save to JSON."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from browser import assert_healthy, canvas_fingerprint, page_text, poll, serve_panel, serve_voila, set_widget_value
+
+APP = Path(__file__).resolve().parents[1] / "notebooks" / "apps" / "ribbit_explorer.ipynb"
+SCORE_PLOT = 1  # bokeh plots in page order: spectrogram, score curve, band levels, PSD
+
+
+def highest_score(page):
+    m = re.search(r"highest score (\S+) in clip", page_text(page))
+    return m.group(1) if m else None
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("server", ["voila", "panel"])
+def test_slider_changes_score_curve_and_save_writes_json(server, page, tmp_path):
+    serve = serve_voila if server == "voila" else serve_panel
+    with serve(APP) as url:
+        page.goto(url, timeout=120_000)
+        page.get_by_text("highest score").first.wait_for(timeout=120_000)
+        text = page_text(page)
+        assert "gpt3.mp3" in text and "5 clips" in text
+        assert "Pulse rate range: 8 .. 20" in text
+        before_score = highest_score(page)
+        assert before_score == "0.00201"  # same as ribbit() on this file in tests/test_ribbit.py settings
+        assert poll(page, lambda: page.locator("canvas").count() >= 8, 90)
+        page.wait_for_timeout(1000)
+        before = canvas_fingerprint(page, 2 * SCORE_PLOT)
+
+        # drag the lower pulse-rate handle from 8 to 12 pulses/s with the keyboard (step 0.5)
+        handles = page.locator("[role=slider]")
+        lower = next(handles.nth(i) for i in range(handles.count())
+                     if handles.nth(i).get_attribute("aria-valuenow") == "8.0")
+        lower.focus()
+        for _ in range(8):
+            lower.press("ArrowRight")
+        assert poll(page, lambda: "Pulse rate range: 12 .. 20" in page_text(page))
+        assert poll(page, lambda: highest_score(page) not in (None, before_score)), page_text(page)[-600:]
+        assert poll(page, lambda: canvas_fingerprint(page, 2 * SCORE_PLOT) != before)
+
+        # fewer, longer clips: the summary follows
+        set_widget_value(page, "Selected clip", 2)
+        assert poll(page, lambda: "Clip 3: 4.00-6.00 s" in page_text(page))
+
+        # save the parameter set where the notebook can read it
+        target = tmp_path / "toad.json"
+        set_widget_value(page, "Save path", str(target))
+        page.get_by_role("button", name="Save parameters").click()
+        assert poll(page, lambda: target.exists())
+        saved = json.loads(target.read_text())
+        assert saved["pulse_rate_range"] == [12.0, 20.0]
+        assert saved["signal_band"] == [1900.0, 2400.0]
+        assert "Saved to" in page_text(page)
+
+        # the player holds only the selected clip (2 s WAV), never the whole file
+        src = page.locator("audio").first.get_attribute("src")
+        assert src.startswith("data:audio/wav;base64,")
+        assert len(src) < 1.5 * (2 * 48000 * 2) * 4 / 3
+        assert_healthy(page)

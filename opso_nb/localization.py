@@ -28,15 +28,16 @@ from __future__ import annotations
 import functools
 import math
 import os
-import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import param
 
 __all__ = [
     "InsufficientReceiversError",
+    "LocalizationSettings",
     "SpatialEvent",
     "SynchronizedRecorderArray",
     "calc_speed_of_sound",
@@ -542,9 +543,13 @@ class SynchronizedRecorderArray:
         Indexed by audio file (or with a ``file`` column) with columns ``x``,
         ``y`` and optionally ``z`` (metres); or ``lat``/``lon`` (degrees),
         converted with :func:`latlon_to_xy` (reference kept in ``geo_reference``).
+    speed_of_sound : float
+        m/s, used by :meth:`localize_detections` unless it is given one (as in
+        newer OpenSoundscape; see :func:`calc_speed_of_sound` for temperature).
     """
 
-    def __init__(self, file_coords):
+    def __init__(self, file_coords, speed_of_sound: float = SPEED_OF_SOUND):
+        self.speed_of_sound = float(speed_of_sound)
         if isinstance(file_coords, (str, Path)):
             file_coords = pd.read_csv(file_coords, skipinitialspace=True)
         coords = file_coords.copy()
@@ -626,7 +631,7 @@ class SynchronizedRecorderArray:
     def localize_detections(self, detections: pd.DataFrame, max_receiver_dist: float, min_n_receivers: int = 3,
                             localization_algorithm: str = "gillette", cc_threshold: float = 0, cc_filter: str = "phat",
                             max_delay=None, bandpass_ranges=None, residual_threshold: float = np.inf,
-                            speed_of_sound: float = SPEED_OF_SOUND, num_workers: int = 0, progress: bool = False,
+                            speed_of_sound: float | None = None, num_workers: int = 0, progress: bool = False,
                             return_unlocalized: bool = True, results_csv=None):
         """Localize every candidate event built from ``detections``.
 
@@ -636,6 +641,8 @@ class SynchronizedRecorderArray:
 
         Parameters
         ----------
+        speed_of_sound : float, optional
+            m/s; default: the array's ``speed_of_sound``.
         num_workers : int
             Processes for delay estimation and positions (0 = this process).
         progress : bool
@@ -649,6 +656,7 @@ class SynchronizedRecorderArray:
             Lists of :class:`SpatialEvent`; unlocalized ones carry ``error``.
             :func:`events_to_df` turns either into a table.
         """
+        speed_of_sound = self.speed_of_sound if speed_of_sound is None else speed_of_sound
         if localization_algorithm not in ALGORITHMS:
             raise ValueError(f"localization_algorithm must be one of {ALGORITHMS}, got {localization_algorithm!r}")
         events = self.create_candidate_events(detections, min_n_receivers, max_receiver_dist,
@@ -679,6 +687,33 @@ class SynchronizedRecorderArray:
         if results_csv is not None:
             events_to_df(localized + unlocalized, results_csv)
         return (localized, unlocalized) if return_unlocalized else localized
+
+
+class LocalizationSettings(param.Parameterized):
+    """The settings of :meth:`SynchronizedRecorderArray.localize_detections`, as one object.
+
+    ``pn.Param(settings)`` renders them as widgets; :meth:`localize` runs the
+    localization with them.
+    """
+
+    max_receiver_dist = param.Number(default=100.0, bounds=(0, None), doc="Largest distance (m) from the reference "
+                                      "recorder of recorders joining an event")
+    min_n_receivers = param.Integer(default=3, bounds=(2, None), doc="Fewest receivers an event needs")
+    localization_algorithm = param.Selector(default="gillette", objects=list(ALGORITHMS))
+    cc_threshold = param.Number(default=0.0, doc="Receivers with a smaller cross-correlation peak are dropped")
+    cc_filter = param.Selector(default="phat", objects=["phat", "roth", "scot", "ht", "cc"],
+                               doc="Generalized cross-correlation weighting")
+    max_delay = param.Number(default=None, allow_None=True, bounds=(0, None),
+                             doc="Largest |delay| searched (s); default from the receivers' spread")
+    residual_threshold = param.Number(default=np.inf, bounds=(0, None), doc="Largest residual RMS (m) kept")
+    speed_of_sound = param.Number(default=SPEED_OF_SOUND, bounds=(1, None), doc="m/s")
+    num_workers = param.Integer(default=0, bounds=(0, None), doc="Processes (0: this one)")
+
+    def localize(self, array: "SynchronizedRecorderArray", detections: pd.DataFrame, bandpass_ranges=None, **kwargs):
+        """``array.localize_detections(detections, ...)`` with these settings; returns (localized, unlocalized)."""
+        settings = {k: v for k, v in self.param.values().items() if k != "name"}
+        settings.update(kwargs)
+        return array.localize_detections(detections, bandpass_ranges=bandpass_ranges, **settings)
 
 
 # ----------------------------------------------------------------------------- simulator

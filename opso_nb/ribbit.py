@@ -23,7 +23,6 @@ Main entry points
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -159,13 +158,19 @@ class RibbitParams(param.Parameterized):
 
     def to_dict(self) -> dict:
         """Plain JSON-able dict (lists, not tuples)."""
+        def tidy(v):
+            # slider round trips leave float noise (19.999999999999996): keep JSON files readable
+            return round(float(v), 9)
+
         out = {}
         for key in self._FIELDS:
             value = getattr(self, key)
-            if isinstance(value, tuple):
-                value = list(value)
             if key == "noise_bands":
-                value = [list(b) for b in value]
+                value = [[tidy(v) for v in b] for b in value]
+            elif isinstance(value, (tuple, list)):
+                value = [tidy(v) for v in value]
+            elif isinstance(value, float):
+                value = tidy(value)
             out[key] = value
         return out
 
@@ -281,6 +286,12 @@ def calculate_pulse_score(amplitude, amplitude_sample_rate, pulse_rate_range, pl
     float
         The score (arbitrary units; larger = stronger periodicity). NaN if
         the amplitude is shorter than 4 samples.
+
+    Raises
+    ------
+    ValueError
+        Empty or non-finite amplitude, empty pulse-rate range, or a range
+        above the amplitude's Nyquist frequency.
     """
     low, high = _pulse_range(pulse_rate_range)
     amplitude = np.asarray(amplitude, dtype=float).ravel()
@@ -291,7 +302,11 @@ def calculate_pulse_score(amplitude, amplitude_sample_rate, pulse_rate_range, pl
             f"pulse_rate_range up to {high:g}/s needs an amplitude sampled faster than {2 * high:g} Hz; "
             f"it is sampled at {amplitude_sample_rate:.3g} Hz (use a shorter spectrogram hop)"
         )
-    if len(amplitude) < MIN_WINDOWS_PER_CLIP or not np.all(np.isfinite(amplitude)):
+    if len(amplitude) == 0:
+        raise ValueError("amplitude is empty: nothing to score")
+    if not np.all(np.isfinite(amplitude)):
+        raise ValueError(f"amplitude contains {np.count_nonzero(~np.isfinite(amplitude))} NaN/inf value(s)")
+    if len(amplitude) < MIN_WINDOWS_PER_CLIP:
         return float("nan")
     freqs, psd = _psd(amplitude, amplitude_sample_rate, nfft)
     in_range = (freqs >= low) & (freqs <= high)
@@ -601,9 +616,10 @@ def run_ribbit(files, species_params, out_path=None, resume=True, chunk_duration
 
     Parameters
     ----------
-    files : iterable of str or Path
+    files : iterable of str or Path, or a folder
         Audio files (any length: long files are read ``chunk_duration`` s at
-        a time, so memory stays bounded).
+        a time, so memory stays bounded); a folder means its WAV, FLAC, MP3
+        and OGG files.
     species_params : RibbitParams, list of them, dict ``{species: RibbitParams or dict}``, or DataFrame
         One parameter set per species (see :func:`species_params_from_df`).
     out_path : str or Path, optional
@@ -634,7 +650,11 @@ def run_ribbit(files, species_params, out_path=None, resume=True, chunk_duration
     if not params:
         raise ValueError("no species parameters given")
     if isinstance(files, (str, Path)):
-        files = [files]
+        folder = Path(files)
+        if folder.is_dir():  # a folder: every audio file in it (not recursive)
+            files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".wav", ".flac", ".mp3", ".ogg"))
+        else:
+            files = [files]
     files = [str(f) for f in files]
     done_frames, errors = [], []
     done_files = set()

@@ -262,9 +262,13 @@ def serve_panel(notebook_or_py_path, timeout: float = 120.0, env=None):
     return serve_app(notebook_or_py_path, "panel", timeout=timeout, env=env)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def browser():
-    """One headless Chromium for the whole session (Debian's, launched by path)."""
+    """A headless Chromium (Debian's, launched by path) for one test.
+
+    Function-scoped on purpose: a live sync Playwright keeps an asyncio loop running in
+    the worker, which would break later tests that call ``sync_playwright()`` themselves.
+    """
     _require_browser()
     from playwright.sync_api import sync_playwright
 

@@ -6,7 +6,7 @@ from pathlib import Path
 os.environ.setdefault("MPLBACKEND", "Agg")
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # `from browser import ...`
 
-from browser import browser, page  # noqa: E402,F401  (fixtures: one Chromium per worker, a page per test)
+from browser import browser, page  # noqa: E402,F401  (fixtures: a Chromium and a page per test)
 
 
 def pytest_configure(config):

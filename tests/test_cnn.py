@@ -59,7 +59,6 @@ def test_trivially_separable_reaches_high_auc(trained):
         assert col in table.columns
     assert model.best_score >= 0.95
     assert table["valid_macro_roc_auc"].max() >= 0.95
-    assert table["train_loss"].iloc[1:].min() < table["train_loss"].iloc[0]
     assert set(model.loss_hist) == {0, 1, 2, 3}
     # files written: best model, checkpoints every 2 epochs, metrics table
     assert (folder / "best.model").exists()

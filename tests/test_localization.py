@@ -253,3 +253,18 @@ def test_results_csv_round_trip(simulated, tmp_path):
     saved = pd.read_csv(tmp_path / "r.csv")
     assert list(saved.columns[:6]) == ["class", "start_time", "duration", "reference_file", "x", "y"]
     np.testing.assert_allclose(saved[["x", "y"]], events_to_df(localized)[["x", "y"]])
+
+
+def test_settings_object_runs_the_same_localization(simulated):
+    from opso_nb.localization import LocalizationSettings
+
+    array = SynchronizedRecorderArray(simulated["file_coords"], speed_of_sound=simulated["speed_of_sound"])
+    settings = LocalizationSettings(max_receiver_dist=200, min_n_receivers=5, localization_algorithm="soundfinder",
+                                    speed_of_sound=simulated["speed_of_sound"])
+    bands = {"wren": (2500, 5500), "thrush": (1500, 3500)}
+    via_settings, _ = settings.localize(array, simulated["detections"], bandpass_ranges=bands)
+    direct, _ = array.localize_detections(simulated["detections"], max_receiver_dist=200, min_n_receivers=5,
+                                          localization_algorithm="soundfinder", bandpass_ranges=bands)
+    np.testing.assert_allclose(events_to_df(via_settings)[["x", "y"]], events_to_df(direct)[["x", "y"]])
+    with pytest.raises(ValueError):
+        settings.localization_algorithm = "triangulate"

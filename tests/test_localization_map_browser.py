@@ -57,6 +57,26 @@ def test_localization_map_in_chromium():
         wait_for_canvases(page, 2)
         text = page_text(page)
         first = int(re.search(r"(\d+) of (\d+) events shown", text).group(1))
+        assert first == 42, text[:300]  # 48 events, the intruder's 6 hidden at the default residual threshold
+        # click a position: select the first point in the browser's copy of the points' data source, as the
+        # tap tool does; the server must answer with that event's aligned receivers (6 spectrograms + players)
+        canvases_before = page.locator("canvas").count()
+        selected = page.evaluate("""() => {
+            for (const doc of window.Bokeh.documents) {
+                for (const model of doc.all_models) {
+                    if (model.data !== undefined && model.data.residual !== undefined && model.selected) {
+                        model.selected.indices = [0];
+                        return true;
+                    }
+                }
+            }
+            return false;
+        }""")
+        assert selected
+        assert poll(page, lambda: "Event " in page_text(page), timeout_s=60), page_text(page)[:500]
+        assert poll(page, lambda: page.locator("audio").count() >= 6, timeout_s=60)
+        assert poll(page, lambda: page.locator("canvas").count() >= canvases_before + 2 * 6, timeout_s=60)
+        assert "residual RMS" in page_text(page)
         # drag the residual slider to its minimum: fewer points
         handle = page.locator(".noUi-handle").first
         handle.focus()

@@ -244,3 +244,48 @@ def test_params_render_as_widgets():
         widgets = pn.Param(action, show_name=False)
         assert len(widgets.layout.objects) >= 2, name
         assert "bypass" in widgets._widgets, name
+
+
+def test_audio_augmentations_and_legacy_masks(tone):
+    from opso_nb.audio import Audio
+    from opso_nb.preprocess import img_augment, tensor_augment
+
+    a = Audio.from_file(tone)
+    quieter = actions.audio_random_gain(a, dB_range=(-20, -20))
+    assert quieter.rms == pytest.approx(a.rms * 10 ** (-20 / 20), rel=1e-3)
+    torch.manual_seed(0)
+    noisy = actions.audio_add_noise(Audio.silence(1.0, SR), noise_dB=-20, signal_dB=0)
+    assert noisy.dBFS == pytest.approx(-20, abs=1.5)
+    torch.manual_seed(0)
+    x = torch.ones(1, 30, 60)
+    y = tensor_augment.time_mask(x, T=10, max_masks=3, replace_with_zero=True)
+    cols = (y[0] == 0).all(axis=0)
+    assert 0 < int(cols.sum()) <= 30 and torch.equal(y[0][:, ~cols], x[0][:, ~cols])
+    y = tensor_augment.freq_mask(x * torch.arange(60.0), F=5, max_masks=2)  # mean fill
+    assert y.shape == x.shape
+    from PIL import Image
+    img = Image.fromarray(np.arange(20, dtype=np.uint8).reshape(1, 20).repeat(4, axis=0))
+    split = np.asarray(img_augment.time_split(img, seed=1))
+    assert sorted(split[0].tolist()) == list(range(20)) and split[0, 0] != 0
+
+
+def test_mel_option_and_preview(tone):
+    pre = SpectrogramPreprocessor(2.0)
+    pre.pipeline["to_spec"].set(mel=True, n_mels=40)
+    pre.pipeline["bandpass"].bypass = True
+    s = pre.forward((tone, 0, 2), bypass_augmentations=True)
+    assert s.data.shape[1] == 40
+    from opso_nb.preprocess.preprocessors import preview_samples
+
+    idx = pd.MultiIndex.from_tuples([(tone, 0.0, 2.0), ("/nonexistent.wav", 0.0, 2.0)],
+                                    names=["file", "start_time", "end_time"])
+    clips = pd.DataFrame({"x": [1, 0]}, index=idx)
+    torch.manual_seed(123)
+    expected_next = torch.rand(1)
+    torch.manual_seed(123)
+    out = preview_samples(SpectrogramPreprocessor(2.0, height=8, width=8), clips, n=2, seed=7)
+    assert torch.equal(torch.rand(1), expected_next)  # the caller's random stream is untouched
+    assert out[0].data.shape == (1, 8, 8)
+    assert isinstance(out[1], PreprocessingError) and "nonexistent.wav" in str(out[1])
+    again = preview_samples(SpectrogramPreprocessor(2.0, height=8, width=8), clips, n=1, seed=7)
+    assert torch.equal(again[0].data, out[0].data)

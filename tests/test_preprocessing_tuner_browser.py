@@ -42,3 +42,35 @@ def test_tuner_redraws_on_parameter_change_and_exports(server, page, tmp_path):
 
         assert load_preprocessor(out).out_shape == (64, 256, 1)
         assert_healthy(page)
+
+
+def test_tuner_without_browser(tmp_path):
+    """Callbacks only call the library: a bad setting is reported, not raised; export round-trips."""
+    import numpy as np
+    import pandas as pd
+    import soundfile as sf
+
+    from opso_nb.dashboards.preprocessing_tuner import PreprocessingTuner
+    from opso_nb.preprocess.preprocessors import SpectrogramPreprocessor, load_preprocessor
+
+    t = np.arange(32000) / 16000
+    sf.write(tmp_path / "t.wav", (0.3 * np.sin(2 * np.pi * 2000 * t)).astype("float32"), 16000)
+    idx = pd.MultiIndex.from_tuples([(str(tmp_path / "t.wav"), 0.0, 1.0), (str(tmp_path / "t.wav"), 1.0, 2.0)],
+                                    names=["file", "start_time", "end_time"])
+    clips = pd.DataFrame({"song": [1, 0]}, index=idx)
+    app = PreprocessingTuner(clips=clips, preprocessor=SpectrogramPreprocessor(1.0, height=20, width=30))
+    assert "2 samples, tensor [1, 20, 30]" in app._status.object
+    assert app._grid.object.startswith('<img alt="preprocessed samples"')
+    app.preprocessor.pipeline["bandpass"].set(min_f=5000, max_f=4000)
+    assert "no sample could be preprocessed" in app._status.object and "max_f > min_f" in app._status.object
+    app.preprocessor.pipeline["bandpass"].set(min_f=0)
+    app.preprocessor.pipeline["to_tensor"].width = 12
+    assert "tensor [1, 20, 12]" in app._status.object
+    app._new_seed()
+    assert "seed 1" in app._status.object
+    path = app.export(tmp_path / "cfg.json")
+    assert load_preprocessor(path).out_shape == (20, 12, 1)
+    app.config_path = str(tmp_path / "missing_dir" / "sub" / "cfg.json")
+    (tmp_path / "missing_dir").write_text("a file, not a folder")
+    app._on_export(None)
+    assert app._export_status.object.startswith("Export failed")

@@ -43,7 +43,7 @@ def test_slider_changes_score_curve_and_save_writes_json(server, page, tmp_path)
         assert poll(page, lambda: highest_score(page) not in (None, before_score)), page_text(page)[-600:]
         assert poll(page, lambda: canvas_fingerprint(page, 2 * SCORE_PLOT) != before)
 
-        # fewer, longer clips: the summary follows
+        # pick another clip for the detail view
         set_widget_value(page, "Selected clip", 2)
         assert poll(page, lambda: "Clip 3: 4.00-6.00 s" in page_text(page))
 
@@ -55,7 +55,7 @@ def test_slider_changes_score_curve_and_save_writes_json(server, page, tmp_path)
         saved = json.loads(target.read_text())
         assert saved["pulse_rate_range"] == [12.0, 20.0]
         assert saved["signal_band"] == [1900.0, 2400.0]
-        assert "Saved to" in page_text(page)
+        assert poll(page, lambda: "Saved to" in page_text(page))
 
         # the player holds only the selected clip (2 s WAV), never the whole file
         src = page.locator("audio").first.get_attribute("src")

@@ -166,14 +166,24 @@ clip_scores.head()
 errors
 """),
 ("md", """
-A file's score is usually its highest clip score. Sorted by the toad score, the toad recordings (`gpt*`) should be
-near the top:
+A file's score is usually its highest clip score. Sorted by the toad score:
 """),
 ("code", """
 per_file = clip_scores.groupby(level="file").max()
 per_file.index = [Path(f).name for f in per_file.index]
 per_file["has_toad"] = per_file.index.str.startswith("gpt")
 per_file.sort_values("great_plains_toad", ascending=False)
+"""),
+("md", """
+All four toad recordings rank in the top half and the quiet negatives (silence, water, pops: the noise bands
+cancel the pops) at the bottom, but two negatives outrank the toads. The detail view says why: in `negative5`
+the loudest clip is full of broadband clicks and bird notes whose level changes differ between the signal band and
+the noise bands, so they are not fully cancelled.
+"""),
+("code", """
+top_negative = clip_scores.loc[str(sample_data.path("toads/negative5.mp3")), "great_plains_toad"].idxmax()
+n5 = Spectrogram.from_audio(Audio.from_file(sample_data.path("toads/negative5.mp3")))
+fig = plot_ribbit_detail(n5, params, *top_negative)
 """),
 ("md", """
 The `bird_series` column ranks `negative5` and `negative1` (trilling birds at 5-6 kHz) highest, and the toad

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import panel as pn
 import param
-from bokeh.models import ColumnDataSource, HoverTool, LinearColorMapper
+from bokeh.models import ColumnDataSource, HoverTool
 from bokeh.palettes import Category10
 from bokeh.plotting import figure
 
-from opso_nb.dashboards._widgets import SpectrogramPlot, audio_player, set_player_audio
+from opso_nb.dashboards._widgets import SpectrogramPlot, audio_player
 from opso_nb.localization import demo_array, events_to_df, filter_events
 from opso_nb.spectrogram import Spectrogram
 

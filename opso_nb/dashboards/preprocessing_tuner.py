@@ -47,6 +47,26 @@ def default_background(clip_duration=2.0) -> pd.DataFrame:
     return make_clip_df([sample_data.audiomoth_1min()], clip_duration)
 
 
+def _png_data_url(fig, dpi=72) -> str:
+    """A matplotlib Figure as a base64 PNG data URL (one small image, no extra server requests)."""
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _input_widgets(action, names) -> dict:
+    """Number boxes for optional numbers (None = automatic): a slider cannot show 'no value'."""
+    out = {}
+    for n in names:
+        p = action.param[n]
+        if isinstance(p, param.Number) and p.allow_None:
+            out[n] = pn.widgets.IntInput if isinstance(p, param.Integer) else pn.widgets.FloatInput
+    return out
+
+
 class PreprocessingTuner(pn.viewable.Viewer):
     """Tune a :class:`SpectrogramPreprocessor` live on a grid of clips.
 
@@ -80,16 +100,15 @@ class PreprocessingTuner(pn.viewable.Viewer):
             self.sample_duration = preprocessor.sample_duration or self.sample_duration
         self.preprocessor = preprocessor
         self.renders = 0
-        self._grid = pn.pane.Matplotlib(None, dpi=72, tight=True, format="png", sizing_mode="stretch_width",
-                                        name="Samples")
+        self._grid = pn.pane.HTML("", name="Samples", sizing_mode="stretch_width")
         self._status = pn.pane.Markdown("", name="Status")
         self._redraw_button = pn.widgets.Button(name="Re-draw augmentations", button_type="primary")
         self._redraw_button.on_click(lambda event: self._new_seed())
         self._export_button = pn.widgets.Button(name="Export config", button_type="success")
-        self._export_button.on_click(lambda event: self.export())
+        self._export_button.on_click(self._on_export)
         self._export_status = pn.pane.Markdown("")
         self._step_panels = self._build_step_panels()
-        self.param.watch(lambda e: self.render(), ["n_samples", "columns", "seed", "bypass_augmentations"])
+        self.param.watch(lambda *events: self.render(), ["n_samples", "columns", "seed", "bypass_augmentations"])
         self.param.watch(self._on_duration, ["sample_duration"])
         self.render()
 
@@ -101,10 +120,17 @@ class PreprocessingTuner(pn.viewable.Viewer):
             if not names:
                 continue
             title = f"**{key}**" + (" *(augmentation)*" if action.is_augmentation else "")
-            widgets = pn.Param(action, parameters=names, show_name=False, sizing_mode="stretch_width")
+            widgets = pn.Param(action, parameters=names, show_name=False, sizing_mode="stretch_width",
+                               widgets=_input_widgets(action, names))
             panels.append(pn.Column(pn.pane.Markdown(title, margin=(4, 5, 0, 5)), widgets, sizing_mode="stretch_width"))
-            action.param.watch(lambda e: self.render(), names)
+            action.param.watch(lambda *events: self.render(), names)
         return panels
+
+    def _on_export(self, event):
+        try:
+            self.export()
+        except (OSError, ValueError, PreprocessingError):
+            pass  # already shown next to the button; a bad path must not break the app
 
     def _new_seed(self):
         self.seed = self.seed + 1  # watcher renders
@@ -124,14 +150,15 @@ class PreprocessingTuner(pn.viewable.Viewer):
         if good:
             titles = [f"{Path(s.source).name} {s.start_time:g}-{s.end_time:g} s\n"
                       + (", ".join(map(str, s.categorical_labels)) or "no label") for s in good]
-            self._grid.object = show_tensor_grid([s.data for s in good], columns=self.columns, labels=titles)
+            fig = show_tensor_grid([s.data for s in good], columns=self.columns, labels=titles)
+            self._grid.object = f'<img alt="preprocessed samples" style="max-width:100%" src="{_png_data_url(fig)}">'
             shape = list(good[0].data.shape)
             lo = min(float(s.data.min()) for s in good)
             hi = max(float(s.data.max()) for s in good)
             text = (f"Render {self.renders}: {len(good)} samples, tensor {shape}, values {lo:.2f} to {hi:.2f}, "
                     f"seed {self.seed}" + (", augmentations off" if self.bypass_augmentations else ""))
         else:
-            self._grid.object = None
+            self._grid.object = ""
             text = f"Render {self.renders}: no sample could be preprocessed"
         if errors:
             text += f"\n\n**{len(errors)} failed:** {errors[0]}"
@@ -154,8 +181,8 @@ class PreprocessingTuner(pn.viewable.Viewer):
                                                     "config_path"], show_name=False, sizing_mode="stretch_width")
         sidebar = pn.Column(
             pn.pane.Markdown("### Preprocessing tuner"), controls, self._redraw_button, self._export_button,
-            self._export_status, pn.layout.Divider(), pn.pane.Markdown("### Pipeline steps"),
-            *self._step_panels, width=340, scroll=True, height=900,
+            self._export_status, pn.pane.Markdown("### Pipeline steps"),
+            *self._step_panels, width=340,
         )
         main = pn.Column(self._status, self._grid, sizing_mode="stretch_width")
         return pn.Row(sidebar, main, sizing_mode="stretch_width")

@@ -139,6 +139,8 @@ class BaseAction(param.Parameterized):
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.items() if not isinstance(v, pd.DataFrame))
         return f"{kind} {type(self).__name__}({args}){bypassed}"
 
+    __str__ = __repr__
+
 
 @register_action
 class Action(BaseAction):
@@ -194,6 +196,8 @@ class Action(BaseAction):
     def __repr__(self):
         kind = "Augmentation Action" if self.is_augmentation else "Action"
         return f"{kind} calling {getattr(self.fn, '__qualname__', self.fn)}" + (" ## Bypassed ##" if self.bypass else "")
+
+    __str__ = __repr__
 
 
 # ------------------------------------------------------------------- audio steps

@@ -196,6 +196,8 @@ class BasePreprocessor(param.Parameterized):
             lines.append(f"  {k}: {a!r}")
         return "\n".join(lines)
 
+    __str__ = __repr__
+
     def _repr_html_(self):
         return "<pre>" + repr(self).replace("<", "&lt;") + "</pre>"
 

@@ -130,7 +130,7 @@ print(json.dumps({{"clips": len(scores), "seconds": elapsed, "clips_per_s": len(
 
 
 def opso_python() -> str | None:
-    candidates = [os.environ.get("OPSO_PYTHON"), str(HERE / "_opso_env" / "bin" / "python")]
+    candidates = [os.environ.get("OPSO_PYTHON"), os.environ.get("OPENSOUNDSCAPE_PYTHON"), str(HERE / "_opso_env" / "bin" / "python")]
     for c in candidates:
         if c and Path(c).exists():
             ok = subprocess.run([c, "-c", "import opensoundscape"], capture_output=True).returncode == 0

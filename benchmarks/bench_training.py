@@ -115,7 +115,7 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 2])
-    ap.add_argument("--opso-python", default=os.environ.get("OPSO_PYTHON"),
+    ap.add_argument("--opso-python", default=os.environ.get("OPSO_PYTHON") or os.environ.get("OPENSOUNDSCAPE_PYTHON"),
                     help="python of a separate environment with opensoundscape installed")
     args = ap.parse_args(argv)
 

@@ -120,7 +120,13 @@ OPSO_SCRIPT = """
 import json, resource, sys, time, torch
 from opensoundscape import CNN
 torch.set_num_threads({threads})
-model = CNN('resnet18', ['classA', 'classB'], {clip})
+try:  # OpenSoundscape 0.9-0.12
+    model = CNN('resnet18', ['classA', 'classB'], {clip})
+except TypeError:  # newer versions want a sample rate, and fetch ImageNet weights unless given an architecture
+    from opensoundscape.ml import cnn_architectures
+    import soundfile
+    model = CNN(cnn_architectures.resnet18(num_classes=2, weights=None), ['classA', 'classB'], {clip},
+                sample_rate=soundfile.info({file!r}).samplerate)
 start = time.perf_counter()
 scores = model.predict([{file!r}], batch_size={batch}, num_workers={workers}, activation_layer='sigmoid')
 elapsed = time.perf_counter() - start

@@ -88,17 +88,9 @@ def _preprocessor_to_dict(preprocessor):
 
 
 def default_preprocessor(sample_duration, out_shape=(224, 224, 3)):
-    """``SpectrogramPreprocessor(sample_duration, out_shape=...)`` from :mod:`opso_nb.preprocess`.
+    """``SpectrogramPreprocessor(sample_duration, out_shape=...)`` from :mod:`opso_nb.preprocess`."""
+    from opso_nb.preprocess.preprocessors import SpectrogramPreprocessor
 
-    Falls back to :class:`~opso_nb.ml.simple_preprocessor.SimpleSpectrogramPreprocessor`
-    (no augmentation) where that module is not installed.
-    """
-    try:
-        from opso_nb.preprocess.preprocessors import SpectrogramPreprocessor
-    except ImportError:
-        from opso_nb.ml.simple_preprocessor import SimpleSpectrogramPreprocessor
-
-        return SimpleSpectrogramPreprocessor(sample_duration=sample_duration, out_shape=out_shape)
     return SpectrogramPreprocessor(sample_duration=sample_duration, out_shape=out_shape)
 
 
@@ -106,10 +98,6 @@ def _preprocessor_from_dict(d):
     """Rebuild a preprocessor from its ``to_dict()`` form via opso_nb.preprocess."""
     if d is None:
         return None
-    if isinstance(d, dict) and d.get("class") == "SimpleSpectrogramPreprocessor":
-        from opso_nb.ml.simple_preprocessor import SimpleSpectrogramPreprocessor
-
-        return SimpleSpectrogramPreprocessor.from_dict(d)
     from opso_nb.preprocess import preprocessors as pp
 
     for name in ("preprocessor_from_dict", "from_dict", "load_preprocessor"):
@@ -142,28 +130,6 @@ def _label_array(df: pd.DataFrame, classes, name: str) -> np.ndarray:
             f"is {values[row, col]!r} ({int(bad.sum())} bad values in all)"
         )
     return values
-
-
-class _ClipDataset(torch.utils.data.Dataset):
-    """Rows of a clip table -> preprocessed samples (used where opso_nb.ml.datasets is not installed)."""
-
-    def __init__(self, df, preprocessor, bypass_augmentations=False):
-        self.df = df
-        self.preprocessor = preprocessor
-        self.bypass_augmentations = bypass_augmentations
-
-    def __len__(self):
-        return len(self.df)
-
-    def __getitem__(self, i):
-        from opso_nb.ml.simple_preprocessor import ClipSample
-
-        key = self.df.index[i]
-        if isinstance(key, tuple):
-            sample = ClipSample(key[0], float(key[1]), float(key[2]) - float(key[1]), self.df.iloc[i])
-        else:
-            sample = ClipSample(key, None, None, self.df.iloc[i])
-        return self.preprocessor.forward(sample, bypass_augmentations=self.bypass_augmentations)
 
 
 class _SafeItems(torch.utils.data.Dataset):
@@ -429,10 +395,8 @@ class CNN(param.Parameterized):
 
     # ------------------------------------------------------------ data access
     def _dataset(self, df, bypass_augmentations):
-        try:
-            from opso_nb.ml.datasets import AudioFileDataset
-        except ImportError:
-            return _ClipDataset(df, self.preprocessor, bypass_augmentations)
+        from opso_nb.ml.datasets import AudioFileDataset
+
         return AudioFileDataset(df, self.preprocessor, bypass_augmentations=bypass_augmentations)
 
     def _loader(self, df, batch_size, num_workers, bypass_augmentations, shuffle=False, sampler=None):

@@ -96,8 +96,10 @@ def child_predict(file: str, workers: int, batch_size: int, out: str | None) -> 
 def _forward_rate(model, batch_size, n_batches):
     import torch
 
+    from opso_nb.ml.utils import to_network_input
+
     h, w, c = model.sample_shape
-    x = torch.rand(batch_size, c, h, w).contiguous()
+    x = to_network_input(torch.rand(batch_size, c, h, w), "cpu", model.channels_last)  # same layout as predict
     net = model.network.eval()
     with torch.inference_mode():
         net(x)  # warm-up

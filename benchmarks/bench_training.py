@@ -28,23 +28,36 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+SAMPLE_RATE = 22050  # Hz, of the synthesized training clips
 
 OPSO_SCRIPT = r"""
-import json, sys, time, warnings
+import json, math, sys, time, warnings
 warnings.filterwarnings("ignore")
 import pandas as pd, torch
 from opensoundscape import CNN
 cfg = json.loads(sys.argv[1])
 torch.set_num_threads(cfg["threads"])
 df = pd.read_csv(cfg["labels"]).set_index(["file", "start_time", "end_time"])
-model = CNN("resnet18", list(df.columns), cfg["duration"], sample_shape=(cfg["size"], cfg["size"], 1))
+classes = list(df.columns)
+try:  # OpenSoundscape 0.9-0.12: trains by epochs
+    model = CNN("resnet18", classes, cfg["duration"], sample_shape=(cfg["size"], cfg["size"], 1))
+    def one_epoch(table, nw):
+        model.train(table, epochs=1, batch_size=cfg["batch_size"], num_workers=nw, save_path=cfg["tmp"],
+                    invalid_samples_log=None)
+except TypeError:  # 0.13+: wants a sample rate, trains by steps, fetches ImageNet weights unless given a network
+    from opensoundscape.ml import cnn_architectures
+    net = cnn_architectures.resnet18(num_classes=len(classes), weights=None, num_channels=1)
+    model = CNN(net, classes, cfg["duration"], sample_rate=cfg["sample_rate"], height=cfg["size"],
+                width=cfg["size"], channels=1)
+    def one_epoch(table, nw):
+        model.train(table, steps=math.ceil(len(table) / cfg["batch_size"]), batch_size=cfg["batch_size"],
+                    num_workers=nw, save_path=cfg["tmp"], invalid_samples_log=None, progress_bar=False,
+                    reload_best_at_end=False)
 out = {}
 for nw in cfg["workers"]:
-    model.train(df.iloc[: cfg["batch_size"]], epochs=1, batch_size=cfg["batch_size"], num_workers=nw,
-                save_path=cfg["tmp"], invalid_samples_log=None)  # warm-up
+    one_epoch(df.iloc[: cfg["batch_size"]], nw)  # warm-up
     t = time.perf_counter()
-    model.train(df, epochs=1, batch_size=cfg["batch_size"], num_workers=nw, save_path=cfg["tmp"],
-                invalid_samples_log=None)
+    one_epoch(df, nw)
     out[nw] = len(df) / (time.perf_counter() - t)
 print("RESULT " + json.dumps(out))
 """
@@ -77,9 +90,11 @@ def bench_forward_backward_only(n, size, batch_size, threads):
     from opso_nb.ml.cnn_architectures import resnet18
 
     torch.set_num_threads(threads)
-    net = resnet18(2, weights=None, num_channels=1)
+    from opso_nb.ml.utils import prepare_network, to_network_input
+
+    net = prepare_network(resnet18(2, weights=None, num_channels=1), "cpu", channels_last=True)
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-    x = torch.rand(batch_size, 1, size, size)
+    x = to_network_input(torch.rand(batch_size, 1, size, size), "cpu", channels_last=True)  # as CNN.train
     y = torch.randint(0, 2, (batch_size, 2)).float()
     loss_fn = torch.nn.BCEWithLogitsLoss()
     net.train()
@@ -93,9 +108,9 @@ def bench_forward_backward_only(n, size, batch_size, threads):
     return steps * batch_size / (time.perf_counter() - t)
 
 
-def bench_opso(python, labels_path, size, batch_size, workers, threads, duration, tmp):
+def bench_opso(python, labels_path, size, batch_size, workers, threads, duration, sample_rate, tmp):
     cfg = dict(labels=str(labels_path), size=size, batch_size=batch_size, workers=workers, threads=threads,
-               duration=duration, tmp=tmp)
+               duration=duration, sample_rate=sample_rate, tmp=tmp)
     try:
         proc = subprocess.run([python, "-c", OPSO_SCRIPT, json.dumps(cfg)], capture_output=True, text=True,
                               timeout=3600)
@@ -123,14 +138,14 @@ def main(argv=None):
 
     with tempfile.TemporaryDirectory() as tmp:
         labels = make_tone_dataset(Path(tmp) / "data", n_per_class=args.clips // 2, duration=args.duration,
-                                   sample_rate=22050)
+                                   sample_rate=SAMPLE_RATE)
         labels_path = Path(tmp) / "data" / "labels.csv"
         ours = bench_ours(labels, args.size, args.batch_size, args.workers, args.threads, tmp)
         limit = bench_forward_backward_only(args.clips, args.size, args.batch_size, args.threads)
         opso, why = (None, "skipped (no --opso-python / $OPSO_PYTHON)")
         if args.opso_python:
             opso, why = bench_opso(args.opso_python, labels_path, args.size, args.batch_size, args.workers,
-                                   args.threads, args.duration, tmp)
+                                   args.threads, args.duration, SAMPLE_RATE, tmp)
 
     print(f"\nTraining, resnet18, {args.clips} clips of {args.duration} s, {args.size}x{args.size}x1 input, "
           f"batch {args.batch_size}, {args.threads} torch threads, one epoch (clips/s, higher is better)\n")

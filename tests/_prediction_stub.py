@@ -2,7 +2,7 @@
 
 Stands in for :class:`opso_nb.ml.cnn.CNN` (same attributes predict() uses) so the
 prediction tests do not depend on the training code; test_prediction.py also runs
-the real CNN when it is importable.
+the real CNN.
 """
 from __future__ import annotations
 

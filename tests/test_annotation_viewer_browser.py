@@ -1,24 +1,17 @@
 """The annotation viewer: driven from Python, and served by ``panel serve`` and clicked in headless Chromium."""
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-pn = pytest.importorskip("panel")
-
+from browser import assert_healthy, open_page, poll, serve_app
 from opso_nb.dashboards import AnnotationViewer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "notebooks" / "apps" / "annotation_viewer.ipynb"
-CHROMIUM = "/usr/bin/chromium"
 HEADER = "Selection\tView\tChannel\tBegin Time (s)\tEnd Time (s)\tLow Freq (Hz)\tHigh Freq (Hz)\tSpecies\n"
 
 
@@ -85,103 +78,34 @@ def test_viewer_reports_bad_rows_and_plays_box(field_folder):
 # ----------------------------------------------------------------------------- browser
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(params=["panel", "voila"])
-def served_app(request):
-    """The app notebook served by ``panel serve`` or by Voila; yields its URL."""
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Chromium not installed at /usr/bin/chromium")
-    port = _free_port()
-    exe = Path(sys.executable).with_name(request.param)
-    if not exe.exists():
-        pytest.skip(f"{request.param} is not installed")
-    if request.param == "panel":
-        cmd = [str(exe), "serve", str(APP), "--port", str(port), "--address", "127.0.0.1",
-               "--allow-websocket-origin", f"127.0.0.1:{port}"]
-        url = f"http://127.0.0.1:{port}/{APP.stem}"
-    else:
-        cmd = [str(exe), str(APP), "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1"]
-        url = f"http://127.0.0.1:{port}/"
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env={**os.environ, "BOKEH_RESOURCES": "inline"})
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None:
-                break
-            time.sleep(0.3)
-    try:
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            out = proc.communicate(timeout=15)[0].decode(errors="replace")
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out = proc.communicate()[0].decode(errors="replace")
-        assert "Traceback" not in out, out[-3000:]
-
-
-def _poll(page, condition, timeout_s: float = 15.0) -> bool:
-    """True as soon as ``condition()`` holds (checked every 200 ms), False after ``timeout_s``."""
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if condition():
-            return True
-        page.wait_for_timeout(200)
-    return condition()
-
-
 @pytest.mark.browser
-def test_annotation_viewer_in_chromium(served_app):
-    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
-    errors = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"],
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(served_app, timeout=90_000)
-            status = page.get_by_text("box(es) in the recording")
-            status.first.wait_for(timeout=90_000)
-            assert "9 box(es) in the recording, 9 shown in 0.0-10.0 s" in status.first.inner_text()
-            # the spectrogram and clip grid are drawn on canvases
-            assert page.locator("canvas").count() >= 2
+@pytest.mark.parametrize("server", ["panel", "voila"])
+def test_annotation_viewer_in_chromium(server):
+    with serve_app(APP, server, env={"BOKEH_RESOURCES": "inline"}) as url, open_page(url) as page:
+        status = page.get_by_text("box(es) in the recording")
+        status.first.wait_for(timeout=90_000)
+        assert "9 box(es) in the recording, 9 shown in 0.0-10.0 s" in status.first.inner_text()
+        # the spectrogram and clip grid are drawn on canvases
+        assert page.locator("canvas").count() >= 2
 
-            # class filter: untick WOTH -> 3 WOTH boxes and the WOTH column go away
-            page.get_by_label("WOTH", exact=True).uncheck()
-            page.get_by_text("6 shown in").first.wait_for(timeout=15_000)
-            headers = page.locator("table th").all_inner_texts()
-            assert "WOTH" not in headers and "EATO" in headers
+        # class filter: untick WOTH -> 3 WOTH boxes and the WOTH column go away
+        page.get_by_label("WOTH", exact=True).uncheck()
+        page.get_by_text("6 shown in").first.wait_for(timeout=15_000)
+        headers = page.locator("table th").all_inner_texts()
+        assert "WOTH" not in headers and "EATO" in headers
 
-            # clip overlap 1 s -> 4 clips of 3 s in the window (0-3, 2-5, 4-7, 6-9)
-            overlap = page.get_by_label("Clip overlap")
-            overlap.fill("1")
-            overlap.press("Enter")
-            rows = page.locator("table tbody tr")
-            assert _poll(page, lambda: rows.count() == 4), rows.count()
-            starts = [rows.nth(i).locator("th").first.inner_text() for i in range(4)]
-            assert starts == ["0.0", "2.0", "4.0", "6.0"]
+        # clip overlap 1 s -> 4 clips of 3 s in the window (0-3, 2-5, 4-7, 6-9)
+        overlap = page.get_by_label("Clip overlap")
+        overlap.fill("1")
+        overlap.press("Enter")
+        rows = page.locator("table tbody tr")
+        assert poll(page, lambda: rows.count() == 4), rows.count()
+        starts = [rows.nth(i).locator("th").first.inner_text() for i in range(4)]
+        assert starts == ["0.0", "2.0", "4.0", "6.0"]
 
-            # pick a box to listen to: the player gets just that box (EATO 3.13-5.08 s)
-            page.locator("select").nth(1).select_option(label="2: EATO 3.13-5.08 s")
-            player = page.locator("audio").first
-            assert _poll(page, lambda: abs((player.evaluate("a => a.duration") or 0) - 1.946) < 0.05), \
-                player.evaluate("a => a.duration")
-            # Jupyter's widget-error box (Voila) must not appear
-            assert page.locator(".jupyter-widgets-error-widget").count() == 0
-            assert errors == [], errors
-        finally:
-            browser.close()
+        # pick a box to listen to: the player gets just that box (EATO 3.13-5.08 s)
+        page.locator("select").nth(1).select_option(label="2: EATO 3.13-5.08 s")
+        player = page.locator("audio").first
+        assert poll(page, lambda: abs((player.evaluate("a => a.duration") or 0) - 1.946) < 0.05), \
+            player.evaluate("a => a.duration")
+        assert_healthy(page)

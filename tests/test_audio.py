@@ -1,9 +1,7 @@
 """Audio: loading, segments, editing, errors. Known answers throughout."""
 import datetime as dt
-import warnings
 
 import numpy as np
-import pandas as pd
 import pytest
 import soundfile
 

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 
-pn = pytest.importorskip("panel")
 
 from browser import assert_healthy, open_page, page_text, poll, serve_app, wait_for_canvases  # noqa: E402
 

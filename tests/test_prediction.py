@@ -217,7 +217,7 @@ def test_settings_object(model, wavs):
 
 # ----------------------------------------------------------------------------- with the real CNN
 def test_real_cnn_predict_delegates_and_batches(wavs):
-    cnn = pytest.importorskip("opso_nb.ml.cnn")
+    from opso_nb.ml import cnn
     from tests._prediction_stub import StubPreprocessor
 
     torch.manual_seed(0)
@@ -235,7 +235,7 @@ def test_real_cnn_predict_delegates_and_batches(wavs):
 
 
 def test_save_load_round_trip_identical_scores(wavs, tmp_path):
-    cnn = pytest.importorskip("opso_nb.ml.cnn")
+    from opso_nb.ml import cnn
     torch.manual_seed(1)
     model = cnn.CNN("resnet18", ["frog", "bird"], 2.0, sample_shape=(32, 32, 1), weights=None, device="cpu")
     before = model.predict(wavs, batch_size=4, overlap_fraction=0.5, progress=False)

@@ -9,7 +9,6 @@ import pytest
 import soundfile as sf
 import torch
 
-pn = pytest.importorskip("panel")
 
 from opso_nb.dashboards import PredictionExplorer  # noqa: E402
 from opso_nb.detection import detection_counts  # noqa: E402

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import soundfile
 
-pn = pytest.importorskip("panel")
 
 from opso_nb.dashboards import SpectrogramExplorer  # noqa: E402
 from opso_nb.dashboards._widgets import FolderFilePicker, audio_player  # noqa: E402

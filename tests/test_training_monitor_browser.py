@@ -1,10 +1,6 @@
 """Training monitor: the background session, the Panel view driven from Python, and the app in Chromium."""
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -12,8 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-pn = pytest.importorskip("panel")
-
+from browser import assert_healthy, open_page, poll, serve_app
 from opso_nb.ml.cnn import load_model  # noqa: E402
 from opso_nb.ml.training_run import TrainingSession, read_labels_table, split_train_validation  # noqa: E402
 from opso_nb.ml.utils import make_tone_dataset  # noqa: E402
@@ -21,7 +16,6 @@ from opso_nb.ml.utils import make_tone_dataset  # noqa: E402
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "notebooks" / "apps" / "training_monitor.ipynb"
-CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")
@@ -96,45 +90,14 @@ def test_monitor_reports_bad_inputs(tmp_path):
 # ----------------------------------------------------------------------------- browser
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def served_app(labels, tmp_path):
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Chromium not installed at /usr/bin/chromium")
+    """The monitor served by ``panel serve``, reading ``labels`` and saving runs under tmp_path/runs."""
     runs = tmp_path / "runs"
-    port = _free_port()
-    panel_exe = Path(sys.executable).with_name("panel")
-    proc = subprocess.Popen(
-        [str(panel_exe), "serve", str(APP), "--port", str(port), "--address", "127.0.0.1",
-         "--allow-websocket-origin", f"127.0.0.1:{port}"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        env={**os.environ, "BOKEH_RESOURCES": "inline", "OPSO_NB_LABELS": str(labels),
-             "OPSO_NB_MODELS": str(runs), "OMP_NUM_THREADS": "1"},
-    )
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None:
-                break
-            time.sleep(0.3)
-    try:
-        yield f"http://127.0.0.1:{port}/{APP.stem}", runs
-    finally:
-        proc.terminate()
-        try:
-            log = proc.communicate(timeout=15)[0].decode(errors="replace")
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            log = proc.communicate()[0].decode(errors="replace")
-        assert "Traceback" not in log, log[-3000:]
+    env = {"BOKEH_RESOURCES": "inline", "OPSO_NB_LABELS": str(labels), "OPSO_NB_MODELS": str(runs),
+           "OMP_NUM_THREADS": "1"}
+    with serve_app(APP, "panel", env=env) as url:
+        yield url, runs
 
 
 _CURVE_POINTS = """() => {
@@ -148,33 +111,18 @@ _CURVE_POINTS = """() => {
 
 @pytest.mark.browser
 def test_training_monitor_in_chromium(served_app):
-    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
     url, runs = served_app
-    errors = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"],
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1500, "height": 1100})
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(url, timeout=60_000)
-            page.get_by_text("press Start training").first.wait_for(timeout=60_000)
-            assert page.evaluate(_CURVE_POINTS) == 0
-            epochs = page.locator(".bk-input-group", has_text="Epochs").locator("input")
-            epochs.fill("1")
-            epochs.press("Enter")
-            page.get_by_role("button", name="Start training").click()
-            page.get_by_text("Training done").first.wait_for(timeout=90_000)
-            deadline = time.time() + 15
-            while time.time() < deadline and page.evaluate(_CURVE_POINTS) < 1:
-                page.wait_for_timeout(200)
-            assert page.evaluate(_CURVE_POINTS) == 1
-            assert page.get_by_text("Epoch 0 done").count() == 0  # replaced by the final message
-            assert (runs / "run1" / "best.model").exists()
-            assert load_model(runs / "run1" / "best.model").current_epoch == 1
-            assert errors == [], errors
-        finally:
-            browser.close()
+    with open_page(url, viewport=(1500, 1100)) as page:
+        page.get_by_text("press Start training").first.wait_for(timeout=60_000)
+        assert page.evaluate(_CURVE_POINTS) == 0
+        epochs = page.locator(".bk-input-group", has_text="Epochs").locator("input")
+        epochs.fill("1")
+        epochs.press("Enter")
+        page.get_by_role("button", name="Start training").click()
+        page.get_by_text("Training done").first.wait_for(timeout=90_000)
+        assert poll(page, lambda: page.evaluate(_CURVE_POINTS) >= 1, 15)
+        assert page.evaluate(_CURVE_POINTS) == 1
+        assert page.get_by_text("Epoch 0 done").count() == 0  # replaced by the final message
+        assert (runs / "run1" / "best.model").exists()
+        assert load_model(runs / "run1" / "best.model").current_epoch == 1
+        assert_healthy(page)

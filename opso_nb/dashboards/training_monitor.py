@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import panel as pn
-import param
 from bokeh.models import ColumnDataSource, Legend
 from bokeh.plotting import figure
 

@@ -37,6 +37,7 @@ import torch
 from opso_nb import metrics as _metrics
 from opso_nb.ml import cnn_architectures
 from opso_nb.ml.loss import BCEWithLogitsLoss_hot, CrossEntropyLoss_hot, ResampleLoss
+from opso_nb.ml.utils import prepare_network, to_network_input
 from opso_nb.utils import atomic_path
 
 #: Version of the saved-model file layout. Bump when the layout changes and keep
@@ -269,7 +270,10 @@ class CNN(param.Parameterized):
             raise TypeError("architecture must be a name (str) or a torch.nn.Module")
         self.network = network
         self.device = torch.device(device) if device is not None else _default_device()
-        self.network.to(self.device)
+        # NHWC is faster for convolutions; only for our named architectures, since a user's
+        # own module may call .view() on activations, which needs the default layout
+        self.channels_last = isinstance(architecture, str)
+        prepare_network(self.network, self.device, self.channels_last)
 
         self.loss_cls = None  # None: chosen from single_target; or a loss class, e.g. ResampleLoss
         self.loss_fn = None
@@ -448,7 +452,7 @@ class CNN(param.Parameterized):
                 failures.extend(failed)
                 if x is None:
                     continue
-                out = self.network(x.to(self.device))
+                out = self.network(to_network_input(x, self.device, self.channels_last))
                 logits[idx.numpy()] = out.float().cpu().numpy()
         return logits, failures
 
@@ -552,7 +556,7 @@ class CNN(param.Parameterized):
                     record_failures(train_df, failed)
                     if x is not None:
                         y = y_t[idx].to(self.device)
-                        out = self.network(x.to(self.device))
+                        out = self.network(to_network_input(x, self.device, self.channels_last))
                         loss = self.loss_fn(out, y)
                         self.opt_net.zero_grad()
                         loss.backward()
@@ -865,7 +869,6 @@ def load_model(path, device=None, architecture=None, preprocessor=None):
         model.network.load_state_dict(state)
     except RuntimeError as e:
         raise ModelLoadError(path, f"weights do not fit architecture {arch!r}: {str(e).splitlines()[0]}") from None
-    model.network.to(model.device)
     if cfg.get("loss") == "ResampleLoss":
         model.loss_cls = ResampleLoss
     model.current_epoch = int(cfg.get("current_epoch", 0))

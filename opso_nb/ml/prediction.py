@@ -482,6 +482,8 @@ def predict(
     """
     import torch
 
+    from opso_nb.ml.utils import prepare_network, to_network_input
+
     if activation_layer not in ACTIVATION_LAYERS:
         raise ValueError(f"activation_layer must be one of {ACTIVATION_LAYERS}, got {activation_layer!r}")
     if output_format not in ("parquet", "csv"):
@@ -566,7 +568,8 @@ def predict(
     buffers = [None] * len(todo_jobs)
     was_training = network.training
     network.eval()
-    network.to(device)
+    channels_last = bool(getattr(model, "channels_last", False))
+    prepare_network(network, device, channels_last)
     n_classes = len(classes)
     try:
         with torch.inference_mode():
@@ -580,7 +583,7 @@ def predict(
                     data = item["data"]
                     outs = []
                     for b in range(0, data.shape[0], batch_size):
-                        out = network(data[b:b + batch_size].to(device, non_blocking=True))
+                        out = network(to_network_input(data[b:b + batch_size], device, channels_last))
                         if isinstance(out, (tuple, list)):  # e.g. Inception's (logits, aux)
                             out = out[0]
                         outs.append(apply_activation(out.float(), activation_layer).cpu())

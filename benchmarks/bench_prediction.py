@@ -11,6 +11,11 @@ Usage::
 
     python benchmarks/bench_prediction.py            # 60 min and 10 h files (long!)
     python benchmarks/bench_prediction.py --quick    # 4 min and 20 min files
+    python benchmarks/bench_prediction.py --precision float32 --no-opso
+
+opso_nb runs with the CNN's default precision (bfloat16 maths on CPUs that have it
+natively, else float32) unless ``--precision float32``; OpenSoundscape predicts in
+float32. The bare forward pass is timed in the same precision as opso_nb.
 
 Recordings are synthesized once into ``benchmarks/_data/`` (git-ignored),
 written block by block. For the OpenSoundscape column create an environment
@@ -69,7 +74,9 @@ def make_model():
     from opso_nb.ml.cnn import CNN
 
     torch.manual_seed(0)
-    model = CNN("resnet18", ["classA", "classB"], CLIP, weights=None, device="cpu")
+    # auto: bfloat16 maths where the CPU has it natively (CNN's default); float32: never
+    use_amp = None if os.environ.get("BENCH_PRECISION", "auto") == "auto" else False
+    model = CNN("resnet18", ["classA", "classB"], CLIP, weights=None, device="cpu", use_amp=use_amp)
     model.verbose = 0
     return model
 
@@ -96,12 +103,12 @@ def child_predict(file: str, workers: int, batch_size: int, out: str | None) -> 
 def _forward_rate(model, batch_size, n_batches):
     import torch
 
-    from opso_nb.ml.utils import to_network_input
+    from opso_nb.ml.utils import autocast, autocast_dtype, to_network_input
 
     h, w, c = model.sample_shape
     x = to_network_input(torch.rand(batch_size, c, h, w), "cpu", model.channels_last)  # same layout as predict
     net = model.network.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast("cpu", autocast_dtype("cpu", model.use_amp)):  # same precision
         net(x)  # warm-up
         start = time.perf_counter()
         for _ in range(n_batches):
@@ -167,8 +174,12 @@ def main():
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--only", choices=["short", "long"], help="run only one of the two files")
     parser.add_argument("--stream", action="store_true", help="also stream to disk (output_path) in each run")
+    parser.add_argument("--precision", choices=["auto", "float32"], default="auto",
+                        help="opso_nb's maths: auto = bfloat16 on CPUs with native support (the default), or float32")
+    parser.add_argument("--no-opso", action="store_true", help="skip the OpenSoundscape runs")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    os.environ["BENCH_PRECISION"] = args.precision  # read by the child processes
 
     if args.child:
         kind, *rest = args.child
@@ -184,7 +195,7 @@ def main():
     if args.only:
         lengths = {args.only: lengths[args.only]}
     files = {k: synthesize(DATA / f"synth_{m}min_{SAMPLE_RATE}Hz.wav", m) for k, m in lengths.items()}
-    opso = opso_python()
+    opso = None if args.no_opso else opso_python()
     rows = []
     n_batches = 8 if args.quick else 20
     fwd = run_child(["--child", "forward", str(args.batch_size), str(n_batches)])
@@ -204,7 +215,8 @@ def main():
             print(f"  done: {label}, workers={w}: {ours}", file=sys.stderr, flush=True)
 
     print(f"\nPrediction benchmark: resnet18, {CLIP:g} s clips, batch {args.batch_size}, "
-          f"{SAMPLE_RATE} Hz audio, {os.cpu_count()} CPU cores, torch threads = cores")
+          f"{SAMPLE_RATE} Hz audio, {os.cpu_count()} CPU cores, torch threads = cores, "
+          f"opso_nb precision {args.precision}")
     header = (f"| {'task':32} | workers | opso_nb clips/s | % of forward | peak RSS MB | "
               f"OpenSoundscape clips/s | peak RSS MB | ratio |")
     print(header)

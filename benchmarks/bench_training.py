@@ -14,6 +14,10 @@ Usage::
 installed in a separate environment; without it that column says "skipped".
 Each configuration runs one warm-up batch first so model construction and first
 calls are not counted.
+
+``--precision float32`` turns off opso_nb's mixed precision (by default bfloat16
+maths on CPUs that have it natively). OpenSoundscape 0.13 always trains under
+bfloat16 autocast on a CPU, so the default setting is the like-for-like one.
 """
 from __future__ import annotations
 
@@ -63,7 +67,7 @@ print("RESULT " + json.dumps(out))
 """
 
 
-def bench_ours(labels_df, size, batch_size, workers, threads, tmp):
+def bench_ours(labels_df, size, batch_size, workers, threads, tmp, use_amp=None):
     import torch
 
     from opso_nb.ml.cnn import CNN
@@ -73,7 +77,7 @@ def bench_ours(labels_df, size, batch_size, workers, threads, tmp):
     for nw in workers:
         torch.manual_seed(0)
         model = CNN("resnet18", list(labels_df.columns), float(labels_df.index[0][2]),
-                    sample_shape=(size, size, 1), weights=None, device="cpu", verbose=0)
+                    sample_shape=(size, size, 1), weights=None, device="cpu", verbose=0, use_amp=use_amp)
         model.train(labels_df.iloc[:batch_size], epochs=1, batch_size=batch_size, num_workers=nw,
                     save_path=tmp, save_interval=0, invalid_samples_log=None)  # warm-up
         t = time.perf_counter()
@@ -83,14 +87,14 @@ def bench_ours(labels_df, size, batch_size, workers, threads, tmp):
     return results
 
 
-def bench_forward_backward_only(n, size, batch_size, threads):
+def bench_forward_backward_only(n, size, batch_size, threads, use_amp=None):
     """The limit: forward + backward + step on ready tensors (no audio, no preprocessing)."""
     import torch
 
     from opso_nb.ml.cnn_architectures import resnet18
 
     torch.set_num_threads(threads)
-    from opso_nb.ml.utils import prepare_network, to_network_input
+    from opso_nb.ml.utils import autocast, autocast_dtype, prepare_network, to_network_input
 
     net = prepare_network(resnet18(2, weights=None, num_channels=1), "cpu", channels_last=True)
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
@@ -103,7 +107,9 @@ def bench_forward_backward_only(n, size, batch_size, threads):
         if i == 1:
             t = time.perf_counter()
         opt.zero_grad()
-        loss_fn(net(x), y).backward()
+        with autocast("cpu", autocast_dtype("cpu", use_amp)):  # the same precision as CNN.train
+            out = net(x)
+        loss_fn(out.float(), y).backward()
         opt.step()
     return steps * batch_size / (time.perf_counter() - t)
 
@@ -130,6 +136,8 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    ap.add_argument("--precision", choices=["auto", "float32"], default="auto",
+                    help="opso_nb's maths: auto = bfloat16 on CPUs with native support (the default), or float32")
     ap.add_argument("--opso-python", default=os.environ.get("OPSO_PYTHON") or os.environ.get("OPENSOUNDSCAPE_PYTHON"),
                     help="python of a separate environment with opensoundscape installed")
     args = ap.parse_args(argv)
@@ -140,15 +148,17 @@ def main(argv=None):
         labels = make_tone_dataset(Path(tmp) / "data", n_per_class=args.clips // 2, duration=args.duration,
                                    sample_rate=SAMPLE_RATE)
         labels_path = Path(tmp) / "data" / "labels.csv"
-        ours = bench_ours(labels, args.size, args.batch_size, args.workers, args.threads, tmp)
-        limit = bench_forward_backward_only(args.clips, args.size, args.batch_size, args.threads)
+        use_amp = None if args.precision == "auto" else False
+        ours = bench_ours(labels, args.size, args.batch_size, args.workers, args.threads, tmp, use_amp)
+        limit = bench_forward_backward_only(args.clips, args.size, args.batch_size, args.threads, use_amp)
         opso, why = (None, "skipped (no --opso-python / $OPSO_PYTHON)")
         if args.opso_python:
             opso, why = bench_opso(args.opso_python, labels_path, args.size, args.batch_size, args.workers,
                                    args.threads, args.duration, SAMPLE_RATE, tmp)
 
     print(f"\nTraining, resnet18, {args.clips} clips of {args.duration} s, {args.size}x{args.size}x1 input, "
-          f"batch {args.batch_size}, {args.threads} torch threads, one epoch (clips/s, higher is better)\n")
+          f"batch {args.batch_size}, {args.threads} torch threads, opso_nb precision {args.precision}, one epoch "
+          "(clips/s, higher is better)\n")
     print(f"{'num_workers':>11} | {'opso_nb':>9} | {'OpenSoundscape':>14} | {'ratio':>6}")
     print("-" * 50)
     for nw in args.workers:

@@ -35,13 +35,14 @@ def data(tmp_path_factory):
 def new_model(**kwargs):
     torch.manual_seed(0)
     kwargs.setdefault("verbose", 0)
+    kwargs.setdefault("use_amp", False)  # float32 unless a test asks otherwise, whatever the CPU
     return CNN("resnet18", CLASSES, 1.0, sample_shape=SHAPE, weights=None, device="cpu", **kwargs)
 
 
 @pytest.fixture(scope="module")
 def trained(data, tmp_path_factory):
     train, valid = data
-    model = new_model()
+    model = new_model(use_amp=True)  # bfloat16 maths must still learn (float32 runs in the other tests)
     folder = tmp_path_factory.mktemp("run")
     events = []
     # small batches: batch-norm running statistics settle within a few epochs on 16 clips
@@ -88,7 +89,7 @@ def test_save_load_round_trip_identical_scores(trained, data, tmp_path):
     assert raw["format_version"] == cnn_module.MODEL_FORMAT_VERSION
     loaded = load_model(path, device="cpu")
     assert loaded.classes == CLASSES and loaded.sample_duration == 1.0 and loaded.single_target is False
-    assert loaded.architecture_name == "resnet18" and loaded.current_epoch == 4
+    assert loaded.architecture_name == "resnet18" and loaded.current_epoch == 4 and loaded.use_amp is True
     assert type(loaded.preprocessor) is type(model.preprocessor)
     assert loaded.preprocessor.to_dict() == model.preprocessor.to_dict()
     assert loaded.best_score == pytest.approx(model.best_score)

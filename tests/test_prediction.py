@@ -222,7 +222,7 @@ def test_real_cnn_predict_delegates_and_batches(wavs):
 
     torch.manual_seed(0)
     model = cnn.CNN("resnet18", ["frog", "bird"], 2.0, preprocessor=StubPreprocessor(2.0),
-                    sample_shape=(32, 32, 1), weights=None, device="cpu")
+                    sample_shape=(32, 32, 1), weights=None, device="cpu", use_amp=False)  # exact float32
     model.network.train()  # predict must switch to eval (batch-norm running stats) and back
     scores = model.predict(wavs, batch_size=4, activation_layer="softmax", progress=False)
     assert model.network.training
@@ -232,6 +232,28 @@ def test_real_cnn_predict_delegates_and_batches(wavs):
     for (f, s, e), row in scores.iterrows():
         logits = direct_scores(model, f, s, e)
         np.testing.assert_allclose(row.to_numpy(), np.exp(logits) / np.exp(logits).sum(), rtol=1e-4, atol=1e-5)
+
+
+def test_mixed_precision_scores_close_to_float32(wavs, tmp_path):
+    from opso_nb.ml import cnn
+    from opso_nb.ml.utils import autocast_dtype
+    from tests._prediction_stub import StubPreprocessor
+
+    assert autocast_dtype("cpu", False) is None and autocast_dtype("cpu", True) == torch.bfloat16
+    assert autocast_dtype("meta", True) is None
+    torch.manual_seed(0)
+    model = cnn.CNN("resnet18", ["frog", "bird"], 2.0, preprocessor=StubPreprocessor(2.0),
+                    sample_shape=(32, 32, 1), weights=None, device="cpu", use_amp=False)
+    exact = model.predict(wavs, batch_size=4, activation_layer="softmax", progress=False)
+    model.use_amp = True
+    mixed = model.predict(wavs, batch_size=4, activation_layer="softmax", progress=False)
+    assert not np.array_equal(exact.to_numpy(), mixed.to_numpy())  # bfloat16 maths really ran
+    np.testing.assert_allclose(mixed.to_numpy(), exact.to_numpy(), atol=0.03)
+    # precision is part of a streamed run's identity: switching it redoes the files instead of mixing them
+    model.predict(wavs, batch_size=4, output_path=tmp_path / "out", progress=False)
+    model.use_amp = False
+    again = model.predict(wavs, batch_size=4, output_path=tmp_path / "out", progress=False)
+    np.testing.assert_array_equal(again.to_numpy(), model.predict(wavs, batch_size=4, progress=False).to_numpy())
 
 
 def test_save_load_round_trip_identical_scores(wavs, tmp_path):

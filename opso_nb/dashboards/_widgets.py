@@ -97,6 +97,17 @@ def spectrogram_figure(spectrogram, height: int = 300, title=None, time_offset: 
     return plot.figure
 
 
+def message_alert(alert_type: str = "danger") -> pn.pane.Alert:
+    """A hidden, full-width Alert for errors or warnings; see :func:`show_message`."""
+    return pn.pane.Alert("", alert_type=alert_type, visible=False, sizing_mode="stretch_width")
+
+
+def show_message(alert: pn.pane.Alert, message: str | None) -> None:
+    """Show ``message`` in ``alert``; an empty message hides the alert."""
+    alert.object = message or ""
+    alert.visible = bool(message)
+
+
 def audio_to_wav_bytes(audio) -> bytes:
     """16-bit WAV bytes of an Audio object (peak-normalized so quiet field audio is audible)."""
     import soundfile

@@ -24,7 +24,7 @@ from opso_nb.annotations import (
     pair_audio_and_tables,
 )
 from opso_nb.audio import Audio, AudioLoadError, audio_info
-from opso_nb.dashboards._widgets import SpectrogramPlot, audio_player, set_player_audio
+from opso_nb.dashboards._widgets import SpectrogramPlot, audio_player, message_alert, set_player_audio, show_message
 from opso_nb.spectrogram import Spectrogram
 
 #: Grey drawn for clip-grid cells labelled 0.
@@ -79,8 +79,8 @@ class AnnotationViewer(pn.viewable.Viewer):
 
     def __init__(self, folder=None, recording=None, **params):
         super().__init__(**params)
-        self.error = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width")
-        self.warning = pn.pane.Alert("", alert_type="warning", visible=False, sizing_mode="stretch_width")
+        self.error = message_alert("danger")
+        self.warning = message_alert("warning")
         self.status = pn.pane.Markdown("", sizing_mode="stretch_width")
         self.spectrogram_plot = SpectrogramPlot(height=330)
         fig = self.spectrogram_plot.figure
@@ -155,14 +155,10 @@ class AnnotationViewer(pn.viewable.Viewer):
             area = [(data["right"][i] - data["left"][i]) * (data["top"][i] - data["bottom"][i]) for i in inside]
             self.box = self.param.box.objects[inside[int(np.argmin(area))]]
 
-    def _alert(self, pane, message):
-        pane.object = message or ""
-        pane.visible = bool(message)
-
     def _scan_folder(self, prefer=None):
         folder = Path(self.folder).expanduser()
         if not folder.is_dir():
-            self._alert(self.error, f"{self.folder}: not a folder")
+            show_message(self.error, f"{self.folder}: not a folder")
             self.param.recording.objects = []
             return
         self.pairing = pair_audio_and_tables(folder)
@@ -179,9 +175,9 @@ class AnnotationViewer(pn.viewable.Viewer):
             unpaired.append("names shared by several files: " + ", ".join(sorted(set(self.pairing.ambiguous.stem))))
         self._unpaired_note = ("  \n".join(unpaired))
         if not stems:
-            self._alert(self.error, f"No recording in {folder} has a matching annotation table.")
+            show_message(self.error, f"No recording in {folder} has a matching annotation table.")
             return
-        self._alert(self.error, None)
+        show_message(self.error, None)
         choice = prefer if prefer in stems else (self.recording if self.recording in stems else stems[0])
         if self.recording == choice:
             self._load_recording()
@@ -197,7 +193,7 @@ class AnnotationViewer(pn.viewable.Viewer):
         try:
             info = audio_info(audio_path)
         except AudioLoadError as err:
-            self._alert(self.error, str(err))
+            show_message(self.error, str(err))
             return
         try:
             annotations = _cached_table(table, audio_path, os.path.getmtime(table))
@@ -207,8 +203,8 @@ class AnnotationViewer(pn.viewable.Viewer):
         for r in annotations.report.itertuples():
             where = f"line {int(r.line)}" if not pd.isna(r.line) else Path(r.annotation_file).name
             problems.append(f"{where}: {r.action}: {r.problem}")
-        self._alert(self.error, None)
-        self._alert(self.warning, "  \n".join(problems[:8]) + (f"  \n... {len(problems) - 8} more" if len(problems) > 8 else ""))
+        show_message(self.error, None)
+        show_message(self.warning, "  \n".join(problems[:8]) + (f"  \n... {len(problems) - 8} more" if len(problems) > 8 else ""))
         self._annotations = annotations
         self._audio_path = audio_path
         self._info = info
@@ -233,7 +229,7 @@ class AnnotationViewer(pn.viewable.Viewer):
             audio = Audio.from_file(self._audio_path, offset=start, duration=duration, out_of_bounds_mode="ignore")
             spec = Spectrogram.from_audio(audio).bandpass(0, self.max_frequency)
         except (AudioLoadError, ValueError) as err:
-            self._alert(self.error, str(err))
+            show_message(self.error, str(err))
             return
         self.spectrogram_plot.update(spec, time_offset=start)
         end = start + audio.duration
@@ -283,7 +279,7 @@ class AnnotationViewer(pn.viewable.Viewer):
                 if high > low:
                     clip = clip.bandpass(low, high, order=8)
         except (AudioLoadError, ValueError) as err:
-            self._alert(self.error, str(err))
+            show_message(self.error, str(err))
             return
         set_player_audio(self.player, clip)
 
@@ -291,7 +287,7 @@ class AnnotationViewer(pn.viewable.Viewer):
         if self._audio_path is None:
             return
         if self.clip_overlap >= self.clip_duration:
-            self._alert(self.warning, "clip overlap must be shorter than the clip")
+            show_message(self.warning, "clip overlap must be shorter than the clip")
             return
         classes = list(self.classes)
         with warnings.catch_warnings():

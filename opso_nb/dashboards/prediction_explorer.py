@@ -26,7 +26,14 @@ from bokeh.palettes import Category10
 from bokeh.plotting import figure
 
 from opso_nb import sample_data
-from opso_nb.dashboards._widgets import AUDIO_PATTERNS, FolderFilePicker, audio_player, spectrogram_figure
+from opso_nb.dashboards._widgets import (
+    AUDIO_PATTERNS,
+    FolderFilePicker,
+    audio_player,
+    message_alert,
+    show_message,
+    spectrogram_figure,
+)
 from opso_nb.detection import (
     detection_counts,
     detections_table,
@@ -107,7 +114,7 @@ class PredictionExplorer(pn.viewable.Viewer):
         self.progress = pn.indicators.Progress(value=0, max=100, sizing_mode="stretch_width")
         self.status = pn.pane.Markdown("Choose a model and a folder, then press **Run prediction**.",
                                        sizing_mode="stretch_width")
-        self.error = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width")
+        self.error = message_alert("danger")
         self.counts = pn.pane.DataFrame(pd.DataFrame(), index=True, sizing_mode="stretch_width")
         self.export_csv_button = pn.widgets.Button(label="Export detections (CSV)", disabled=True)
         self.export_raven_button = pn.widgets.Button(label="Export Raven tables", disabled=True)
@@ -155,9 +162,6 @@ class PredictionExplorer(pn.viewable.Viewer):
         return Path(self.folder).expanduser() / f"predictions_{stem}"
 
     # ------------------------------------------------------------------ running
-    def _show_error(self, message):
-        self.error.object = message or ""
-        self.error.visible = bool(message)
 
     def _ui(self, fn):
         """Run ``fn`` on the UI's event loop when served; directly in a notebook kernel."""
@@ -173,14 +177,14 @@ class PredictionExplorer(pn.viewable.Viewer):
         if self._thread is not None and self._thread.is_alive():
             return
         if self.model_path is None:
-            self._show_error(f"No model file (*.model) in {self.model_picker.folder} or its sub-folders; train one "
+            show_message(self.error, f"No model file (*.model) in {self.model_picker.folder} or its sub-folders; train one "
                              "first (training monitor or notebook 04) or choose another folder.")
             return
         files = self.files
         if not files:
-            self._show_error(f"No audio files in {self.folder}")
+            show_message(self.error, f"No audio files in {self.folder}")
             return
-        self._show_error(None)
+        show_message(self.error, None)
         self._stop.clear()
         self._doc = pn.state.curdoc
         self.state = "running"
@@ -229,7 +233,7 @@ class PredictionExplorer(pn.viewable.Viewer):
             final = "failed"
             message = f"{type(err).__name__}: {err}"
             traceback.print_exc()
-            self._ui(lambda: self._show_error(f"Prediction failed: {message}"))
+            self._ui(lambda: show_message(self.error, f"Prediction failed: {message}"))
         self._ui(lambda: self._finish(final, out, files))
 
     def _finish(self, final, out, files):
@@ -238,7 +242,7 @@ class PredictionExplorer(pn.viewable.Viewer):
         try:
             self.load_results(out, files)
         except Exception as err:  # e.g. nothing written yet
-            self._show_error(f"Could not read results in {out}: {err}")
+            show_message(self.error, f"Could not read results in {out}: {err}")
             return
         n_files = 0 if self.scores is None else self.scores.index.get_level_values("file").nunique()
         verb = {"done": "Finished", "stopped": "Stopped (run again to resume)", "failed": "Failed"}[final]

@@ -12,7 +12,14 @@ from bokeh.plotting import figure
 
 from opso_nb import sample_data
 from opso_nb.audio import Audio, AudioLoadError, audio_info
-from opso_nb.dashboards._widgets import FolderFilePicker, SpectrogramPlot, audio_player, set_player_audio
+from opso_nb.dashboards._widgets import (
+    FolderFilePicker,
+    SpectrogramPlot,
+    audio_player,
+    message_alert,
+    set_player_audio,
+    show_message,
+)
 from opso_nb.ribbit import RibbitParams, ribbit, ribbit_detail
 from opso_nb.spectrogram import Spectrogram
 
@@ -64,7 +71,7 @@ class RibbitExplorer(pn.viewable.Viewer):
             self.picker.file = preferred
         self._sync_noise_widgets_from_params()
 
-        self.error = pn.pane.Alert("", alert_type="danger", visible=False)
+        self.error = message_alert("danger")
         self.status = pn.pane.Markdown("", sizing_mode="stretch_width")
         self.clip_status = pn.pane.Markdown("", sizing_mode="stretch_width")
         self.save_status = pn.pane.Markdown("", sizing_mode="stretch_width")
@@ -151,20 +158,16 @@ class RibbitExplorer(pn.viewable.Viewer):
             bands.append(tuple(self.noise_band_2))
         self.ribbit_params.noise_bands = bands
 
-    def _show_error(self, message):
-        self.error.object = message or ""
-        self.error.visible = bool(message)
-
     # ------------------------------------------------------------------ callbacks (no science here)
     def _load_file(self):
         path = self.picker.path
         if path is None:
-            self._show_error(f"No recordings in {self.picker.folder}")
+            show_message(self.error, f"No recordings in {self.picker.folder}")
             return
         try:
             info = audio_info(path)
         except AudioLoadError as err:
-            self._show_error(str(err))
+            show_message(self.error, str(err))
             return
         self._info = info
         self._duration = info.duration
@@ -195,7 +198,7 @@ class RibbitExplorer(pn.viewable.Viewer):
             spec = Spectrogram.from_audio(audio, window_samples=p.window_samples, overlap_samples=p.overlap_samples,
                                           decibel_limits=(-200, 0))
         except (AudioLoadError, ValueError) as err:
-            self._show_error(str(err))
+            show_message(self.error, str(err))
             return
         self._audio, self._spec = audio, spec
         amp_rate = 1 / spec.window_step
@@ -218,9 +221,9 @@ class RibbitExplorer(pn.viewable.Viewer):
         try:
             scores = ribbit(self._spec, **p.ribbit_kwargs())
         except ValueError as err:
-            self._show_error(f"RIBBIT: {err}")
+            show_message(self.error, f"RIBBIT: {err}")
             return
-        self._show_error(None)
+        show_message(self.error, None)
         self._scores = scores
         self._draw_spectrogram()
         offset = self.start_time

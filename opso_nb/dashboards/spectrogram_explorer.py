@@ -12,7 +12,14 @@ from bokeh.plotting import figure
 
 from opso_nb import sample_data
 from opso_nb.audio import Audio, AudioLoadError, audio_info, load_envelope
-from opso_nb.dashboards._widgets import FolderFilePicker, SpectrogramPlot, audio_player, set_player_audio
+from opso_nb.dashboards._widgets import (
+    FolderFilePicker,
+    SpectrogramPlot,
+    audio_player,
+    message_alert,
+    set_player_audio,
+    show_message,
+)
 from opso_nb.spectrogram import SpectrogramParams
 
 #: Envelope points drawn in the overview (whatever the recording's length).
@@ -51,7 +58,7 @@ class SpectrogramExplorer(pn.viewable.Viewer):
             self.picker.file = preferred
         self.settings = SpectrogramParams()
         self.status = pn.pane.Markdown("", sizing_mode="stretch_width")
-        self.error = pn.pane.Alert("", alert_type="danger", visible=False)
+        self.error = message_alert("danger")
         self.spectrogram_plot = SpectrogramPlot(height=320)
         self.player = audio_player(Audio.silence(0.1, 8000), name="window audio")
         self._overview_source = ColumnDataSource(data=dict(t=[0.0], lower=[0.0], upper=[0.0]))
@@ -68,23 +75,20 @@ class SpectrogramExplorer(pn.viewable.Viewer):
         self._load_file()
 
     # ------------------------------------------------------------------ callbacks (no science here)
-    def _show_error(self, message: str | None):
-        self.error.object = message or ""
-        self.error.visible = bool(message)
 
     def _load_file(self):
         path = self.picker.path
         if path is None:
-            self._show_error(f"No recordings in {self.picker.folder}")
+            show_message(self.error, f"No recordings in {self.picker.folder}")
             return
         try:
             info = audio_info(path)
             stat = path.stat()
             times, lower, upper = _cached_envelope(str(path), stat.st_size, stat.st_mtime)
         except AudioLoadError as err:
-            self._show_error(str(err))
+            show_message(self.error, str(err))
             return
-        self._show_error(None)
+        show_message(self.error, None)
         self._info = info
         self._duration = info.duration
         self._overview_source.data = dict(t=times, lower=lower, upper=upper)
@@ -113,9 +117,9 @@ class SpectrogramExplorer(pn.viewable.Viewer):
             audio = Audio.from_file(path, offset=self.start_time, duration=duration, out_of_bounds_mode="ignore")
             spec = self.settings.make(audio)
         except (AudioLoadError, ValueError) as err:
-            self._show_error(str(err))
+            show_message(self.error, str(err))
             return
-        self._show_error(None)
+        show_message(self.error, None)
         self.spectrogram_plot.update(spec, time_offset=self.start_time)
         set_player_audio(self.player, audio)
         end = self.start_time + audio.duration

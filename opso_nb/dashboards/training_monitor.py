@@ -9,6 +9,7 @@ import panel as pn
 from bokeh.models import ColumnDataSource, Legend
 from bokeh.plotting import figure
 
+from opso_nb.dashboards._widgets import message_alert, show_message
 from opso_nb.ml.training_run import TrainingSession
 
 #: Milliseconds between polls of the training thread's event queue.
@@ -65,11 +66,11 @@ class TrainingMonitor(pn.viewable.Viewer):
                 dots = fig.scatter("epoch", column, source=self.curves, color=color, size=6)
                 items.append((label, [line, dots]))
             fig.add_layout(Legend(items=items, location="top_right"), "right")
-        self.progress = pn.indicators.Progress(name="progress", value=0, max=100, sizing_mode="stretch_width",
+        self.progress = pn.indicators.Progress(value=0, max=100, sizing_mode="stretch_width",
                                                bar_color="info")
         self.status = pn.pane.Markdown("Choose a labels table and press **Start training**.",
                                        sizing_mode="stretch_width", css_classes=["training-status"])
-        self.error = pn.pane.Alert("", alert_type="danger", visible=False)
+        self.error = message_alert("danger")
         self.start_button = pn.widgets.Button(label="Start training", color="primary")
         self.stop_button = pn.widgets.Button(label="Stop", color="warning", disabled=True)
         self.demo_button = pn.widgets.Button(label="Make demo data", color="light")
@@ -82,9 +83,6 @@ class TrainingMonitor(pn.viewable.Viewer):
         self._epochs_total = 1
 
     # ------------------------------------------------------------------ actions (library does the work)
-    def _show_error(self, message):
-        self.error.object = message or ""
-        self.error.visible = bool(message)
 
     def make_demo_data(self):
         """Write a tiny synthetic two-class dataset and select its labels table."""
@@ -97,11 +95,11 @@ class TrainingMonitor(pn.viewable.Viewer):
 
     def start(self):
         """Start training (errors in the inputs are shown, not raised)."""
-        self._show_error(None)
+        show_message(self.error, None)
         try:
             self.session.start()
         except (ValueError, RuntimeError, OSError) as err:
-            self._show_error(str(err))
+            show_message(self.error, str(err))
             return
         # bokeh models are only touched from poll(): the periodic callback holds the document lock,
         # a button callback does not always (bokeh then refuses the change)
@@ -153,7 +151,7 @@ class TrainingMonitor(pn.viewable.Viewer):
             self.start_button.disabled = False
             self.stop_button.disabled = True
             if kind == "failed":
-                self._show_error(f"Training failed: {ev['error']}")
+                show_message(self.error, f"Training failed: {ev['error']}")
                 self.status.object = "Training failed."
             else:
                 self.progress.value = 100 if ev["state"] == "done" else self.progress.value

@@ -37,7 +37,7 @@ import torch
 from opso_nb import metrics as _metrics
 from opso_nb.ml import cnn_architectures
 from opso_nb.ml.loss import BCEWithLogitsLoss_hot, CrossEntropyLoss_hot, ResampleLoss
-from opso_nb.ml.utils import prepare_network, to_network_input
+from opso_nb.ml.utils import autocast, autocast_dtype, prepare_network, to_network_input
 from opso_nb.utils import atomic_path
 
 #: Version of the saved-model file layout. Bump when the layout changes and keep
@@ -203,6 +203,13 @@ class CNN(param.Parameterized):
         Default: first GPU if present, else CPU.
     **params
         Values for the training parameters below.
+
+    Attributes
+    ----------
+    channels_last : bool
+        Feed the network channels-last (NHWC) tensors and keep its weights that way:
+        10-25% faster convolutions on CPUs (oneDNN) and GPUs. True for named
+        architectures; False for your own modules, which may ``.view()`` activations.
     """
 
     single_target = param.Boolean(False, doc="One positive class per clip (softmax) instead of any number (sigmoid).")
@@ -234,6 +241,11 @@ class CNN(param.Parameterized):
         doc="Validation metric for the best model: None = 'map' (multi-target) or 'f1' (single-target).",
     )
     threshold = param.Number(0.5, bounds=(0, 1), doc="Score threshold for precision/recall/F1 (multi-target).")
+    use_amp = param.Boolean(
+        None, allow_None=True,
+        doc="Mixed precision (bfloat16/float16 maths, float32 weights) in training and prediction: True, False, "
+        "or None = automatic (on for GPUs and for CPUs with native bfloat16, where it is up to 2x faster).",
+    )
     verbose = param.Integer(1, bounds=(0, 3), doc="0 silent, 1 progress bars and epoch summaries, 2 batch logs.")
 
     def __init__(self, architecture, classes, sample_duration, single_target=False, preprocessor=None,
@@ -447,12 +459,14 @@ class CNN(param.Parameterized):
         logits = np.full((len(df), len(self.classes)), np.nan, dtype=np.float32)
         failures = []
         self.network.eval()
+        amp_dtype = autocast_dtype(self.device, self.use_amp)
         with torch.no_grad():
             for idx, x, failed in self._progress(loader, desc):
                 failures.extend(failed)
                 if x is None:
                     continue
-                out = self.network(to_network_input(x, self.device, self.channels_last))
+                with autocast(self.device, amp_dtype):
+                    out = self.network(to_network_input(x, self.device, self.channels_last))
                 logits[idx.numpy()] = out.float().cpu().numpy()
         return logits, failures
 
@@ -547,6 +561,9 @@ class CNN(param.Parameterized):
                                       shuffle=True, sampler=sampler)
                 n_batches = len(loader)
                 self.network.train()
+                amp_dtype = autocast_dtype(self.device, self.use_amp)
+                # float16 gradients underflow without scaling; bfloat16 has float32's range
+                scaler = torch.amp.GradScaler(self.device.type, enabled=amp_dtype == torch.float16)
                 targets_all, scores_all, losses, n_seen = [], [], [], 0
                 y_t = torch.tensor(y_train, dtype=torch.float32)
                 if self.verbose:
@@ -556,11 +573,14 @@ class CNN(param.Parameterized):
                     record_failures(train_df, failed)
                     if x is not None:
                         y = y_t[idx].to(self.device)
-                        out = self.network(to_network_input(x, self.device, self.channels_last))
+                        with autocast(self.device, amp_dtype):
+                            out = self.network(to_network_input(x, self.device, self.channels_last))
+                        out = out.float()  # the loss in float32
                         loss = self.loss_fn(out, y)
                         self.opt_net.zero_grad()
-                        loss.backward()
-                        self.opt_net.step()
+                        scaler.scale(loss).backward()
+                        scaler.step(self.opt_net)
+                        scaler.update()
                         losses.append(float(loss.detach()) * len(idx))
                         n_seen += len(idx)
                         targets_all.append(y.cpu().numpy())
@@ -697,7 +717,7 @@ class CNN(param.Parameterized):
 
     def _hyperparams(self) -> dict:
         names = ["optimizer", "optimizer_params", "lr_update_interval", "lr_cooling_factor", "label_smoothing",
-                 "class_weights", "sampler", "early_stopping_patience", "selection_metric", "threshold", "verbose"]
+                 "class_weights", "sampler", "early_stopping_patience", "selection_metric", "threshold", "use_amp", "verbose"]
         return {n: getattr(self, n) for n in names}
 
     # -------------------------------------------------------------- prediction

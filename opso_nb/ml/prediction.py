@@ -482,7 +482,7 @@ def predict(
     """
     import torch
 
-    from opso_nb.ml.utils import prepare_network, to_network_input
+    from opso_nb.ml.utils import autocast, autocast_dtype, prepare_network, to_network_input
 
     if activation_layer not in ACTIVATION_LAYERS:
         raise ValueError(f"activation_layer must be one of {ACTIVATION_LAYERS}, got {activation_layer!r}")
@@ -504,6 +504,8 @@ def predict(
     jobs, invalid, kind = _plan_jobs(samples, sample_duration, split_files_into_clips, overlap, final_clip, raise_errors)
     network = model.network
     device = torch.device(getattr(model, "device", None) or "cpu")
+    # models other than CNN (no use_amp attribute) run in float32
+    amp_dtype = autocast_dtype(device, getattr(model, "use_amp", False))
 
     # ---- resume bookkeeping
     folder = Path(output_path) if output_path is not None else None
@@ -512,6 +514,7 @@ def predict(
         "classes": classes, "sample_duration": sample_duration, "overlap": overlap, "final_clip": final_clip,
         "split_files_into_clips": bool(split_files_into_clips), "activation_layer": activation_layer,
         "bypass_augmentations": bool(bypass_augmentations), "input": kind,
+        "precision": str(amp_dtype or torch.float32),  # mixed-precision scores differ slightly
     }
     todo = list(range(len(jobs)))
     if folder is not None:
@@ -583,7 +586,8 @@ def predict(
                     data = item["data"]
                     outs = []
                     for b in range(0, data.shape[0], batch_size):
-                        out = network(to_network_input(data[b:b + batch_size], device, channels_last))
+                        with autocast(device, amp_dtype):
+                            out = network(to_network_input(data[b:b + batch_size], device, channels_last))
                         if isinstance(out, (tuple, list)):  # e.g. Inception's (logits, aux)
                             out = out[0]
                         outs.append(apply_activation(out.float(), activation_layer).cpu())

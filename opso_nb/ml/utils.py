@@ -56,6 +56,51 @@ def prepare_network(network, device, channels_last=False):
     return network
 
 
+def native_bf16_cpu() -> bool:
+    """Whether this CPU does bfloat16 matrix maths in hardware (AVX512-BF16 or AMX).
+
+    Without it, bfloat16 is emulated and slower than float32.
+    """
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def autocast_dtype(device, use_amp=None):
+    """Reduced precision for the network's maths on ``device``, or None for float32.
+
+    Parameters
+    ----------
+    device : torch.device or str
+    use_amp : bool or None
+        True: always (bfloat16 on CPU; bfloat16 or, on older GPUs, float16 on CUDA).
+        False: never. None (auto): on CUDA, and on CPUs with native bfloat16.
+
+    Returns
+    -------
+    torch.dtype or None
+    """
+    device = torch.device(device)
+    if use_amp is False or device.type not in ("cpu", "cuda"):
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if use_amp is None and not native_bf16_cpu():
+        return None
+    return torch.bfloat16
+
+
+def autocast(device, dtype):
+    """``torch.autocast`` for ``device`` with ``dtype`` from :func:`autocast_dtype` (off when None).
+
+    Weights stay float32; convolutions and matrix products run in ``dtype``, which
+    about doubles resnet18 training speed on a CPU with native bfloat16.
+    """
+    device = torch.device(device)
+    return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
 def get_batch(array, batch_size, batch_number):
     """Rows ``batch_number * batch_size`` up to the next ``batch_size`` (the last batch may be short)."""
     start = batch_number * batch_size

@@ -165,7 +165,8 @@ def test_load_plain_torchvision_state_dict(trained, data, tmp_path):
     np.testing.assert_allclose(a, b, atol=1e-6)
 
 
-def test_corrupt_training_file_is_reported_and_skipped(data, tmp_path):
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_corrupt_training_file_is_reported_and_skipped(data, tmp_path, num_workers):
     train, _ = data
     bad = tmp_path / "broken.wav"
     bad.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt ")  # header cut short
@@ -174,8 +175,9 @@ def test_corrupt_training_file_is_reported_and_skipped(data, tmp_path):
     df = pd.concat([train.iloc[:6], extra])
     model = new_model()
     log = tmp_path / "invalid.log"
-    model.train(df, None, epochs=1, batch_size=4, save_path=tmp_path / "run", invalid_samples_log=log)
-    assert model.failed_samples["file"].tolist() == [str(bad)]
+    model.train(df, None, epochs=1, batch_size=4, num_workers=num_workers, save_path=tmp_path / "run",
+                invalid_samples_log=log)
+    assert model.failed_samples["file"].tolist() == [str(bad)]  # reported from worker processes too
     assert "broken.wav" in log.read_text()
     assert model.current_epoch == 1 and np.isfinite(model.loss_hist[0])
     with pytest.raises(RuntimeError, match="broken.wav"):

@@ -37,7 +37,7 @@ import torch
 from opso_nb import metrics as _metrics
 from opso_nb.ml import cnn_architectures
 from opso_nb.ml.loss import BCEWithLogitsLoss_hot, CrossEntropyLoss_hot, ResampleLoss
-from opso_nb.ml.utils import autocast, autocast_dtype, prepare_network, to_network_input
+from opso_nb.ml.utils import autocast, autocast_dtype, loader_worker_init, prepare_network, to_network_input
 from opso_nb.utils import atomic_path
 
 #: Version of the saved-model file layout. Bump when the layout changes and keep
@@ -421,6 +421,7 @@ class CNN(param.Parameterized):
             ds, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate,
             shuffle=shuffle and sampler is None, sampler=sampler,
             persistent_workers=False, pin_memory=self.device.type == "cuda",
+            worker_init_fn=loader_worker_init if num_workers else None,
         )
 
     def _train_sampler(self, labels):
@@ -717,7 +718,8 @@ class CNN(param.Parameterized):
 
     def _hyperparams(self) -> dict:
         names = ["optimizer", "optimizer_params", "lr_update_interval", "lr_cooling_factor", "label_smoothing",
-                 "class_weights", "sampler", "early_stopping_patience", "selection_metric", "threshold", "use_amp", "verbose"]
+                 "class_weights", "sampler", "early_stopping_patience", "selection_metric", "threshold", "use_amp",
+                 "verbose"]
         return {n: getattr(self, n) for n in names}
 
     # -------------------------------------------------------------- prediction

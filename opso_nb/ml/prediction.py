@@ -308,13 +308,6 @@ def _identity(item):
     return item
 
 
-def _worker_init(_):
-    import torch
-
-    # workers only read and preprocess; one thread each avoids oversubscribing small machines
-    torch.set_num_threads(1)
-
-
 # --------------------------------------------------------------------------- manifest
 def _read_manifest(folder: Path) -> dict:
     path = folder / MANIFEST
@@ -482,7 +475,7 @@ def predict(
     """
     import torch
 
-    from opso_nb.ml.utils import autocast, autocast_dtype, prepare_network, to_network_input
+    from opso_nb.ml.utils import autocast, autocast_dtype, loader_worker_init, prepare_network, to_network_input
 
     if activation_layer not in ACTIVATION_LAYERS:
         raise ValueError(f"activation_layer must be one of {ACTIVATION_LAYERS}, got {activation_layer!r}")
@@ -559,7 +552,7 @@ def predict(
     if num_workers > 0 and len(dataset) > 0:
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=None, shuffle=False, num_workers=num_workers,
-            worker_init_fn=_worker_init, prefetch_factor=2, persistent_workers=False, collate_fn=_identity,
+            worker_init_fn=loader_worker_init, prefetch_factor=2, persistent_workers=False, collate_fn=_identity,
         )
     elif len(dataset) > 1:
         loader = _prefetch(dataset)

@@ -109,7 +109,8 @@ def _forward_rate(model, batch_size, n_batches):
     x = to_network_input(torch.rand(batch_size, c, h, w), "cpu", model.channels_last)  # same layout as predict
     net = model.network.eval()
     with torch.inference_mode(), autocast("cpu", autocast_dtype("cpu", model.use_amp)):  # same precision
-        net(x)  # warm-up
+        for _ in range(3):  # warm-up: oneDNN picks and compiles its kernels on the first calls
+            net(x)
         start = time.perf_counter()
         for _ in range(n_batches):
             net(x)

@@ -91,8 +91,10 @@ def test_annotation_viewer_in_chromium(server):
         # class filter: untick WOTH -> 3 WOTH boxes and the WOTH column go away
         page.get_by_label("WOTH", exact=True).uncheck()
         page.get_by_text("6 shown in").first.wait_for(timeout=15_000)
-        headers = page.locator("table th").all_inner_texts()
-        assert "WOTH" not in headers and "EATO" in headers
+        # the status and the table are separate panes: wait for the table too
+        headers = page.locator("table th")
+        assert poll(page, lambda: "WOTH" not in headers.all_inner_texts()), headers.all_inner_texts()
+        assert "EATO" in headers.all_inner_texts()
 
         # clip overlap 1 s -> 4 clips of 3 s in the window (0-3, 2-5, 4-7, 6-9)
         overlap = page.get_by_label("Clip overlap")

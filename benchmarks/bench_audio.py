@@ -18,30 +18,22 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
-import soundfile
 
+from _common import DATA, write_recording
 from opso_nb.audio import Audio, load_envelope
 from opso_nb.spectrogram import Spectrogram
 
-DATA = Path(__file__).resolve().parent / "_data"
 
 
 def synthesize(minutes: int, suffix: str, sample_rate: int = 32000) -> Path:
-    """Pink-ish noise with periodic chirps, written block by block (never whole in memory)."""
-    path = DATA / f"soundscape_{minutes}min.{suffix}"
-    if path.exists():
-        return path
-    DATA.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    block = 60 * sample_rate
-    with soundfile.SoundFile(path, "w", samplerate=sample_rate, channels=1, subtype="PCM_16") as out:
-        for minute in range(minutes):
-            t = np.arange(block) / sample_rate
-            noise = np.cumsum(rng.standard_normal(block)) * 1e-3
-            noise -= np.convolve(noise, np.ones(64) / 64, mode="same")
-            chirp = 0.2 * np.sin(2 * np.pi * (3000 + 2000 * (t % 1)) * t) * ((t % 5) < 0.5)
-            out.write((noise * 0.5 + chirp).astype(np.float32))
-    return path
+    """Pink-ish noise with periodic chirps (written once, block by block)."""
+    def block(t, rng):
+        noise = np.cumsum(rng.standard_normal(len(t))) * 1e-3
+        noise -= np.convolve(noise, np.ones(64) / 64, mode="same")
+        chirp = 0.2 * np.sin(2 * np.pi * (3000 + 2000 * (t % 1)) * t) * ((t % 5) < 0.5)
+        return noise * 0.5 + chirp
+
+    return write_recording(DATA / f"soundscape_{minutes}min.{suffix}", minutes * 60, sample_rate, block)
 
 
 def measure(fn, repeats=5):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import tempfile
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from _common import OPSO_MISSING, opso_python
 from opso_nb.localization import SynchronizedRecorderArray, events_to_df, localize, simulate_array_recordings
 
 OPSO_SCRIPT = """
@@ -62,6 +62,7 @@ def run(work: Path):
                             "class": "bird"})
     sim = simulate_array_recordings(receivers, sources, work, duration=duration, seed=0)
     array = SynchronizedRecorderArray(sim["file_coords"])
+    opso = opso_python()
     rows = []
     for workers in (1, 2):
         start = time.perf_counter()
@@ -71,9 +72,8 @@ def run(work: Path):
         seconds = time.perf_counter() - start
         n = len(localized) + len(unlocalized)
         rows.append((f"opso_nb delays + position, {workers} process(es)", n, n / seconds))
-        opso_python = os.environ.get("OPENSOUNDSCAPE_PYTHON")
-        if opso_python:
-            out = subprocess.run([opso_python, "-c", OPSO_SCRIPT, str(work / "coords.csv"), str(work / "detections.csv"),
+        if opso:
+            out = subprocess.run([opso, "-c", OPSO_SCRIPT, str(work / "coords.csv"), str(work / "detections.csv"),
                                   str(workers)], capture_output=True, text=True)
             if out.returncode == 0:
                 r = json.loads(out.stdout.strip().splitlines()[-1])
@@ -99,9 +99,8 @@ def run(work: Path):
         for _ in range(500):
             localize(receivers, tdoas - tdoas[0], algorithm)
         rows.append((f"position only, {algorithm}", 500, 500 / (time.perf_counter() - start)))
-    if not os.environ.get("OPENSOUNDSCAPE_PYTHON"):
-        print("(OpenSoundscape not compared: set OPENSOUNDSCAPE_PYTHON to the python of a separate env with "
-              "`pip install opensoundscape`)\n")
+    if not opso:
+        print(OPSO_MISSING + "\n")
     width = max(len(r[0]) for r in rows)
     print(f"{'task':<{width}}  {'events':>7}  {'events/s':>10}")
     print("-" * (width + 21))

@@ -34,31 +34,20 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-DATA = HERE / "_data"
+from _common import DATA, ROOT, opso_python, write_recording
 SAMPLE_RATE = 24000  # Hz; typical of ARU deployments, keeps the 10 h file at 1.7 GB
 CLIP = 5.0  # s
 
 
 def synthesize(path: Path, minutes: float, seed: int = 0) -> Path:
-    """White noise with periodic chirps, written in 60 s blocks (never held whole in memory)."""
+    """White noise with periodic chirps (written once, block by block)."""
     import numpy as np
-    import soundfile
 
-    if path.exists() and abs(soundfile.info(str(path)).duration - minutes * 60) < 1:
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    tmp = path.with_suffix(".tmp.wav")
-    block = 60 * SAMPLE_RATE
-    t = np.arange(block) / SAMPLE_RATE
-    with soundfile.SoundFile(str(tmp), "w", SAMPLE_RATE, 1, subtype="PCM_16") as f:
-        for i in range(int(round(minutes))):
-            chirp = 0.2 * np.sin(2 * np.pi * (2000 + 1000 * (t % 3)) * (t % 3)) * ((t % 7) < 1.5)
-            f.write((chirp + 0.03 * rng.standard_normal(block)).astype(np.float32))
-    os.replace(tmp, path)
-    return path
+    def block(t, rng):
+        chirp = 0.2 * np.sin(2 * np.pi * (2000 + 1000 * (t % 3)) * (t % 3)) * ((t % 7) < 1.5)
+        return chirp + 0.03 * rng.standard_normal(len(t))
+
+    return write_recording(path, minutes * 60, SAMPLE_RATE, block, seed=seed)
 
 
 def peak_rss_mb() -> float:
@@ -143,16 +132,6 @@ elapsed = time.perf_counter() - start
 rss = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
 print(json.dumps({{"clips": len(scores), "seconds": elapsed, "clips_per_s": len(scores) / elapsed, "peak_rss_mb": rss}}))
 """
-
-
-def opso_python() -> str | None:
-    candidates = [os.environ.get("OPSO_PYTHON"), os.environ.get("OPENSOUNDSCAPE_PYTHON"), str(HERE / "_opso_env" / "bin" / "python")]
-    for c in candidates:
-        if c and Path(c).exists():
-            ok = subprocess.run([c, "-c", "import opensoundscape"], capture_output=True).returncode == 0
-            if ok:
-                return c
-    return None
 
 
 def run_child(args: list[str], python=sys.executable, script: str | None = None) -> dict:

@@ -17,36 +17,22 @@ import time
 from pathlib import Path
 
 import numpy as np
-import soundfile
 import torch
 
+from _common import DATA, write_recording
 from opso_nb.ml.datasets import AudioSplittingDataset, collate_audio_samples
 from opso_nb.preprocess.preprocessors import SpectrogramPreprocessor
 
-DATA = Path(__file__).resolve().parent / "_data"
 SAMPLE_RATE = 32000
 CLIP = 5.0
 
 
 def synthesize(seconds: float) -> Path:
-    """Noise with chirps, 32 kHz, written block by block."""
-    path = DATA / f"bench_preprocess_{int(seconds)}s_32k.wav"
-    if path.exists():
-        return path
-    DATA.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    block = 60 * SAMPLE_RATE
-    tmp = path.with_suffix(".tmp.wav")
-    with soundfile.SoundFile(tmp, "w", samplerate=SAMPLE_RATE, channels=1, subtype="PCM_16") as out:
-        left = int(seconds * SAMPLE_RATE)
-        while left > 0:
-            n = min(block, left)
-            t = np.arange(n) / SAMPLE_RATE
-            x = 0.05 * rng.standard_normal(n) + 0.3 * np.sin(2 * np.pi * (2000 + 1500 * (t % 1)) * t)
-            out.write(x.astype(np.float32))
-            left -= n
-    tmp.replace(path)
-    return path
+    """Noise with chirps, 32 kHz (written once, block by block)."""
+    def block(t, rng):
+        return 0.05 * rng.standard_normal(len(t)) + 0.3 * np.sin(2 * np.pi * (2000 + 1500 * (t % 1)) * t)
+
+    return write_recording(DATA / f"bench_preprocess_{int(seconds)}s_32k.wav", seconds, SAMPLE_RATE, block)
 
 
 def run(dataset, workers: int, batch_size: int) -> float:

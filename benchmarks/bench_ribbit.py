@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -24,12 +23,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import soundfile
 
+from _common import DATA, OPSO_MISSING, opso_python, write_recording
 from opso_nb.ribbit import RibbitParams, run_ribbit
-from opso_nb.utils import atomic_path
 
-DATA = Path(__file__).resolve().parent / "_data"
 TRILL_EVERY = 300.0  # s
 TRILL_LENGTH = 20.0  # s
 
@@ -47,24 +44,16 @@ print(json.dumps({"seconds": time.perf_counter() - t, "clips": len(df)}))
 
 
 def synthesize(minutes: int, sample_rate: int) -> Path:
-    """Write (once) the benchmark recording, block by block so memory stays small."""
-    path = DATA / f"ribbit_{minutes}min_{sample_rate}Hz.wav"
-    if path.exists():
-        return path
-    rng = np.random.default_rng(0)
-    block = 60 * sample_rate
-    with atomic_path(path) as tmp:
-        with soundfile.SoundFile(tmp, "w", samplerate=sample_rate, channels=1, subtype="PCM_16", format="WAV") as f:
-            for b in range(minutes):
-                t = (b * block + np.arange(block)) / sample_rate
-                noise = np.cumsum(rng.standard_normal(block)) * 0.002  # brown-ish rumble
-                noise = noise - np.convolve(noise, np.ones(501) / 501, "same") + 0.01 * rng.standard_normal(block)
-                phase = t % TRILL_EVERY
-                on = (phase >= 60) & (phase < 60 + TRILL_LENGTH)  # one trill per 5 min, starting at 1:00, 6:00, ...
-                gate = ((t * 15.0) % 1.0) < 0.4
-                trill = 0.05 * np.sin(2 * np.pi * 2100 * t) * on * gate
-                f.write((noise + trill).astype(np.float32))
-    return path
+    """Rumble and hiss with one planted 15 pulse/s trill every 5 minutes (written once, block by block)."""
+    def block(t, rng):
+        noise = np.cumsum(rng.standard_normal(len(t))) * 0.002  # brown-ish rumble
+        noise = noise - np.convolve(noise, np.ones(501) / 501, "same") + 0.01 * rng.standard_normal(len(t))
+        phase = t % TRILL_EVERY
+        on = (phase >= 60) & (phase < 60 + TRILL_LENGTH)  # one trill per 5 min, starting at 1:00, 6:00, ...
+        gate = ((t * 15.0) % 1.0) < 0.4
+        return noise + 0.05 * np.sin(2 * np.pi * 2100 * t) * on * gate
+
+    return write_recording(DATA / f"ribbit_{minutes}min_{sample_rate}Hz.wav", minutes * 60, sample_rate, block)
 
 
 def main():
@@ -98,17 +87,16 @@ def main():
     top = s.nlargest(int(in_trill.sum()), "great_plains_toad")
     hit_rate = in_trill[top.index].mean()
 
-    opso_python = os.environ.get("OPENSOUNDSCAPE_PYTHON")
-    if opso_python:
-        out = subprocess.run([opso_python, "-c", OPSO_SCRIPT, str(path)], capture_output=True, text=True)
+    opso = opso_python()
+    if opso:
+        out = subprocess.run([opso, "-c", OPSO_SCRIPT, str(path)], capture_output=True, text=True)
         if out.returncode == 0:
             r = json.loads(out.stdout.strip().splitlines()[-1])
             rows.append(("OpenSoundscape ribbit (whole-file spectrogram)", r["clips"], r["seconds"]))
         else:
             rows.append((f"OpenSoundscape: failed: {out.stderr.strip()[-60:]}", 0, float("nan")))
     else:
-        print("(OpenSoundscape not compared: set OPENSOUNDSCAPE_PYTHON to the python of a separate env with "
-              "`pip install opensoundscape`)")
+        print(OPSO_MISSING)
 
     audio_seconds = args.minutes * 60
     print(f"\n{args.minutes} min at {args.sample_rate} Hz, 2 s clips, spectrogram 512/256 samples, "

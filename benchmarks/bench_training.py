@@ -10,8 +10,9 @@ Usage::
     python benchmarks/bench_training.py --clips 64 --size 224
     python benchmarks/bench_training.py --opso-python /path/to/opso-env/bin/python
 
-``--opso-python`` (or ``$OPSO_PYTHON``) is a Python with ``opensoundscape``
-installed in a separate environment; without it that column says "skipped".
+``--opso-python`` (else ``$OPENSOUNDSCAPE_PYTHON``, ``$OPSO_PYTHON`` or
+``benchmarks/_opso_env``) is a Python with ``opensoundscape`` installed in a
+separate environment; without one that column says "not found".
 Each configuration runs one warm-up batch first so model construction and first
 calls are not counted.
 
@@ -23,15 +24,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import OPSO_MISSING, opso_python
+
 SAMPLE_RATE = 22050  # Hz, of the synthesized training clips
 
 OPSO_SCRIPT = r"""
@@ -138,7 +137,7 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     ap.add_argument("--precision", choices=["auto", "float32"], default="auto",
                     help="opso_nb's maths: auto = bfloat16 on CPUs with native support (the default), or float32")
-    ap.add_argument("--opso-python", default=os.environ.get("OPSO_PYTHON") or os.environ.get("OPENSOUNDSCAPE_PYTHON"),
+    ap.add_argument("--opso-python", default=None,
                     help="python of a separate environment with opensoundscape installed")
     args = ap.parse_args(argv)
 
@@ -151,9 +150,10 @@ def main(argv=None):
         use_amp = None if args.precision == "auto" else False
         ours = bench_ours(labels, args.size, args.batch_size, args.workers, args.threads, tmp, use_amp)
         limit = bench_forward_backward_only(args.clips, args.size, args.batch_size, args.threads, use_amp)
-        opso, why = (None, "skipped (no --opso-python / $OPSO_PYTHON)")
-        if args.opso_python:
-            opso, why = bench_opso(args.opso_python, labels_path, args.size, args.batch_size, args.workers,
+        opso, why = (None, "not found")
+        python = args.opso_python or opso_python()
+        if python:
+            opso, why = bench_opso(python, labels_path, args.size, args.batch_size, args.workers,
                                    args.threads, args.duration, SAMPLE_RATE, tmp)
 
     print(f"\nTraining, resnet18, {args.clips} clips of {args.duration} s, {args.size}x{args.size}x1 input, "
@@ -167,7 +167,7 @@ def main(argv=None):
         print(f"{nw:>11} | {ours[nw]:9.1f} | {(f'{o:14.1f}' if o else why[:14]):>14} | {ratio}")
     print(f"{'tensors':>11} | {limit:9.1f} | {'':>14} |   (forward+backward on ready tensors: the limit)")
     if opso is None:
-        print(f"\nOpenSoundscape: {why}")
+        print(f"\nOpenSoundscape: {why}" + ("" if python else "\n" + OPSO_MISSING))
 
 
 if __name__ == "__main__":

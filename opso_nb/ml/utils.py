@@ -211,3 +211,25 @@ def make_tone_dataset(folder, n_per_class=8, duration=1.0, sample_rate=16000, cl
         with atomic_write(folder / "labels.csv") as fh:
             df.to_csv(fh)
     return df
+
+
+def network_forward(network, batch, device, amp_dtype=None, channels_last=False, activation_layer=None):
+    """One forward pass on a ``[batch, C, H, W]`` tensor: float32 outputs on the CPU.
+
+    The single place where opso_nb runs a network for scores (prediction,
+    validation, embeddings): the batch is moved to ``device`` (channels-last when
+    asked), run under :func:`autocast` with ``amp_dtype`` (None: float32), tuple
+    outputs such as Inception's ``(logits, aux)`` are reduced to the first
+    element, and ``activation_layer`` (see :func:`apply_activation_layer`) is applied
+    in float32. Call it inside ``torch.inference_mode()`` or ``torch.no_grad()``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch, n_outputs]``, float32, on the CPU.
+    """
+    with autocast(device, amp_dtype):
+        out = network(to_network_input(batch, device, channels_last))
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    return apply_activation_layer(out.float(), activation_layer).cpu()

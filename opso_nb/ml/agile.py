@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 #: Up to this many embeddings, search is exact (numpy); above it an approximate faiss index is used when available.
-EXACT_SEARCH_LIMIT = 200_000
+EXACT_SEARCH_LIMIT = 50_000
 _FORMAT = "opso_nb.ShallowClassifier"
 _FORMAT_VERSION = 1
 
@@ -84,7 +84,7 @@ class EmbeddingSearch:
         (needs ``faiss-cpu``). ``auto``: exact up to :data:`EXACT_SEARCH_LIMIT`
         rows, else ivf when faiss is installed.
     n_lists : int, optional
-        Clusters of the ivf index (default ~4 sqrt(n)).
+        Clusters of the ivf index (default sqrt(n)).
     n_probe : int
         Clusters searched per query (more: slower, better recall).
     """
@@ -96,7 +96,9 @@ class EmbeddingSearch:
             raise ValueError(f"method must be 'auto', 'exact' or 'ivf', got {method!r}")
         self.index = embeddings.index
         self.embedding_model = embedding_model_of(embeddings)
-        self.vectors = _unit_rows(_as_matrix(embeddings))
+        # one float32 copy, normalised in place: a million 1,024-value embeddings are 4 GB
+        self.vectors = np.array(_as_matrix(embeddings), dtype=np.float32, copy=True)
+        self.vectors /= np.maximum(np.linalg.norm(self.vectors, axis=1, keepdims=True), 1e-12)
         if method == "auto":
             method = "exact"
             if len(self.vectors) > EXACT_SEARCH_LIMIT:
@@ -115,11 +117,12 @@ class EmbeddingSearch:
         import faiss
 
         n, dim = self.vectors.shape
-        n_lists = int(n_lists or max(1, min(int(4 * math.sqrt(n)), n // 39)))
+        # sqrt(n) lists and k-means on 40 vectors per list keep building a 10^6-clip index under a minute
+        n_lists = int(n_lists or max(1, int(math.sqrt(n))))
         quantizer = faiss.IndexFlatIP(dim)
         index = faiss.IndexIVFFlat(quantizer, dim, n_lists, faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(0)
-        train = self.vectors if n <= 64 * n_lists else self.vectors[rng.choice(n, 64 * n_lists, replace=False)]
+        train = self.vectors if n <= 40 * n_lists else self.vectors[rng.choice(n, 40 * n_lists, replace=False)]
         index.train(train)
         index.add(self.vectors)
         index.nprobe = int(min(n_probe, n_lists))

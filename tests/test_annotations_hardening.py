@@ -148,7 +148,8 @@ def test_missing_frequencies_are_allowed(tmp_path):
 
 # ----------------------------------------------------------------------------- encodings
 
-TEXT = HEADER + "1\tSpectrogram 1\t1\t0.5\t1.5\t100\t2000\tGrive à dos olive\n2\tSpectrogram 1\t1\t2\t3\t100\t2000\t鶯\n"
+TEXT = (HEADER + "1\tSpectrogram 1\t1\t0.5\t1.5\t100\t2000\tGrive à dos olive\n"
+        "2\tSpectrogram 1\t1\t2\t3\t100\t2000\t鶯\n")
 
 
 @pytest.mark.parametrize("encoded", [
@@ -226,9 +227,11 @@ def test_named_pipe_is_refused_without_blocking(tmp_path):
         load_table(pipe)
 
 
-def test_folder_and_missing_file(tmp_path):
+def test_folder_missing_file_and_impossible_name(tmp_path):
     with pytest.raises(AnnotationTableError, match="is a folder"):
         BoxedAnnotations.from_raven_files(tmp_path)
+    with pytest.raises(AnnotationTableError, match="not a usable file name"):
+        BoxedAnnotations.from_raven_files(str(tmp_path / "a\x00b.txt"))
     with pytest.raises(AnnotationTableError, match="does not exist"):
         load_table(tmp_path / "gone.txt")
 

@@ -62,6 +62,8 @@ def read_table_text(path) -> str:
         raise AnnotationTableError(path, "permission denied (cannot look up the file)") from None
     except OSError as err:
         raise AnnotationTableError(path, f"cannot be read: {err.strerror or err}") from None
+    except ValueError as err:  # e.g. a zero byte in the name
+        raise AnnotationTableError(path, f"not a usable file name ({err})") from None
     if stat.S_ISDIR(info.st_mode):
         raise AnnotationTableError(path, "is a folder, not an annotation table")
     if not stat.S_ISREG(info.st_mode):

@@ -1,6 +1,7 @@
 """:class:`BoxedAnnotations`: time-frequency boxes for one or more audio files, and what to do with them."""
 from __future__ import annotations
 
+import csv
 import io
 import os
 import warnings
@@ -202,32 +203,12 @@ class BoxedAnnotations:
             raise TypeError("from_raven_files needs the Raven tables: raven_files (or raven_paths)")
         if annotation_column_idx is not _NOT_GIVEN:
             annotation_column = annotation_column_idx
-        if errors not in ("raise", "skip"):
-            raise ValueError(f"errors must be 'raise' or 'skip', got {errors!r}")
-        raven_files = as_list(raven_files)
-        audio_list = as_list(audio_files)
-        if audio_list is not None and len(audio_list) != len(raven_files):
-            raise ValueError(
-                f"audio_files has {len(audio_list)} entries but raven_files has {len(raven_files)}; "
-                "give one audio file per table (or None)"
-            )
-        frames, report = [], []
-        for i, table in enumerate(raven_files):
-            audio = audio_list[i] if audio_list is not None else None
-            try:
-                df, rows = read_raven_table(
-                    table, None if _is_missing(audio) else audio, annotation_column, keep_extra_columns,
-                    lowercase_labels, errors, column_mapping_dict,
-                )
-            except AnnotationTableError as err:
-                if errors == "raise":
-                    raise
-                # with errors="skip" an unreadable table is reported and the others still load
-                report.append(err.report_row("skipped table"))
-                continue
-            frames.append(df)
-            report.extend(rows)
-        return cls._finish_loading(frames, report, audio_list)
+
+        def read(table, audio):
+            return read_raven_table(table, audio, annotation_column, keep_extra_columns, lowercase_labels, errors,
+                                    column_mapping_dict)
+
+        return cls._load_tables(read, raven_files, audio_files, errors, "raven_files")
 
     @classmethod
     def from_audacity(cls, audacity_files, audio_files=None, lowercase_labels=False, errors="raise"):
@@ -236,17 +217,29 @@ class BoxedAnnotations:
         Parameters are as in :meth:`from_raven_files`. Frequencies are NaN for
         labels without a ``\\`` frequency line.
         """
+        def read(table, audio):
+            return read_audacity_table(table, audio, lowercase_labels, errors)
+
+        return cls._load_tables(read, audacity_files, audio_files, errors, "audacity_files")
+
+    @classmethod
+    def _load_tables(cls, read, tables, audio_files, errors: str, what: str) -> "BoxedAnnotations":
+        """Read each table with ``read(table, audio file or None)``; with ``errors="skip"`` an unreadable
+        table is reported and the others still load."""
         if errors not in ("raise", "skip"):
             raise ValueError(f"errors must be 'raise' or 'skip', got {errors!r}")
-        files = as_list(audacity_files)
+        tables = as_list(tables)
         audio_list = as_list(audio_files)
-        if audio_list is not None and len(audio_list) != len(files):
-            raise ValueError(f"audio_files has {len(audio_list)} entries but audacity_files has {len(files)}")
+        if audio_list is not None and len(audio_list) != len(tables):
+            raise ValueError(
+                f"audio_files has {len(audio_list)} entries but {what} has {len(tables)}; "
+                "give one audio file per table (or None)"
+            )
         frames, report = [], []
-        for i, f in enumerate(files):
-            audio = audio_list[i] if audio_list else None
+        for i, table in enumerate(tables):
+            audio = audio_list[i] if audio_list is not None else None
             try:
-                df, rows = read_audacity_table(f, None if _is_missing(audio) else audio, lowercase_labels, errors)
+                df, rows = read(table, None if _is_missing(audio) else audio)
             except AnnotationTableError as err:
                 if errors == "raise":
                     raise
@@ -267,7 +260,7 @@ class BoxedAnnotations:
             warnings.warn(
                 f"annotation tables loaded with {len(report_df)} problem(s) {counts}; "
                 f"first: {first.annotation_file}: {first.problem}. See BoxedAnnotations.report.",
-                stacklevel=3,
+                stacklevel=4,  # from_raven_files/from_audacity -> _load_tables -> here
             )
         audio = None
         if audio_list is not None:
@@ -288,7 +281,7 @@ class BoxedAnnotations:
         text = read_table_text(path)
         try:
             df = pd.read_csv(io.StringIO(text))
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as err:
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error, ValueError) as err:
             raise AnnotationTableError(path, f"not a readable CSV table ({err})") from None
         missing = [c for c in ("start_time", "end_time") if c not in df.columns]
         if missing:
@@ -674,7 +667,7 @@ class BoxedAnnotations:
                 f"{int(beyond.sum())} box(es) start after the end of their audio file and label no clip "
                 f"(e.g. {first['annotation']} at {first['start_time']:.3f} s in {first['audio_file']}, "
                 f"which lasts {durations[path_key(str(first['audio_file']))]:.3f} s)",
-                stacklevel=4,
+                stacklevel=3,
             )
 
     def one_hot_clip_labels(

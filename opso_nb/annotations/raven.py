@@ -220,11 +220,14 @@ def _box_coordinates(cells: pd.DataFrame, layout: _Layout) -> tuple[dict, dict]:
     return values, not_numbers
 
 
+def _not_a_number(text: str, what: str) -> str:
+    return f"text {text!r} where a number ({what}) belongs; write numbers with ASCII digits 0-9 and '.' for decimals"
+
+
 def _row_problems(path: Path, cells: pd.DataFrame, lines: np.ndarray, layout: _Layout, values: dict,
                   not_numbers: dict, problems: list) -> list:
     """The first problem of each row (checks in a fixed order), as :class:`AnnotationTableError` or None."""
     header = layout.header
-    n = len(lines)
 
     def flag(mask, column_position, describe):
         for k in np.flatnonzero(mask):
@@ -238,12 +241,9 @@ def _row_problems(path: Path, cells: pd.DataFrame, lines: np.ndarray, layout: _L
         position = layout.box[ours]
         if position is not None:
             flag(not_numbers[ours], position,
-                 lambda k, p=position, o=ours: f"text {cells.iat[k, p]!r} where a number ({o}, {_UNITS[o]}) belongs; "
-                 "write numbers with ASCII digits 0-9 and '.' for decimals")
+                 lambda k, p=position, o=ours: _not_a_number(cells.iat[k, p], f"{o}, {_UNITS[o]}"))
     if layout.offset is not None:
-        flag(not_numbers["offset"], layout.offset,
-             lambda k: f"text {cells.iat[k, layout.offset]!r} where a number (seconds) belongs; "
-             "write numbers with ASCII digits 0-9 and '.' for decimals")
+        flag(not_numbers["offset"], layout.offset, lambda k: _not_a_number(cells.iat[k, layout.offset], "seconds"))
     with np.errstate(invalid="ignore"):
         for ours in ("start_time", "end_time"):
             v, position = values[ours], layout.box[ours]
@@ -261,7 +261,6 @@ def _row_problems(path: Path, cells: pd.DataFrame, lines: np.ndarray, layout: _L
         if layout.box["high_f"] is not None:
             flag(high < low, layout.box["high_f"],
                  lambda k: f"high frequency ({high[k]} Hz) below low frequency ({low[k]} Hz)")
-    assert len(problems) == n
     return problems
 
 

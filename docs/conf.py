@@ -26,8 +26,6 @@ os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.g
 # as the test commands set) would replace, silently dropping the figures of notebooks that do not ask
 # for `%matplotlib inline` themselves.
 os.environ.pop("MPLBACKEND", None)
-# A progress bar on a static page is an empty widget or its first frame: switch tqdm off in the kernels.
-os.environ["TQDM_DISABLE"] = "1"
 
 project = "opso_nb"
 author = "the opso_nb developers"
@@ -35,20 +33,18 @@ copyright = "the opso_nb developers"
 release = version = __import__("opso_nb").__version__
 
 extensions = [
-    "opso_docs",  # first: it writes the generated pages that autosummary then reads
+    "opso_docs",  # docs/_ext: assembles the tutorials, API, dashboards and differences pages
     "myst_nb",
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",
 ]
 
-# Generated at build time by opso_docs (and ignored by git): copies of the tutorial notebooks
-# and the API reference pages.
+# opso_docs writes tutorials/NN_*.ipynb (copies of notebooks/) and api/ at each build; git ignores them
 exclude_patterns = ["_build", "_ext", "_templates", "**.ipynb_checkpoints"]
 templates_path = ["_templates"]
 # .rst first: autosummary writes its generated pages with the first suffix
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
-suppress_warnings = ["myst.header"]  # notebooks start at "# Title" and jump to "###" in places
 
 # --- tutorials: executed at build time, so a reader sees every figure without running anything ---
 nb_execution_mode = "cache"
@@ -58,7 +54,8 @@ nb_execution_in_temp = True  # notebooks write files (runs/, models) relative to
 nb_execution_raise_on_error = True  # a tutorial that fails breaks the build instead of publishing a traceback
 nb_execution_show_tb = True
 nb_merge_streams = True
-nb_ipywidgets_js = {}  # the widget manager would come from a CDN; progress bars fall back to text
+# the widget manager would come from a CDN: widget outputs (tqdm.auto progress bars) stay invisible
+nb_ipywidgets_js = {}
 myst_enable_extensions = ["colon_fence", "dollarmath"]
 myst_heading_anchors = 3
 
@@ -83,5 +80,7 @@ html_theme_options = {
     "footer_start": ["copyright"],
     "footer_end": ["sphinx-version"],
 }
+html_static_path = ["_static"]
+html_css_files = ["opso.css"]
 html_show_sourcelink = False
 html_copy_source = False

@@ -9,7 +9,7 @@ PORT ?= 8866
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
-.PHONY: app panel test install chromium bench clean
+.PHONY: app panel test install chromium bench clean docs
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,5 +43,9 @@ test: install chromium
 bench: install
 	for script in benchmarks/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
+# The documentation site (executes every tutorial; cached in docs/_build/.jupyter_cache): docs/_build/html/index.html
+docs: install
+	$(BIN)/python -m sphinx -b html docs docs/_build/html $(SPHINX_ARGS)
+
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache benchmarks/_data
+	rm -rf $(VENV) *.egg-info .pytest_cache benchmarks/_data docs/_build docs/api docs/tutorials/*.ipynb

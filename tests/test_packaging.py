@@ -102,7 +102,6 @@ EXTRA_ONLY_MODULES = {"opso_nb/dashboards/": "dashboards"}
 #: Imports found undeclared when this check was written; the lead adds them to pyproject.toml (or the
 #: import goes), then deletes the entry: the test fails on an entry that is declared or no longer imported.
 PENDING_DECLARATION = {
-    "IPython": "Audio.show_widget (a notebook player): declare ipython in the notebooks extra",
     "pywt": "signal_processing.cwt_peaks with a non-built-in wavelet: declare PyWavelets in an extra",
 }
 IMPORT_GUARDS = {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}

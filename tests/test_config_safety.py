@@ -14,7 +14,7 @@ import torch
 from opso_nb.preprocess import actions
 from opso_nb.preprocess.actions import (ACTION_REGISTRY, FUNCTION_REGISTRY, Action, BaseAction, function_name,
                                         register_action)
-from opso_nb.preprocess.preprocessors import (BasePreprocessor, SpectrogramPreprocessor, load_preprocessor,
+from opso_nb.preprocess.preprocessors import (CONFIG_VERSION, SpectrogramPreprocessor, load_preprocessor,
                                               preprocessor_from_dict, register_preprocessor)
 from opso_nb.preprocess.utils import UnregisteredActionError
 from opso_nb.sample import AudioSample
@@ -234,8 +234,9 @@ def test_every_builtin_action_round_trips(name):
     cls = ACTION_REGISTRY[name]
     action = _example(cls)
     action.bypass = True
-    again = preprocessor_from_dict({"format": "opso_nb.preprocessor", "version": 1, "class": "BasePreprocessor",
-                                    "init": {}, "pipeline": [{"name": "step", **action.to_dict()}]}).pipeline["step"]
+    again = preprocessor_from_dict({"format": "opso_nb.preprocessor", "version": CONFIG_VERSION,
+                                    "class": "BasePreprocessor", "init": {},
+                                    "pipeline": [{"name": "step", **action.to_dict()}]}).pipeline["step"]
     assert type(again) is cls and again.bypass and again.is_augmentation == action.is_augmentation
     assert list(again.params.index) == list(action.params.index)
     for key, value in action.params.items():

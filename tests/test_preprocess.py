@@ -200,7 +200,7 @@ def test_config_round_trip_identical_tensors(tone, low_tone, tmp_path):
     path = tmp_path / "pre.json"
     pre.save(path)
     cfg = json.loads(path.read_text())
-    assert cfg["format"] == "opso_nb.preprocessor" and cfg["version"] == 1
+    assert cfg["format"] == "opso_nb.preprocessor" and cfg["version"] == 2
     loaded = load_preprocessor(path)
     assert list(loaded.pipeline.index) == list(pre.pipeline.index)
     assert loaded.pipeline["time_mask"].bypass and loaded.out_shape == (40, 50, 3)
@@ -289,3 +289,19 @@ def test_mel_option_and_preview(tone):
     assert isinstance(out[1], PreprocessingError) and "nonexistent.wav" in str(out[1])
     again = preview_samples(SpectrogramPreprocessor(2.0, height=8, width=8), clips, n=1, seed=7)
     assert torch.equal(again[0].data, out[0].data)
+
+
+def test_version_1_configs_keep_their_tensors(tone, tmp_path):
+    # version 1 stored SpectrogramToTensor.invert=True for "loud = 1"; version 2 follows OpenSoundscape (False)
+    pre = SpectrogramPreprocessor(2.0, out_shape=None)
+    assert pre.pipeline["to_tensor"].invert is False
+    cfg = pre.to_dict()
+    cfg["version"] = 1
+    next(s for s in cfg["pipeline"] if s["name"] == "to_tensor")["params"]["invert"] = True
+    old = preprocessor_from_dict(cfg)
+    assert old.pipeline["to_tensor"].invert is False
+    a = pre.forward((tone, 0, 2), bypass_augmentations=True).data
+    assert torch.equal(old.forward((tone, 0, 2), bypass_augmentations=True).data, a)
+    assert a.max() > 0.5  # the tone is loud: bright
+    pre.pipeline["to_tensor"].set(invert=True)  # OpenSoundscape 0.4-0.6 models: loud = dark
+    assert torch.allclose(pre.forward((tone, 0, 2), bypass_augmentations=True).data, -a, atol=1e-6)

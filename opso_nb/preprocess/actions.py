@@ -594,22 +594,24 @@ class SpectrogramBandpass(BaseAction):
 class SpectrogramToTensor(BaseAction):
     """Spectrogram -> float32 tensor ``[channels, height, width]`` in [0, 1].
 
-    ``invert=True`` (default) maps loud to 1 and silence to 0, the convention the
-    networks learn with; low frequencies are at the bottom row.
+    By default loud is 1 and silence 0 (at the spectrogram's decibel limits),
+    as in OpenSoundscape 0.7 and later; ``invert=True`` flips that, for models
+    trained with OpenSoundscape 0.4-0.6. Low frequencies are at the bottom row.
     """
 
     height = param.Integer(None, allow_None=True, bounds=(1, None), doc="Output rows (pixels); None keeps the frequency bins.")
     width = param.Integer(None, allow_None=True, bounds=(1, None), doc="Output columns (pixels); None keeps the time windows.")
     channels = param.Integer(1, bounds=(1, 4), doc="Channels (copies of the image, or RGB with a colormap).")
     colormap = param.String(None, allow_None=True, doc="Matplotlib colormap (needs channels=3).")
-    invert = param.Boolean(True, doc="Loud = 1 (True) or loud = 0 (False).")
+    invert = param.Boolean(False, doc="False: loud = 1 (default); True: loud = 0 (OpenSoundscape 0.4-0.6 models).")
 
     def go(self, sample, **kwargs):
         spec = sample.data
         h = self.height or spec.spectrogram.shape[0]
         w = self.width or spec.spectrogram.shape[1]
         shape = None if (h, w) == tuple(spec.spectrogram.shape) else (h, w)
-        t = spec.to_image(shape=shape, channels=self.channels, colormap=self.colormap, invert=self.invert,
+        # Spectrogram.to_image draws loud as dark (0) unless told to invert: the tensor is the other way round
+        t = spec.to_image(shape=shape, channels=self.channels, colormap=self.colormap, invert=not self.invert,
                           return_type="torch")
         sample.data = t.to(torch.float32).contiguous()
         return sample

@@ -33,9 +33,10 @@ __all__ = ["BasePreprocessor", "Preprocessor", "SpectrogramPreprocessor", "Prepr
            "UnregisteredActionError", "preprocessor_from_dict", "load_preprocessor", "register_preprocessor",
            "preview_samples", "CONFIG_VERSION"]
 
-#: Identifies saved preprocessor configs and their layout version.
+#: Identifies saved preprocessor configs and their layout version. Version 2: ``SpectrogramToTensor.invert``
+#: follows OpenSoundscape (False = loud is 1); version-1 files stored the opposite and are translated on load.
 CONFIG_FORMAT = "opso_nb.preprocessor"
-CONFIG_VERSION = 1
+CONFIG_VERSION = 2
 
 #: Preprocessor classes a saved configuration may name, by class name.
 PREPROCESSOR_REGISTRY = Registry("preprocessor class")
@@ -164,7 +165,7 @@ class BasePreprocessor(param.Parameterized):
             sample.target_duration = self.sample_duration
         skip_aug = bypass_augmentations or self.bypass_augmentations
         if trace:
-            sample.trace = pd.Series(None, index=self.pipeline.index, dtype=object)
+            sample.trace = pd.Series([None] * len(self.pipeline), index=self.pipeline.index, dtype=object)
         for key, action in self.pipeline.items():
             if break_on_key is not None and key == break_on_key:
                 break
@@ -366,6 +367,10 @@ def preprocessor_from_dict(d: dict) -> BasePreprocessor:
                 actions.FUNCTION_REGISTRY.lookup(step.get("fn"))
         except UnregisteredActionError as err:
             raise UnregisteredActionError(f"{where}: {err}") from None
+        if version < 2 and action_cls is actions.SpectrogramToTensor:
+            params = dict(step.get("params") or {})
+            params["invert"] = not params.get("invert", True)
+            step = {**step, "params": params}
         resolved.append((where, step, action_cls))
     pre = BasePreprocessor.__new__(cls)
     BasePreprocessor.__init__(pre, **init)

@@ -405,16 +405,18 @@ def _band_levels(spectrogram, signal_band, noise_bands, spec_clip_range, method=
     freqs = np.asarray(spectrogram.frequencies)
 
     def rows_of(rows):
-        # clip only the rows needed: cheaper than clipping the whole spectrogram
-        block = spec[rows].astype(float)
-        return block if spec_clip_range is None else np.clip(block, lo, hi)
+        # clip only the rows needed, in the copy that indexing makes: cheaper than clipping the whole spectrogram
+        block = spec[rows]
+        if spec_clip_range is not None:
+            np.clip(block, lo, hi, out=block)
+        return block
 
     overlapping = method == "opensoundscape"
     signal_rows = _band_rows(freqs, signal_band, "signal_band", require_inside=True, overlapping=overlapping)
     noise_rows = [_band_rows(freqs, b, "noise band", overlapping=overlapping) for b in noise_bands]
     if method == "opensoundscape":
-        signal = rows_of(signal_rows).sum(axis=0) / (signal_band[1] - signal_band[0])
-        noise = (sum(rows_of(r).sum(axis=0) for r in noise_rows) / sum(h - l for l, h in noise_bands)
+        signal = rows_of(signal_rows).sum(axis=0, dtype=np.float64) / (signal_band[1] - signal_band[0])
+        noise = (sum(rows_of(r).sum(axis=0, dtype=np.float64) for r in noise_rows) / sum(h - l for l, h in noise_bands)
                  if noise_bands else np.zeros_like(signal))
         return signal, noise
     signal = ((rows_of(signal_rows) - lo) / (hi - lo)).mean(axis=0)

@@ -112,7 +112,12 @@ def test_documented_action_classes(name):
     assert isinstance(action, BaseAction) and action.is_augmentation is augmentation
     for key, value in defaults.items():
         assert action.get(key) == value, key
-    assert utils.PreprocessingError and issubclass(utils.PreprocessingError, Exception)
+
+
+def test_documented_error_and_tutorial_aliases():
+    assert issubclass(utils.PreprocessingError, Exception)
+    # names the tutorials use loosely for the spectrogram preprocessor
+    assert preprocessors.SpecPreprocessor is preprocessors.AudioToSpectrogramPreprocessor is SpectrogramPreprocessor
 
 
 # ------------------------------------------------------------------ the tutorial's recipes

@@ -4,7 +4,16 @@ RIBBIT (Repeat-Interval Based Bioacoustic Identification Tool; Lapp et al.
 2021) follows the energy in a species' frequency band over time, subtracts the
 energy of optional noise bands, and asks how strongly that amplitude signal
 oscillates at the species' pulse rate: the score of a clip is the largest
-power spectral density of the band amplitude within ``pulse_rate_range``.
+power spectral density (Welch's method, :func:`scipy.signal.welch`) of the net
+band amplitude within ``pulse_rate_range``.
+
+Scores follow OpenSoundscape 0.9 as its manual documents it (and reproduce the
+per-file scores its RIBBIT tutorial publishes for the Great Plains toad
+recordings shipped in :mod:`opso_nb.sample_data`): the band amplitude is the sum
+of the spectrogram's dB values over the rows of the frequency bins the band
+overlaps, divided by the bandwidth in Hz; noise bands are subtracted the same way, and the net amplitude is then
+floored at zero. ``method="band_mean"`` gives opso_nb's earlier scores (see
+``docs/differences/ribbit.md``).
 
 Scores are not probabilities; compare them between clips and files recorded
 the same way, and pick a threshold by listening to a few clips around it.
@@ -22,6 +31,7 @@ Main entry points
 """
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
@@ -40,10 +50,19 @@ __all__ = [
     "plot_ribbit_detail",
     "run_ribbit",
     "species_params_from_df",
+    "METHODS",
 ]
 
 #: A clip needs at least this many spectrogram windows to have a PSD at all.
 MIN_WINDOWS_PER_CLIP = 4
+
+#: How scores are computed. "opensoundscape": as OpenSoundscape 0.9 documents and
+#: computes them (the default); "band_mean": opso_nb's earlier scores.
+METHODS = ("opensoundscape", "band_mean")
+
+#: Welch segment length (amplitude samples) of the "opensoundscape" method:
+#: scipy.signal.welch's default, which OpenSoundscape relies on.
+WELCH_SEGMENT = 256
 
 
 # --------------------------------------------------------------------------- validation
@@ -77,7 +96,19 @@ def _noise_bands(value):
     return [_band(b, f"noise_bands[{i}]") for i, b in enumerate(bands)]
 
 
-def _band_rows(frequencies, band, name, require_inside=False):
+def _method(value):
+    if value not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {value!r}")
+    return value
+
+
+def _band_rows(frequencies, band, name, require_inside=False, overlapping=False):
+    """Row indices of ``band`` (Hz) in a spectrogram.
+
+    ``overlapping=True`` takes every bin whose extent (centre +- half the bin
+    spacing) touches ``[low, high]``, as OpenSoundscape 0.9 does; otherwise
+    only bins centred inside ``[low, high]``.
+    """
     low, high = band
     f_lo, f_hi = float(frequencies[0]), float(frequencies[-1])
     if require_inside and (high > f_hi + 1e-9 or low > f_hi):
@@ -85,7 +116,11 @@ def _band_rows(frequencies, band, name, require_inside=False):
             f"{name} {low:g}-{high:g} Hz lies outside the spectrogram's frequency range {f_lo:g}-{f_hi:g} Hz "
             "(a higher sample rate is needed, or a lower band)"
         )
-    rows = np.flatnonzero((frequencies >= low) & (frequencies <= high))
+    if overlapping:
+        half = np.gradient(frequencies) / 2 if len(frequencies) > 1 else np.zeros(1)
+        rows = np.flatnonzero((frequencies + half >= low) & (frequencies - half <= high))
+    else:
+        rows = np.flatnonzero((frequencies >= low) & (frequencies <= high))
     if len(rows) == 0:
         raise ValueError(
             f"{name} {low:g}-{high:g} Hz contains no frequency bins of the spectrogram "
@@ -119,9 +154,11 @@ class RibbitParams(param.Parameterized):
     window_samples = param.Integer(default=512, bounds=(16, None), doc="Spectrogram window (samples)")
     overlap_samples = param.Integer(default=256, bounds=(0, None), doc="Spectrogram window overlap (samples)")
     nfft = param.Integer(default=1024, bounds=(16, None), doc="FFT length of the amplitude PSD")
+    method = param.Selector(default="opensoundscape", objects=list(METHODS),
+                            doc="Scores as OpenSoundscape 0.9 computes them, or opso_nb's earlier 'band_mean' scores")
 
     _FIELDS = ("species", "signal_band", "noise_bands", "pulse_rate_range", "clip_duration", "clip_overlap",
-               "final_clip", "spec_clip_range", "window_samples", "overlap_samples", "nfft")
+               "final_clip", "spec_clip_range", "window_samples", "overlap_samples", "nfft", "method")
 
     def __init__(self, **params):
         if "noise_bands" in params and params["noise_bands"] is not None:
@@ -154,7 +191,7 @@ class RibbitParams(param.Parameterized):
         return dict(signal_band=self.signal_band, pulse_rate_range=self.pulse_rate_range,
                     clip_duration=self.clip_duration, clip_overlap=self.clip_overlap, final_clip=self.final_clip,
                     noise_bands=list(self.noise_bands) or None, spec_clip_range=self.spec_clip_range,
-                    nfft=self.nfft)
+                    nfft=self.nfft, method=self.method)
 
     def to_dict(self) -> dict:
         """Plain JSON-able dict (lists, not tuples)."""
@@ -176,7 +213,11 @@ class RibbitParams(param.Parameterized):
 
     @classmethod
     def from_dict(cls, d: dict) -> "RibbitParams":
-        """Inverse of :meth:`to_dict`; unknown keys raise ValueError (catches typos)."""
+        """Inverse of :meth:`to_dict`; unknown keys raise ValueError (catches typos).
+
+        Files written before ``method`` existed read back with the default
+        method, i.e. OpenSoundscape's scores.
+        """
         unknown = set(d) - set(cls._FIELDS)
         if unknown:
             raise ValueError(f"unknown RIBBIT parameter(s) {sorted(unknown)}; known: {list(cls._FIELDS)}")
@@ -222,14 +263,12 @@ def species_params_from_df(species_df: pd.DataFrame) -> dict:
     index (or a ``species`` column) names the species. Cells read from CSV as
     strings like ``"[8, 20]"`` are parsed.
     """
-    import ast
-
     df = species_df.set_index("species") if "species" in species_df.columns else species_df
     out = {}
     for species, row in df.iterrows():
         d = {"species": str(species)}
         for key, value in row.items():
-            if isinstance(value, str) and key != "final_clip":
+            if isinstance(value, str) and key not in ("final_clip", "method"):
                 try:
                     value = ast.literal_eval(value)
                 except (ValueError, SyntaxError):
@@ -263,7 +302,8 @@ def _as_params(species_params):
 
 
 # --------------------------------------------------------------------------- core
-def calculate_pulse_score(amplitude, amplitude_sample_rate, pulse_rate_range, plot=False, nfft=1024):
+def calculate_pulse_score(amplitude, amplitude_sample_rate, pulse_rate_range, plot=False, nfft=1024,
+                          method="opensoundscape"):
     """Pulse score of one amplitude signal: its largest PSD value within the pulse-rate range.
 
     Parameters
@@ -274,18 +314,22 @@ def calculate_pulse_score(amplitude, amplitude_sample_rate, pulse_rate_range, pl
         Samples per second of ``amplitude`` (Hz), normally ~20-200 Hz; must be
         above twice the top of ``pulse_rate_range``.
     pulse_rate_range : [min, max]
-        Pulses per second.
+        Pulses per second; both ends included.
     plot : bool
         Plot the PSD with the pulse-rate window marked.
     nfft : int
-        FFT length of the PSD (zero padding refines the frequency grid when
-        the signal is shorter).
+        FFT length of the PSD (:func:`scipy.signal.welch`); raised to the
+        segment length if shorter.
+    method : {"opensoundscape", "band_mean"}
+        "opensoundscape": Welch's method with scipy's default segments (256
+        samples, half overlapping, Hann window), as OpenSoundscape. "band_mean":
+        one segment spanning the whole signal (opso_nb's earlier scores).
 
     Returns
     -------
     float
-        The score (arbitrary units; larger = stronger periodicity). NaN if
-        the amplitude is shorter than 4 samples.
+        The score, in (amplitude units)**2 per Hz; larger = stronger
+        periodicity. NaN if the amplitude is shorter than 4 samples.
 
     Raises
     ------
@@ -294,6 +338,7 @@ def calculate_pulse_score(amplitude, amplitude_sample_rate, pulse_rate_range, pl
         above the amplitude's Nyquist frequency.
     """
     low, high = _pulse_range(pulse_rate_range)
+    method = _method(method)
     amplitude = np.asarray(amplitude, dtype=float).ravel()
     if not amplitude_sample_rate > 0:
         raise ValueError(f"amplitude_sample_rate must be > 0 Hz, got {amplitude_sample_rate}")
@@ -308,52 +353,98 @@ def calculate_pulse_score(amplitude, amplitude_sample_rate, pulse_rate_range, pl
         raise ValueError(f"amplitude contains {np.count_nonzero(~np.isfinite(amplitude))} NaN/inf value(s)")
     if len(amplitude) < MIN_WINDOWS_PER_CLIP:
         return float("nan")
-    freqs, psd = _psd(amplitude, amplitude_sample_rate, nfft)
+    freqs, psd = _psd(amplitude, amplitude_sample_rate, nfft, method)
     in_range = (freqs >= low) & (freqs <= high)
     score = float(psd[in_range].max()) if in_range.any() else float("nan")
     if plot:
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6, 2.5))
-        ax.plot(freqs, psd)
-        ax.axvline(low, color="r", ls="--")
-        ax.axvline(high, color="r", ls="--")
-        ax.set_xlabel("pulse rate (pulses/s)")
-        ax.set_ylabel("PSD")
+        _plot_psd(freqs, psd, (low, high), title=f"score {score:.3g}")
     return score
 
 
-def _psd(amplitude, sample_rate, nfft):
-    """Welch PSD of the (mean-removed) amplitude as one segment, zero-padded to ``nfft``."""
+def _psd(amplitude, sample_rate, nfft, method="opensoundscape"):
+    """Welch PSD of the amplitude (mean removed per segment): ``(pulse rates in Hz, density)``."""
     n = len(amplitude)
-    return scipy.signal.welch(amplitude, fs=sample_rate, nperseg=n, nfft=max(int(nfft), n), detrend="constant")
+    segment = min(WELCH_SEGMENT, n) if method == "opensoundscape" else n
+    return scipy.signal.welch(amplitude, fs=sample_rate, nperseg=segment, nfft=max(int(nfft), segment),
+                              detrend="constant")
 
 
-def _net_amplitude(spectrogram, signal_band, noise_bands, spec_clip_range):
-    """Signal-band minus noise-band mean level per window, on the 0-1 scaled dB spectrogram."""
+def _plot_psd(freqs, psd, pulse_rate_range, title=None):
+    # pyplot picks a GUI backend when imported: only import it when a figure is really drawn
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 2.5))
+    ax.plot(freqs, psd)
+    for rate in pulse_rate_range:
+        ax.axvline(rate, color="r", ls="--")
+    ax.set_xlabel("pulse rate (pulses/s)")
+    ax.set_ylabel("PSD")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def _band_levels(spectrogram, signal_band, noise_bands, spec_clip_range, method="opensoundscape"):
+    """Signal-band and noise-band level per spectrogram window: ``(signal, noise)``.
+
+    "opensoundscape": sum of the dB values over the rows of every bin the band
+    overlaps, divided by the bandwidth (Hz); the noise level is the sum over all
+    noise bands divided by their total bandwidth.
+    "band_mean": mean over the rows of the dB values scaled to 0-1 within
+    ``spec_clip_range``. ``noise`` is 0 without noise bands.
+    """
     spec = spectrogram.spectrogram
     if not spectrogram.dB_scale:
         raise ValueError("RIBBIT expects a dB spectrogram (Spectrogram.from_audio with dB_scale=True)")
-    lo, hi = float(spec_clip_range[0]), float(spec_clip_range[1])
-    if hi <= lo:
-        raise ValueError(f"spec_clip_range must be (min, max) dB with min < max, got {spec_clip_range}")
+    if spec_clip_range is not None:
+        lo, hi = float(spec_clip_range[0]), float(spec_clip_range[1])
+        if hi <= lo:
+            raise ValueError(f"spec_clip_range must be (min, max) dB with min < max, got {spec_clip_range}")
+    elif method == "band_mean":
+        raise ValueError("method='band_mean' needs spec_clip_range (it scales levels to 0-1 within it)")
     freqs = np.asarray(spectrogram.frequencies)
 
-    def band_mean(rows):
-        # scale only the rows needed: cheaper than scaling the whole spectrogram
-        block = np.clip(spec[rows], lo, hi)
-        return ((block - lo) / (hi - lo)).mean(axis=0)
+    def rows_of(rows):
+        # clip only the rows needed, in the copy that indexing makes: cheaper than clipping the whole spectrogram
+        block = spec[rows]
+        if spec_clip_range is not None:
+            np.clip(block, lo, hi, out=block)
+        return block
 
-    net = band_mean(_band_rows(freqs, signal_band, "signal_band", require_inside=True))
-    if noise_bands:
-        rows = np.unique(np.concatenate([_band_rows(freqs, b, "noise band")
-                                         for b in noise_bands]))
-        net = net - band_mean(rows)
-    return net
+    overlapping = method == "opensoundscape"
+    signal_rows = _band_rows(freqs, signal_band, "signal_band", require_inside=True, overlapping=overlapping)
+    noise_rows = [_band_rows(freqs, b, "noise band", overlapping=overlapping) for b in noise_bands]
+    if method == "opensoundscape":
+        signal = rows_of(signal_rows).sum(axis=0, dtype=np.float64) / (signal_band[1] - signal_band[0])
+        noise = (sum(rows_of(r).sum(axis=0, dtype=np.float64) for r in noise_rows) / sum(h - l for l, h in noise_bands)
+                 if noise_bands else np.zeros_like(signal))
+        return signal, noise
+    signal = ((rows_of(signal_rows) - lo) / (hi - lo)).mean(axis=0)
+    if not noise_bands:
+        return signal, np.zeros_like(signal)
+    union = np.unique(np.concatenate(noise_rows))
+    return signal, ((rows_of(union) - lo) / (hi - lo)).mean(axis=0)
 
 
-def _clip_scores(net, times, amp_rate, clips, pulse_rate_range, nfft, plot=False, offset=0.0):
-    """Score each (start, end) clip (seconds, ``times`` axis minus ``offset``) from the net amplitude."""
+def _net_amplitude(spectrogram, signal_band, noise_bands, spec_clip_range, method="opensoundscape"):
+    """Net amplitude per spectrogram window: signal-band level minus noise-band level.
+
+    With noise bands and ``method="opensoundscape"`` it is floored at zero, as
+    OpenSoundscape does (so windows where the noise bands are louder than the
+    signal band count as silent).
+    """
+    signal, noise = _band_levels(spectrogram, signal_band, noise_bands, spec_clip_range, method)
+    if method == "opensoundscape" and noise_bands:
+        return np.maximum(signal - noise, 0.0)
+    return signal - noise
+
+
+def _clip_scores(net, times, amp_rate, clips, pulse_rate_range, nfft, plot=False, offset=0.0,
+                 method="opensoundscape"):
+    """Score each (start, end) clip (seconds, ``times`` axis minus ``offset``) from the net amplitude.
+
+    A clip holds the spectrogram windows whose centres lie in [start, end).
+    """
     low, high = pulse_rate_range
     scores = np.full(len(clips), np.nan)
     for i, (start, end) in enumerate(clips):
@@ -362,20 +453,15 @@ def _clip_scores(net, times, amp_rate, clips, pulse_rate_range, nfft, plot=False
         a, b = np.searchsorted(times, [start - offset - 5e-7, end - offset - 5e-7], side="left")
         seg = net[a:b]
         if len(seg) >= MIN_WINDOWS_PER_CLIP:
-            freqs, psd = _psd(seg, amp_rate, nfft)
+            freqs, psd = _psd(seg, amp_rate, nfft, method)
             in_range = (freqs >= low) & (freqs <= high)
             scores[i] = psd[in_range].max() if in_range.any() else np.nan
             if plot:
+                # pyplot only when plotting (see _plot_psd)
                 import matplotlib.pyplot as plt
 
-                print(f"window: {start:g} to {end:g} sec")
-                fig, ax = plt.subplots(figsize=(6, 2.5))
-                ax.plot(freqs, psd)
-                ax.axvline(low, color="r", ls="--")
-                ax.axvline(high, color="r", ls="--")
-                ax.set_xlabel("pulse rate (pulses/s)")
-                ax.set_ylabel("PSD")
-                ax.set_title(f"{start:g}-{end:g} s: score {scores[i]:.3g}")
+                print(f"window: {float(start)} to {float(end)} sec")
+                _plot_psd(freqs, psd, pulse_rate_range, title=f"{start:g}-{end:g} s: score {scores[i]:.3g}")
                 plt.show()
     return scores
 
@@ -403,8 +489,12 @@ def _spec_full_duration(spectrogram):
 
 
 def ribbit(spectrogram, signal_band, pulse_rate_range, clip_duration, clip_overlap=0, final_clip=None,
-           noise_bands=None, spec_clip_range=(-100, -20), plot=False, nfft=1024):
+           noise_bands=None, plot=False, spec_clip_range=(-100, -20), nfft=1024, method="opensoundscape"):
     """Score periodic calls in each clip of a spectrogram.
+
+    For each clip: the net amplitude (signal band minus noise bands, see
+    ``method``), its power spectral density (:func:`scipy.signal.welch`), and
+    the score: the largest density within ``pulse_rate_range``.
 
     Parameters
     ----------
@@ -426,12 +516,24 @@ def ribbit(spectrogram, signal_band, pulse_rate_range, clip_duration, clip_overl
     noise_bands : list of [min, max], optional
         Bands (Hz) whose energy is subtracted from the signal band: a low
         band against clicks and pops, or bands hugging the signal band.
-    spec_clip_range : (min, max)
-        dB range the spectrogram is clipped to before being scaled to 0-1.
     plot : bool
         Plot each clip's PSD with the pulse-rate window.
+    spec_clip_range : (min, max) or None
+        dB range the spectrogram values are clipped to first; the default
+        equals the spectrogram's default ``decibel_limits``, so it changes
+        nothing for a default spectrogram. None uses the values as they are.
     nfft : int
         FFT length of each clip's PSD.
+    method : {"opensoundscape", "band_mean"}
+        "opensoundscape" (default): OpenSoundscape 0.9's scores. The band
+        amplitude is the sum of the (clipped) dB values over the rows of the
+        frequency bins the band overlaps, divided by the bandwidth in Hz; the noise bands' sums are divided by their total
+        bandwidth and subtracted, and the result is floored at 0. The PSD uses
+        Welch segments of 256 amplitude samples (scipy's default), so clips
+        longer than 256 windows are averaged over segments and a clip of
+        256-383 windows is scored from its first 256. "band_mean": opso_nb's
+        earlier scores (mean level scaled to 0-1, no floor, one Welch segment
+        per clip).
 
     Returns
     -------
@@ -444,6 +546,7 @@ def ribbit(spectrogram, signal_band, pulse_rate_range, clip_duration, clip_overl
     signal_band = _band(signal_band, "signal_band")
     pulse_rate_range = _pulse_range(pulse_rate_range)
     noise_bands = _noise_bands(noise_bands)
+    method = _method(method)
     if clip_duration is None or not clip_duration > 0:
         raise ValueError(f"clip_duration must be > 0 s, got {clip_duration}")
     if spectrogram.spectrogram.size == 0 or len(spectrogram.times) == 0:
@@ -457,9 +560,9 @@ def ribbit(spectrogram, signal_band, pulse_rate_range, clip_duration, clip_overl
             f"({1 / amp_rate:.3g} s apart): use longer clips or a shorter spectrogram hop"
         )
     clips = generate_clip_times_df(full, clip_duration, clip_overlap, final_clip)
-    net = _net_amplitude(spectrogram, signal_band, noise_bands, spec_clip_range)
+    net = _net_amplitude(spectrogram, signal_band, noise_bands, spec_clip_range, method)
     scores = _clip_scores(net, np.asarray(spectrogram.times), amp_rate, clips.values, pulse_rate_range, nfft,
-                          plot=plot)
+                          plot=plot, method=method)
     clips["score"] = scores
     return clips
 
@@ -474,6 +577,10 @@ def _pulse_nyquist_check(pulse_rate_range, amp_rate):
 
 
 # --------------------------------------------------------------------------- detail view
+#: Units of the band levels in :func:`ribbit_detail`, per method.
+LEVEL_UNITS = {"opensoundscape": "dB per Hz of band", "band_mean": "level (0-1)"}
+
+
 def ribbit_detail(spectrogram, params: RibbitParams, start_time: float, end_time: float) -> dict:
     """What one clip's score is made of, as arrays (for plots and dashboards).
 
@@ -481,16 +588,18 @@ def ribbit_detail(spectrogram, params: RibbitParams, start_time: float, end_time
     -------
     dict
         ``times`` (s, window centres in the clip), ``signal`` and ``noise``
-        (mean 0-1 level of the signal band / noise bands per window),
-        ``net`` (their difference, the amplitude RIBBIT analyses),
-        ``pulse_rates`` (pulses/s) and ``psd`` of ``net``, ``score`` (largest
-        PSD in the pulse-rate range), ``peak_rate`` (pulse rate of that
-        maximum), ``pulse_rate_range``, ``amplitude_sample_rate`` (Hz).
+        (level of the signal band / noise bands per window, in ``units``),
+        ``net`` (the amplitude RIBBIT analyses: ``signal - noise``, floored at
+        0 with noise bands and the "opensoundscape" method), ``pulse_rates`` (pulses/s) and
+        ``psd`` of ``net``, ``score`` (largest PSD in the pulse-rate range),
+        ``peak_rate`` (pulse rate of that maximum), ``pulse_rate_range``,
+        ``amplitude_sample_rate`` (Hz), ``units`` (of the levels).
     """
     params.validate()
     band = _band(params.signal_band, "signal_band")
     noise = _noise_bands(params.noise_bands)
     prr = _pulse_range(params.pulse_rate_range)
+    method = _method(params.method)
     amp_rate = _amplitude_rate(spectrogram)
     _pulse_nyquist_check(prr, amp_rate)
     times = np.asarray(spectrogram.times)
@@ -499,15 +608,15 @@ def ribbit_detail(spectrogram, params: RibbitParams, start_time: float, end_time
         raise ValueError(f"clip {start_time:g}-{end_time:g} s has {b - a} spectrogram windows; "
                          f"need at least {MIN_WINDOWS_PER_CLIP}")
     sub = spectrogram.trim(times[a], times[b - 1] + 1e-9)
-    signal = _net_amplitude(sub, band, [], params.spec_clip_range)
-    net = _net_amplitude(sub, band, noise, params.spec_clip_range)
-    rates, psd = _psd(net, amp_rate, params.nfft)
+    signal_level, noise_level = _band_levels(sub, band, noise, params.spec_clip_range, method)
+    net = _net_amplitude(sub, band, noise, params.spec_clip_range, method)
+    rates, psd = _psd(net, amp_rate, params.nfft, method)
     in_range = (rates >= prr[0]) & (rates <= prr[1])
     best = np.flatnonzero(in_range)[np.argmax(psd[in_range])] if in_range.any() else None
-    return dict(times=np.asarray(sub.times), signal=signal, noise=signal - net, net=net, pulse_rates=rates, psd=psd,
-                score=float(psd[best]) if best is not None else float("nan"),
+    return dict(times=np.asarray(sub.times), signal=signal_level, noise=noise_level, net=net, pulse_rates=rates,
+                psd=psd, score=float(psd[best]) if best is not None else float("nan"),
                 peak_rate=float(rates[best]) if best is not None else float("nan"),
-                pulse_rate_range=prr, amplitude_sample_rate=amp_rate)
+                pulse_rate_range=prr, amplitude_sample_rate=amp_rate, units=LEVEL_UNITS[method])
 
 
 def plot_ribbit_detail(spectrogram, params: RibbitParams, start_time: float, end_time: float, figsize=(9, 7)):
@@ -517,6 +626,7 @@ def plot_ribbit_detail(spectrogram, params: RibbitParams, start_time: float, end
     -------
     matplotlib.figure.Figure
     """
+    # pyplot only when plotting (see _plot_psd)
     import matplotlib.pyplot as plt
 
     d = ribbit_detail(spectrogram, params, start_time, end_time)
@@ -536,9 +646,9 @@ def plot_ribbit_detail(spectrogram, params: RibbitParams, start_time: float, end
     if params.noise_bands:
         ax1.plot(d["times"], d["noise"], color="tab:red", label="noise bands")
     ax1.plot(d["times"], d["net"], color="k", label="net (analysed)")
-    ax1.set_xlabel("time (s)")
-    ax1.set_ylabel("level (0-1)")
     ax1.legend(loc="upper right", fontsize=8)
+    ax1.set_xlabel("time (s)")
+    ax1.set_ylabel(d["units"])
     ax2.plot(d["pulse_rates"], d["psd"], color="k")
     ax2.axvspan(*d["pulse_rate_range"], color="tab:blue", alpha=0.15, label="pulse_rate_range")
     if np.isfinite(d["peak_rate"]):

@@ -1,32 +1,56 @@
-"""One clip travelling through a preprocessing pipeline: :class:`AudioSample`.
+"""Samples travelling through a preprocessing pipeline: :class:`Sample`, :class:`AudioSample`.
 
 A sample knows where it came from (``source`` file, ``start_time`` and
 ``duration`` in seconds), its ``labels`` (a ``pd.Series`` indexed by class) and
 its current ``data``: an :class:`~opso_nb.audio.Audio`, then a
 :class:`~opso_nb.spectrogram.Spectrogram`, then a ``torch.Tensor`` as the
-pipeline runs.
+pipeline runs. :func:`collate_samples` stacks preprocessed samples into a batch.
 """
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 
-class AudioSample:
+class Sample:
+    """Data and labels of one sample; parent of the specific sample types.
+
+    Parameters
+    ----------
+    data : object, optional
+        The sample's content (e.g. a tensor).
+
+    Attributes
+    ----------
+    data : object
+    labels : pd.Series or None
+        0/1 value per class (index = class names).
+    """
+
+    def __init__(self, data=None):
+        self.data = data
+        self.labels = None
+
+
+class AudioSample(Sample):
     """A clip of an audio file plus labels and the data produced for it.
 
     Parameters
     ----------
-    source : str or Path
-        Audio file.
+    source : str, Path or Audio
+        Audio file (kept as a string), or an already loaded Audio object.
     start_time : float, optional
         Start of the clip in the file (s); None = start of the file.
     duration : float, optional
         Length of the clip (s); None = to the end of the file.
-    labels : pd.Series, optional
+    labels : pd.Series or dict, optional
         0/1 value per class (index = class names).
+    trace : pd.Series, optional
+        Output of each pipeline step (filled by ``forward(..., trace=True)``).
     target_duration : float, optional
         Length the preprocessor should produce (s); set by the preprocessor.
 
@@ -34,21 +58,21 @@ class AudioSample:
     ----------
     data : Audio, Spectrogram or torch.Tensor
         Current state of the sample in the pipeline (None before loading).
-    trace : pd.Series or None
-        Output of each pipeline step when ``forward(..., trace=True)``.
     preprocessing_exception : Exception or None
         Set when preprocessing failed (by safe datasets).
+    cam, gbp_maps : optional
+        Class activation maps / guided back-propagation maps, when computed.
     """
 
-    def __init__(self, source, start_time=None, duration=None, labels=None, target_duration=None, trace=None):
-        self.source = str(source)
+    def __init__(self, source, start_time=None, duration=None, labels=None, trace=None, target_duration=None):
+        super().__init__(data=None)
+        self.source = str(source) if isinstance(source, (str, Path)) else source
         self.start_time = None if start_time is None else float(start_time)
         self.duration = None if duration is None else float(duration)
         if labels is not None and not isinstance(labels, pd.Series):
             labels = pd.Series(labels)
         self.labels = labels
         self.target_duration = target_duration
-        self.data = None
         self.trace = trace
         self.preprocessing_exception = None
         self.cam = None
@@ -95,3 +119,29 @@ class AudioSample:
                                                             if isinstance(v, (int, float, np.number)))
         return (f"AudioSample(source={self.source!r}, start_time={self.start_time}, "
                 f"end_time={self.end_time}, labels={labels})")
+
+
+def collate_samples(samples) -> dict:
+    """Stack preprocessed samples into one batch.
+
+    Parameters
+    ----------
+    samples : iterable of Sample
+        Each with ``data`` a tensor (all the same shape) and ``labels`` a
+        Series, list or array (all the same length), or None.
+
+    Returns
+    -------
+    dict
+        ``{"samples": float32 tensor [batch, *data shape], "labels": float32
+        tensor [batch, n_classes]}``; ``"labels"`` is None unless every sample
+        has labels.
+    """
+    samples = list(samples)
+    if not samples:
+        raise ValueError("collate_samples needs at least one sample")
+    data = torch.stack([torch.as_tensor(s.data, dtype=torch.float32) for s in samples])
+    labels = None
+    if all(getattr(s, "labels", None) is not None for s in samples):
+        labels = torch.as_tensor(np.stack([np.asarray(s.labels, dtype=np.float32) for s in samples]))
+    return {"samples": data, "labels": labels}

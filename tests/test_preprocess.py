@@ -51,7 +51,7 @@ def test_default_pipeline_order_and_output(tone):
 
 
 def test_tone_lands_on_expected_row(tone):
-    pre = SpectrogramPreprocessor(2.0)  # no resize: one row per frequency bin
+    pre = SpectrogramPreprocessor(2.0, out_shape=None)  # no resize: one row per frequency bin
     s = pre.forward((tone, 0, 2), bypass_augmentations=True, trace=True)
     spec = s.trace["bandpass"]
     row_from_bottom = int(np.argmax(s.data[0].mean(axis=1).numpy()[::-1]))
@@ -59,7 +59,7 @@ def test_tone_lands_on_expected_row(tone):
 
 
 def test_bandpass_removes_energy_outside_band(tone, low_tone, tmp_path):
-    pre = SpectrogramPreprocessor(2.0)
+    pre = SpectrogramPreprocessor(2.0, out_shape=None)
     pre.pipeline["bandpass"].set(min_f=2000, max_f=4000)
     s_in = pre.forward((tone, 0, 2), bypass_augmentations=True, trace=True)
     s_out = pre.forward((low_tone, 0, 2), bypass_augmentations=True, trace=True)
@@ -105,7 +105,7 @@ def test_rescale_and_noise_and_affine():
 
 def test_trim_extend_and_random_trim(tmp_path):
     short = _tone(tmp_path / "short.wav", 1000, dur=1.0)
-    pre = SpectrogramPreprocessor(2.0)
+    pre = SpectrogramPreprocessor(2.0, out_shape=None)
     s = pre.forward(AudioSample(short, 0, 1.0), bypass_augmentations=True, trace=True)
     assert s.trace["trim_audio"].n_samples == 2 * SR
     assert np.all(s.trace["trim_audio"].samples[SR + 10:] == 0)  # padded with silence
@@ -114,7 +114,7 @@ def test_trim_extend_and_random_trim(tmp_path):
         pre.forward(AudioSample(short, 0, 1.0), bypass_augmentations=True)
     # a 4 s clip, random 2 s window: start_time moves within [0, 2]
     long = _tone(tmp_path / "long.wav", 1000, dur=4.0)
-    pre = SpectrogramPreprocessor(2.0)
+    pre = SpectrogramPreprocessor(2.0, out_shape=None)
     torch.manual_seed(0)
     starts = {round(pre.forward(AudioSample(long, 0, 4.0), break_on_key="to_spec").start_time, 3) for _ in range(5)}
     assert len(starts) > 1 and all(0 <= s <= 2 for s in starts)
@@ -123,7 +123,7 @@ def test_trim_extend_and_random_trim(tmp_path):
 
 
 def test_clip_near_file_end_is_padded(tone):
-    pre = SpectrogramPreprocessor(2.0)
+    pre = SpectrogramPreprocessor(2.0, out_shape=None)
     s = pre.forward(AudioSample(tone, 1.5, 2.0), break_on_key="to_spec", bypass_augmentations=True)
     assert s.data.duration == pytest.approx(2.0)
     assert np.all(s.data.samples[int(0.6 * SR):] == 0)
@@ -200,7 +200,7 @@ def test_config_round_trip_identical_tensors(tone, low_tone, tmp_path):
     path = tmp_path / "pre.json"
     pre.save(path)
     cfg = json.loads(path.read_text())
-    assert cfg["format"] == "opso_nb.preprocessor" and cfg["version"] == 1
+    assert cfg["format"] == "opso_nb.preprocessor" and cfg["version"] == 2
     loaded = load_preprocessor(path)
     assert list(loaded.pipeline.index) == list(pre.pipeline.index)
     assert loaded.pipeline["time_mask"].bypass and loaded.out_shape == (40, 50, 3)
@@ -222,7 +222,7 @@ def test_config_round_trip_identical_tensors(tone, low_tone, tmp_path):
 def test_bad_file_error_names_file(tmp_path):
     bad = tmp_path / "corrupt.wav"
     bad.write_bytes(b"RIFF\x00\x00garbage")
-    pre = SpectrogramPreprocessor(2.0)
+    pre = SpectrogramPreprocessor(2.0, out_shape=None)
     with pytest.raises(PreprocessingError, match="corrupt.wav.*load_audio"):
         pre.forward((str(bad), 0, 2))
 
@@ -239,7 +239,7 @@ def test_sample_from_series_and_labels():
 def test_params_render_as_widgets():
     import panel as pn
 
-    pre = SpectrogramPreprocessor(2.0)
+    pre = SpectrogramPreprocessor(2.0, out_shape=None)
     for name, action in pre.pipeline.items():
         widgets = pn.Param(action, show_name=False)
         assert len(widgets.layout.objects) >= 2, name
@@ -270,7 +270,7 @@ def test_audio_augmentations_and_legacy_masks(tone):
 
 
 def test_mel_option_and_preview(tone):
-    pre = SpectrogramPreprocessor(2.0)
+    pre = SpectrogramPreprocessor(2.0, out_shape=None)
     pre.pipeline["to_spec"].set(mel=True, n_mels=40)
     pre.pipeline["bandpass"].bypass = True
     s = pre.forward((tone, 0, 2), bypass_augmentations=True)
@@ -289,3 +289,19 @@ def test_mel_option_and_preview(tone):
     assert isinstance(out[1], PreprocessingError) and "nonexistent.wav" in str(out[1])
     again = preview_samples(SpectrogramPreprocessor(2.0, height=8, width=8), clips, n=1, seed=7)
     assert torch.equal(again[0].data, out[0].data)
+
+
+def test_version_1_configs_keep_their_tensors(tone, tmp_path):
+    # version 1 stored SpectrogramToTensor.invert=True for "loud = 1"; version 2 follows OpenSoundscape (False)
+    pre = SpectrogramPreprocessor(2.0, out_shape=None)
+    assert pre.pipeline["to_tensor"].invert is False
+    cfg = pre.to_dict()
+    cfg["version"] = 1
+    next(s for s in cfg["pipeline"] if s["name"] == "to_tensor")["params"]["invert"] = True
+    old = preprocessor_from_dict(cfg)
+    assert old.pipeline["to_tensor"].invert is False
+    a = pre.forward((tone, 0, 2), bypass_augmentations=True).data
+    assert torch.equal(old.forward((tone, 0, 2), bypass_augmentations=True).data, a)
+    assert a.max() > 0.5  # the tone is loud: bright
+    pre.pipeline["to_tensor"].set(invert=True)  # OpenSoundscape 0.4-0.6 models: loud = dark
+    assert torch.allclose(pre.forward((tone, 0, 2), bypass_augmentations=True).data, -a, atol=1e-6)

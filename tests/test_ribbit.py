@@ -145,8 +145,10 @@ def test_calculate_pulse_score_known_sinusoid():
         (dict(pulse_rate_range=(15, 15)), "pulse_rate_range is empty"),
         (dict(pulse_rate_range=(20, 10)), "pulse_rate_range is empty"),
         (dict(signal_band=(9000, 9500)), "outside the spectrogram's frequency range"),
-        (dict(signal_band=(1510, 1520)), "contains no frequency bins"),
-        (dict(noise_bands=[(110, 120)]), "noise band 110-120 Hz contains no frequency bins"),
+        # the earlier scores take only bins centred inside a band (OpenSoundscape's take overlapping bins)
+        (dict(signal_band=(1510, 1520), method="band_mean"), "contains no frequency bins"),
+        (dict(noise_bands=[(110, 120)], method="band_mean"), "noise band 110-120 Hz contains no frequency bins"),
+        (dict(method="fft"), "method must be one of"),
         (dict(pulse_rate_range=(50, 80)), "windows more than 160 per second"),
         (dict(clip_duration=0.01), "fewer than 4 spectrogram windows"),
         (dict(clip_duration=0), "clip_duration must be > 0"),
@@ -208,9 +210,16 @@ def test_detail_view_arrays_and_figure():
     d = ribbit_detail(spec, params, 0, 2)
     assert 14 <= d["peak_rate"] <= 16
     assert d["score"] == pytest.approx(ribbit(spec, **params.ribbit_kwargs()).score[0])
-    np.testing.assert_allclose(d["net"], d["signal"] - d["noise"])
+    # OpenSoundscape floors the net amplitude at zero when noise bands are subtracted
+    np.testing.assert_allclose(d["net"], np.maximum(d["signal"] - d["noise"], 0))
+    assert (d["signal"] - d["noise"]).min() < 0 and d["net"].min() == 0
     fig = plot_ribbit_detail(spec, params, 0, 2)
     assert len(fig.axes) == 3
+    # the earlier scores: plain difference of 0-1 levels
+    params.method = "band_mean"
+    d = ribbit_detail(spec, params, 0, 2)
+    np.testing.assert_allclose(d["net"], d["signal"] - d["noise"])
+    assert d["units"] == "level (0-1)" and 14 <= d["peak_rate"] <= 16
 
 
 def test_run_ribbit_many_files_species_bad_files_and_resume(tmp_path):
@@ -273,3 +282,58 @@ def test_run_ribbit_chunks_long_file(tmp_path):
     np.testing.assert_allclose(chunked.great_plains_toad.values, whole.score.values, rtol=1e-3)
     high = chunked.great_plains_toad.values > chunked.great_plains_toad.max() / 10
     assert whole.start_time[high].min() == 10 and whole.end_time[high].max() == 20
+
+
+def test_calculate_pulse_score_known_density():
+    # A unit sinusoid on the FFT grid: the Welch density peak of a 256-sample Hann segment is N / (3 fs)
+    fs = 128.0
+    t = np.arange(1024) / fs
+    amp = 5 + np.sin(2 * np.pi * 12 * t)  # the mean is removed first
+    assert calculate_pulse_score(amp, fs, (10, 14)) == pytest.approx(256 / (3 * fs), rel=1e-9)
+    # only the range counts: nothing pulses at 20-30/s
+    assert calculate_pulse_score(amp, fs, (20, 30)) < 1e-6 * calculate_pulse_score(amp, fs, (10, 14))
+    # the earlier opso_nb score: one Welch segment over the whole signal, so a longer signal scores higher
+    assert calculate_pulse_score(amp, fs, (10, 14), method="band_mean") > 3 * calculate_pulse_score(amp, fs, (10, 14))
+
+
+@pytest.mark.parametrize("rate", [6, 11, 17, 23])
+def test_pulse_train_peaks_at_its_rate(rate):
+    audio = pulse_train(rate, duration=4.0, seed=rate)
+    params = RibbitParams(signal_band=(1300, 1700), noise_bands=[(3000, 4000)], pulse_rate_range=(3, 40),
+                          clip_duration=4.0, window_samples=256, overlap_samples=128)
+    d = ribbit_detail(spec_of(audio), params, 0, 4)
+    assert d["peak_rate"] == pytest.approx(rate, abs=0.5)
+
+
+def test_steady_tone_scores_low():
+    t = np.arange(6 * SR) / SR
+    rng = np.random.default_rng(2)
+    steady = Audio((0.3 * np.sin(2 * np.pi * 1500 * t) + 0.01 * rng.standard_normal(len(t))).astype(np.float32), SR)
+    pulsed = pulse_train(15, duration=6.0, snr_db=30)
+    assert score(steady, (12, 18)).score.max() < score(pulsed, (12, 18)).score.min() / 100
+
+
+def test_band_levels_are_per_hz_of_the_overlapping_bins():
+    # 62.5 Hz bins: 1510-1520 Hz and 1480-1520 Hz both overlap only the 1500 Hz bin, so the narrower band's
+    # level is 4 times larger (divided by 10 Hz instead of 40 Hz) and its score 16 times
+    spec = spec_of(pulse_train(15, duration=4.0))
+    narrow = ribbit(spec, (1510, 1520), (12, 18), 2.0).score
+    wide = ribbit(spec, (1480, 1520), (12, 18), 2.0).score
+    np.testing.assert_allclose(narrow, 16 * wide, rtol=1e-9)
+
+
+def test_band_mean_method_keeps_the_earlier_scores():
+    spec = Spectrogram.from_audio(Audio.from_file(sample_data.path("toads/gpt3.mp3")))
+    kwargs = RibbitParams(method="band_mean").ribbit_kwargs()
+    # the score opso_nb gave this file before it followed OpenSoundscape's computation
+    assert ribbit(spec, **kwargs).score.max() == pytest.approx(0.00201, rel=0.01)
+    assert ribbit(spec, **RibbitParams().ribbit_kwargs()).score.max() == pytest.approx(29.31e-4, rel=0.005)
+
+
+def test_params_method_round_trip_and_old_files(tmp_path):
+    p = RibbitParams(method="band_mean")
+    assert RibbitParams.load(p.save(tmp_path / "p.json")).method == "band_mean"
+    old = {k: v for k, v in RibbitParams().to_dict().items() if k != "method"}  # saved before the switch existed
+    assert RibbitParams.from_dict(old).method == "opensoundscape"
+    with pytest.raises(ValueError):
+        RibbitParams(method="fft")

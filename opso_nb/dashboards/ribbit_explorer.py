@@ -102,7 +102,7 @@ class RibbitExplorer(pn.viewable.Viewer):
         self._amp_source = ColumnDataSource(data=dict(t=[], signal=[], noise=[], net=[]))
         self.amplitude_plot = figure(height=200, sizing_mode="stretch_width", tools="xwheel_zoom,reset",
                                      title="Selected clip: band levels", x_axis_label="time (s)",
-                                     y_axis_label="level (0-1)")
+                                     y_axis_label="band level")
         self.amplitude_plot.line("t", "signal", source=self._amp_source, color="green", legend_label="signal band")
         self.amplitude_plot.line("t", "noise", source=self._amp_source, color="red", legend_label="noise bands")
         self.amplitude_plot.line("t", "net", source=self._amp_source, color="black", legend_label="net (analysed)")

@@ -7,38 +7,59 @@
 torch.Size([1, 128, 128])
 
 Configurations are saved as versioned JSON (:meth:`BasePreprocessor.save`,
-:func:`load_preprocessor`), never as pickles.
+:func:`load_preprocessor`), never as pickles. Loading one runs no code: it may
+name only registered preprocessor classes, action classes and functions
+(opso_nb's own and those registered by the user's code; see
+:func:`~opso_nb.preprocess.actions.register_action` and
+:func:`register_preprocessor`).
 """
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pandas as pd
 import param
+import torch
 
 from opso_nb.preprocess import actions
 from opso_nb.preprocess.actions import ACTION_REGISTRY, BaseAction
-from opso_nb.preprocess.utils import PreprocessingError
+from opso_nb.preprocess.utils import PreprocessingError, Registry, UnregisteredActionError
 from opso_nb.sample import AudioSample
+from opso_nb.utils import atomic_write
 
-#: Identifies saved preprocessor configs and their layout version.
+__all__ = ["BasePreprocessor", "Preprocessor", "SpectrogramPreprocessor", "PreprocessingError",
+           "UnregisteredActionError", "preprocessor_from_dict", "load_preprocessor", "register_preprocessor",
+           "preview_samples", "CONFIG_VERSION"]
+
+#: Identifies saved preprocessor configs and their layout version. Version 2: ``SpectrogramToTensor.invert``
+#: follows OpenSoundscape (False = loud is 1); version-1 files stored the opposite and are translated on load.
 CONFIG_FORMAT = "opso_nb.preprocessor"
-CONFIG_VERSION = 1
+CONFIG_VERSION = 2
 
-PREPROCESSOR_REGISTRY: dict[str, type] = {}
+#: Preprocessor classes a saved configuration may name, by class name.
+PREPROCESSOR_REGISTRY = Registry("preprocessor class")
 
 
-def _register(cls):
-    PREPROCESSOR_REGISTRY[cls.__name__] = cls
-    return cls
+def register_preprocessor(cls):
+    """Allow saved configurations to name the preprocessor class ``cls`` (a decorator).
+
+    A saved configuration records the pipeline itself, so a subclass is
+    rebuilt without calling its ``__init__``: its pipeline, parameters and
+    ``sample_duration`` come from the configuration.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, BasePreprocessor)):
+        raise TypeError(f"register_preprocessor takes a BasePreprocessor subclass, got {cls!r}")
+    return PREPROCESSOR_REGISTRY.add(cls.__name__, cls)
+
+
+def _builtin(cls):
+    return PREPROCESSOR_REGISTRY.add(cls.__name__, cls, builtin=True)
 
 
 def _as_sample(sample) -> AudioSample:
-    if isinstance(sample, AudioSample) or (hasattr(sample, "source") and hasattr(sample, "data")):
-        if not isinstance(sample, AudioSample):  # duck-typed sample from another module
-            sample = AudioSample(sample.source, getattr(sample, "start_time", None),
-                                 getattr(sample, "duration", None), getattr(sample, "labels", None))
+    if isinstance(sample, AudioSample):
         return sample
     if isinstance(sample, pd.Series):
         return AudioSample.from_series(sample)
@@ -52,7 +73,7 @@ def _as_sample(sample) -> AudioSample:
                     "(file, start_time, end_time) tuple or a path")
 
 
-@_register
+@_builtin
 class BasePreprocessor(param.Parameterized):
     """A pipeline (``pd.Series`` name -> Action) run in order by :meth:`forward`.
 
@@ -144,7 +165,7 @@ class BasePreprocessor(param.Parameterized):
             sample.target_duration = self.sample_duration
         skip_aug = bypass_augmentations or self.bypass_augmentations
         if trace:
-            sample.trace = pd.Series(None, index=self.pipeline.index, dtype=object)
+            sample.trace = pd.Series([None] * len(self.pipeline), index=self.pipeline.index, dtype=object)
         for key, action in self.pipeline.items():
             if break_on_key is not None and key == break_on_key:
                 break
@@ -171,9 +192,24 @@ class BasePreprocessor(param.Parameterized):
         return {"sample_duration": self.sample_duration}
 
     def to_dict(self) -> dict:
-        """Versioned, JSON-friendly description of this preprocessor and its whole pipeline."""
+        """Versioned, JSON-friendly description of this preprocessor and its whole pipeline.
+
+        The class recorded is this one if registered, else its nearest
+        registered parent (with a warning): the pipeline is saved either way.
+
+        Raises
+        ------
+        ValueError
+            A step wraps an action class or function that is not registered
+            (a configuration could not name it).
+        """
         steps = [{"name": str(k), **a.to_dict()} for k, a in self.pipeline.items()]
-        return {"format": CONFIG_FORMAT, "version": CONFIG_VERSION, "class": type(self).__name__,
+        saved_as = next(c for c in type(self).__mro__ if PREPROCESSOR_REGISTRY.get(c.__name__) is c)
+        if saved_as is not type(self):
+            warnings.warn(f"{type(self).__name__} is not registered: saved as {saved_as.__name__} with its pipeline; "
+                          f"call register_preprocessor({type(self).__name__}) to keep the class", UserWarning,
+                          stacklevel=2)
+        return {"format": CONFIG_FORMAT, "version": CONFIG_VERSION, "class": saved_as.__name__,
                 "init": self._init_kwargs(), "bypass_augmentations": bool(self.bypass_augmentations),
                 "pipeline": steps}
 
@@ -184,8 +220,6 @@ class BasePreprocessor(param.Parameterized):
 
     def save(self, path):
         """Write the config as JSON (atomically)."""
-        from opso_nb.utils import atomic_write
-
         text = json.dumps(self.to_dict(), indent=2)
         with atomic_write(path) as f:
             f.write(text)
@@ -205,7 +239,7 @@ class BasePreprocessor(param.Parameterized):
 Preprocessor = BasePreprocessor
 
 
-@_register
+@_builtin
 class SpectrogramPreprocessor(BasePreprocessor):
     """Clip -> spectrogram -> tensor, with augmentations; the default for CNNs.
 
@@ -220,21 +254,24 @@ class SpectrogramPreprocessor(BasePreprocessor):
         Clip length (s); longer clips are cut, shorter ones padded with silence.
     overlay_df : pd.DataFrame, optional
         Background clips for the ``overlay`` step (see :class:`~opso_nb.preprocess.actions.Overlay`).
-    height, width : int, optional
-        Tensor size (pixels); None keeps the spectrogram's size.
-    channels : int
-        Tensor channels (3 for ImageNet-pretrained networks).
+    out_shape : (height, width, channels) or None
+        Tensor shape, (224, 224, 3) by default as in OpenSoundscape; None keeps
+        the spectrogram's own size with one channel.
+    height, width, channels : int, optional
+        Instead of ``out_shape``: when any of them is given, ``out_shape`` is
+        not used; a missing height or width keeps the spectrogram's size and
+        channels default to 1.
     sample_rate : int, optional
         Resample every clip to this rate (Hz); None keeps each file's.
-    out_shape : (height, width, channels), optional
-        Alternative to height/width/channels (OpenSoundscape's spelling).
     """
 
-    def __init__(self, sample_duration=None, overlay_df=None, height=None, width=None, channels=1, sample_rate=None,
-                 out_shape=None, **params):
+    def __init__(self, sample_duration=None, overlay_df=None, out_shape=(224, 224, 3), height=None, width=None,
+                 channels=None, sample_rate=None, **params):
         super().__init__(sample_duration=sample_duration, **params)
-        if out_shape is not None:
-            height, width, channels = (None if v is None else int(v) for v in out_shape)
+        if height is None and width is None and channels is None:
+            height, width, channels = (None, None, 1) if out_shape is None else out_shape
+        height, width = (None if v is None else int(v) for v in (height, width))
+        channels = 1 if channels is None else int(channels)
         a = actions
         steps = [
             ("load_audio", a.AudioClipLoader(sample_rate=sample_rate)),
@@ -242,7 +279,7 @@ class SpectrogramPreprocessor(BasePreprocessor):
             ("trim_audio", a.AudioTrim()),
             ("to_spec", a.SpectrogramAction()),
             ("bandpass", a.SpectrogramBandpass(min_f=0, max_f=11025)),
-            ("to_tensor", a.SpectrogramToTensor(height=height, width=width, channels=int(channels))),
+            ("to_tensor", a.SpectrogramToTensor(height=height, width=width, channels=channels)),
         ]
         if overlay_df is not None:
             steps.append(("overlay", a.Overlay(overlay_df=overlay_df)))
@@ -283,9 +320,6 @@ class SpectrogramPreprocessor(BasePreprocessor):
     def sample_rate(self):
         return self.pipeline["load_audio"].sample_rate
 
-    def _init_kwargs(self):
-        return {"sample_duration": self.sample_duration}
-
 
 # aliases used loosely in the OpenSoundscape tutorials
 SpecPreprocessor = SpectrogramPreprocessor
@@ -295,33 +329,74 @@ AudioToSpectrogramPreprocessor = SpectrogramPreprocessor
 def preprocessor_from_dict(d: dict) -> BasePreprocessor:
     """Rebuild a preprocessor from :meth:`BasePreprocessor.to_dict` output.
 
-    Raises ``ValueError`` for configs of another format or a newer version, and
-    for unknown preprocessor or action classes (naming them).
+    Only registered classes and functions are used (see the module notes):
+    the whole configuration is checked before any of it is built, and nothing
+    is imported or run on its behalf.
+
+    Raises
+    ------
+    UnregisteredActionError
+        A step names an action class or function that is not registered
+        (the message names the step).
+    ValueError
+        Configs of another format or a newer version, unknown preprocessor
+        classes, malformed steps.
     """
     if not isinstance(d, dict) or d.get("format") != CONFIG_FORMAT:
         raise ValueError(f"not an opso_nb preprocessor config (expected format {CONFIG_FORMAT!r})")
     version = d.get("version")
     if not isinstance(version, int) or version > CONFIG_VERSION:
         raise ValueError(f"preprocessor config version {version!r} is not supported (this opso_nb reads <= {CONFIG_VERSION})")
-    cls = PREPROCESSOR_REGISTRY.get(d.get("class"))
-    if cls is None:
-        raise ValueError(f"unknown preprocessor class {d.get('class')!r}; known: {sorted(PREPROCESSOR_REGISTRY)}")
+    cls = PREPROCESSOR_REGISTRY.lookup(d.get("class"))
+    init = d.get("init") or {}
+    if not isinstance(init, dict) or set(init) - {"sample_duration"}:
+        raise ValueError(f"preprocessor config 'init' may only hold sample_duration, got {init!r}")
+    pipeline = d.get("pipeline")
+    if not isinstance(pipeline, list):
+        raise ValueError("preprocessor config has no 'pipeline' list of steps")
+    # resolve every name first: a refused step must stop the load before any step is built
+    resolved = []
+    for i, step in enumerate(pipeline):
+        where = f"pipeline step {i}"
+        if not isinstance(step, dict) or not isinstance(step.get("name"), str):
+            raise ValueError(f"{where}: expected an object with a 'name', got {step!r}")
+        where += f" ({step['name']!r})"
+        try:
+            action_cls = ACTION_REGISTRY.lookup(step.get("class"))
+            if action_cls is actions.Action:
+                actions.FUNCTION_REGISTRY.lookup(step.get("fn"))
+        except UnregisteredActionError as err:
+            raise UnregisteredActionError(f"{where}: {err}") from None
+        if version < 2 and action_cls is actions.SpectrogramToTensor:
+            params = dict(step.get("params") or {})
+            params["invert"] = not params.get("invert", True)
+            step = {**step, "params": params}
+        resolved.append((where, step, action_cls))
     pre = BasePreprocessor.__new__(cls)
-    BasePreprocessor.__init__(pre, **d.get("init", {}))
+    BasePreprocessor.__init__(pre, **init)
     pre.bypass_augmentations = bool(d.get("bypass_augmentations", False))
-    steps = []
-    for step in d["pipeline"]:
-        action_cls = ACTION_REGISTRY.get(step.get("class"))
-        if action_cls is None:
-            raise ValueError(f"step {step.get('name')!r}: unknown action class {step.get('class')!r}; "
-                             f"register custom actions with opso_nb.preprocess.actions.register_action")
-        steps.append((step["name"], action_cls.from_dict(step)))
-    pre.pipeline = pd.Series(dict(steps), dtype=object)
+    steps = {}
+    for where, step, action_cls in resolved:
+        if step["name"] in steps:
+            raise ValueError(f"{where}: a step of that name comes earlier in the pipeline")
+        try:
+            steps[step["name"]] = action_cls.from_dict(step)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{where}: {err}") from err
+    pre.pipeline = pd.Series(steps, dtype=object)
     return pre
 
 
 def load_preprocessor(path) -> BasePreprocessor:
-    """Read a preprocessor saved with :meth:`BasePreprocessor.save` (JSON)."""
+    """Read a preprocessor saved with :meth:`BasePreprocessor.save` (JSON), or the one inside a model config.
+
+    Raises
+    ------
+    UnregisteredActionError
+        The file names an action class or function that is not registered.
+    ValueError
+        Not JSON, or not a preprocessor configuration (the message names the file).
+    """
     path = Path(path)
     try:
         d = json.loads(path.read_text())
@@ -331,12 +406,9 @@ def load_preprocessor(path) -> BasePreprocessor:
         d = d["preprocessor"]  # a model config embedding a preprocessor
     try:
         return preprocessor_from_dict(d)
-    except ValueError as err:
-        raise ValueError(f"{path}: {err}") from err
-
-
-__all__ = ["BasePreprocessor", "Preprocessor", "SpectrogramPreprocessor", "PreprocessingError",
-           "preprocessor_from_dict", "load_preprocessor", "CONFIG_VERSION"]
+    except ValueError as err:  # name the file; keep the refusal's type
+        kind = UnregisteredActionError if isinstance(err, UnregisteredActionError) else ValueError
+        raise kind(f"{path}: {err}") from err
 
 
 def preview_samples(preprocessor, clips, n=6, seed=0, bypass_augmentations=False):
@@ -359,8 +431,6 @@ def preview_samples(preprocessor, clips, n=6, seed=0, bypass_augmentations=False
     list of AudioSample or PreprocessingError
         One per clip; a clip that fails gives its error instead of a sample.
     """
-    import torch
-
     state = torch.random.get_rng_state()
     torch.manual_seed(int(seed))
     out = []

@@ -1,13 +1,63 @@
-"""Helpers for preprocessing: the error type and tensor display."""
+"""Helpers for preprocessing: error types, the registries configurations are rebuilt from, tensor display."""
 from __future__ import annotations
 
 import inspect
 
 import numpy as np
+from matplotlib.figure import Figure
 
 
 class PreprocessingError(Exception):
     """A sample could not be preprocessed; the message names the file, clip and step."""
+
+
+class UnregisteredActionError(ValueError):
+    """A configuration names a class or function that is not registered; nothing in it was run.
+
+    Saved preprocessor configurations (JSON files, and the preprocessor inside
+    a model file) may name only opso_nb's own actions and functions, plus the
+    ones the user's own code registers with
+    :func:`opso_nb.preprocess.actions.register_action`.
+    """
+
+
+class Registry(dict):
+    """Names a saved configuration may use, mapped to the objects they stand for.
+
+    Entries that opso_nb registers itself are *built-in* and cannot be replaced
+    by another object; a user's entries can (re-running a notebook cell that
+    defines and registers a function registers the new definition).
+
+    Parameters
+    ----------
+    kind : str
+        What the entries are, for messages ("action class", "action function").
+    """
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+        self.builtin: set[str] = set()
+
+    def add(self, name: str, obj, builtin: bool = False):
+        """Register ``obj`` as ``name``; returns ``obj``."""
+        current = self.get(name)
+        if current is not None and current != obj and name in self.builtin:
+            raise ValueError(f"{name!r} is one of opso_nb's own {self.kind}s; register yours under another name")
+        self[name] = obj
+        if builtin:
+            self.builtin.add(name)
+        return obj
+
+    def lookup(self, name):
+        """The object registered as ``name``; :class:`UnregisteredActionError` if there is none."""
+        obj = self.get(name) if isinstance(name, str) else None
+        if obj is None:
+            raise UnregisteredActionError(
+                f"{self.kind} {name!r} is not registered. A configuration may name only opso_nb's own actions and "
+                "the ones your code registers with opso_nb.preprocess.actions.register_action(...); "
+                "nothing from this configuration was run")
+        return obj
 
 
 def get_args(func) -> dict:
@@ -48,6 +98,7 @@ def tensor_to_image_array(tensor, channel=None, transform_from_zero_centered=Tru
 
 def show_tensor(tensor, channel=None, transform_from_zero_centered=True, invert=True, ax=None, title=None):
     """Draw one preprocessed sample tensor with matplotlib; returns the axes."""
+    # pyplot picks a GUI backend when imported: only import it when a figure is really drawn here
     import matplotlib.pyplot as plt
 
     if ax is None:
@@ -64,8 +115,6 @@ def show_tensor(tensor, channel=None, transform_from_zero_centered=True, invert=
 def show_tensor_grid(tensors, columns=4, channel=None, transform_from_zero_centered=True, invert=True, labels=None,
                      figsize=None):
     """Grid of sample tensors (matplotlib Figure); ``labels`` are per-tensor titles."""
-    from matplotlib.figure import Figure
-
     n = len(tensors)
     columns = max(1, min(columns, n))
     rows = int(np.ceil(n / columns)) if n else 1

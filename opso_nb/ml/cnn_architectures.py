@@ -14,6 +14,9 @@ weight file is already in torch's cache (``torch.hub.get_dir()/checkpoints``):
   :class:`PretrainedWeightsNotFound` when the file is missing.
 * ``weights=None``: random initialisation, no look-up.
 
+``efficientnet_widese_b0`` / ``_b4`` are built here from torchvision's
+EfficientNets (wide squeeze-and-excitation blocks) and have no pretrained weights.
+
 Each returned network carries three plain attributes used by :class:`opso_nb.ml.cnn.CNN`:
 ``constructor_name`` (registry name, so a saved model can be rebuilt),
 ``classifier_layer_names`` (module names of the final classifier, for freezing and
@@ -268,3 +271,49 @@ def _efficientnet(name):
 
 efficientnet_b0 = _efficientnet("efficientnet_b0")
 efficientnet_b4 = _efficientnet("efficientnet_b4")
+
+
+def _widen_squeeze_excitation(model: torch.nn.Module) -> torch.nn.Module:
+    """Give every squeeze-and-excitation block a bottleneck a quarter of its *expanded* width (in place).
+
+    torchvision's EfficientNet sizes each bottleneck from the block's input
+    channels; the "WideSE" variant sizes it from the channels of the depthwise
+    convolution it gates, which are up to six times more.
+    """
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, torchvision.ops.SqueezeExcitation):
+                width = child.fc1.in_channels
+                setattr(module, name, torchvision.ops.SqueezeExcitation(width, max(1, width // 4),
+                                                                         activation=torch.nn.SiLU))
+    return model
+
+
+def _efficientnet_widese(name, base):
+    def build(num_classes, freeze_feature_extractor=False, weights="DEFAULT", num_channels=3):
+        if weights == "DEFAULT":
+            warnings.warn(f"no pretrained weights exist for {name} in torchvision (OpenSoundscape fetched NVIDIA's "
+                          "from torch.hub, which opso_nb never uses); starting from random weights",
+                          UserWarning, stacklevel=3)
+        elif weights is not None:
+            raise PretrainedWeightsNotFound(f"no pretrained weights {weights!r} for {name}: opso_nb builds it with "
+                                            "random weights only (weights=None)")
+        model = _widen_squeeze_excitation(torchvision.models.get_model(base, weights=None))
+        return _finish(model, name, num_classes, freeze_feature_extractor, num_channels,
+                       "features.0.0", "classifier.1", ["features"])
+
+    build.__name__ = name
+    build.__doc__ = f"""{name}: {base} with wide squeeze-and-excitation blocks, random weights.
+
+    As :func:`{base}`, except that each squeeze-and-excitation bottleneck is a
+    quarter of the depthwise convolution's width instead of the block input's
+    (NVIDIA's "WideSE" variant). Built offline from torchvision's {base};
+    pretrained weights are not available (``weights="DEFAULT"`` warns and
+    starts from random weights, a named weight raises
+    :class:`PretrainedWeightsNotFound`). Parameters as for :func:`resnet18`.
+    """
+    return register_arch(build)
+
+
+efficientnet_widese_b0 = _efficientnet_widese("efficientnet_widese_b0", "efficientnet_b0")
+efficientnet_widese_b4 = _efficientnet_widese("efficientnet_widese_b4", "efficientnet_b4")

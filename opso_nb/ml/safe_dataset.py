@@ -41,7 +41,8 @@ class NonFiniteSampleError(ValueError):
 
 
 def failure_stage(error) -> str:
-    """``"load"`` if ``error`` (or the error behind a PreprocessingError) is about reading the file, else ``"preprocess"``."""
+    """``"load"`` if ``error`` (or the error behind a PreprocessingError) is about reading the file,
+    else ``"preprocess"``."""
     cause = error.__cause__ if isinstance(error, PreprocessingError) and error.__cause__ is not None else error
     return "load" if isinstance(cause, (AudioLoadError, OSError)) else "preprocess"
 

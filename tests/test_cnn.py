@@ -104,6 +104,8 @@ def test_predict_delegates_to_prediction_module(trained, data):
     model, _, _ = trained
     _, valid = data
     scores = model.predict(valid, activation_layer="sigmoid", split_files_into_clips=False)
+    overlapping = model.predict(valid.index.get_level_values("file")[:1], clip_overlap=0.5, progress=False)
+    assert overlapping.index.get_level_values("start_time").tolist() == [0.0]  # 1 s file, 1 s clips
     assert list(scores.columns) == CLASSES and len(scores) == len(valid)
     assert list(scores.index.names) == ["file", "start_time", "end_time"]
     ordered = scores.loc[valid.index]
@@ -178,6 +180,7 @@ def test_corrupt_training_file_is_reported_and_skipped(data, tmp_path, num_worke
     model.train(df, None, epochs=1, batch_size=4, num_workers=num_workers, save_path=tmp_path / "run",
                 invalid_samples_log=log)
     assert model.failed_samples["file"].tolist() == [str(bad)]  # reported from worker processes too
+    assert model.failed_samples["stage"].tolist() == ["load"] and "broken.wav" in model.failed_samples["error"][0]
     assert "broken.wav" in log.read_text()
     assert model.current_epoch == 1 and np.isfinite(model.loss_hist[0])
     with pytest.raises(RuntimeError, match="broken.wav"):

@@ -881,11 +881,14 @@ class CNN(param.Parameterized):
         """Score clips of audio files; see :func:`opso_nb.ml.prediction.predict` for all arguments.
 
         Returns a DataFrame indexed by (file, start_time, end_time) with one column
-        per class (NaN rows for clips that could not be read).
+        per class (NaN rows for clips that could not be read). The overlap may also
+        be given as ``clip_overlap`` (s) or ``clip_overlap_fraction``.
         """
+        if overlap_fraction or not {"clip_overlap", "clip_overlap_fraction"} & set(kwargs):
+            kwargs["overlap_fraction"] = overlap_fraction  # the default 0 must not contradict another spelling
         return prediction.predict(
             self, samples, batch_size=batch_size, num_workers=num_workers, activation_layer=activation_layer,
-            split_files_into_clips=split_files_into_clips, overlap_fraction=overlap_fraction, final_clip=final_clip,
+            split_files_into_clips=split_files_into_clips, final_clip=final_clip,
             bypass_augmentations=bypass_augmentations, invalid_samples_log=invalid_samples_log,
             raise_errors=raise_errors, wandb_session=wandb_session, return_invalid_samples=return_invalid_samples,
             **kwargs)

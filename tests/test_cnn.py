@@ -395,6 +395,10 @@ def test_custom_scheduler_and_schedule_continues_after_load(data, tmp_path):
     resumed.train(train.iloc[:2], None, epochs=1, batch_size=2, save_path=tmp_path, invalid_samples_log=None)
     # epoch 1 ends the 2-epoch interval: cooled once, as in one uninterrupted run
     assert resumed.opt_net.param_groups[0]["lr"] == pytest.approx(0.005)
+    # a scheduler assigned after the built-in one was used replaces it
+    resumed.scheduler = torch.optim.lr_scheduler.ExponentialLR(resumed.opt_net, gamma=0.1)
+    resumed.train(train.iloc[:2], None, epochs=1, batch_size=2, save_path=tmp_path, invalid_samples_log=None)
+    assert resumed.opt_net.param_groups[0]["lr"] == pytest.approx(0.0005)
 
 
 def test_log_file_levels_and_eval_logging_offset(data, tmp_path, capsys):

@@ -331,7 +331,7 @@ class CNN(param.Parameterized):
         self.loss_fn = None
         self.opt_net = None
         self.scheduler = None
-        self._default_scheduler = False
+        self._builtin_scheduler = None  # the StepLR made by _prepare_optimizer, while it is in use
         self.current_epoch = 0
         self.loss_hist = {}
         self.train_metrics = pd.DataFrame()
@@ -420,20 +420,21 @@ class CNN(param.Parameterized):
                 warnings.warn("saved optimizer state does not fit the current optimizer; starting it fresh",
                               UserWarning, stacklevel=3)
             self._pending_optimizer_state = None
-        if self._default_scheduler:
-            self.scheduler = None  # the default schedule belongs to the old optimizer
+        if self.scheduler is not None and self.scheduler is self._builtin_scheduler:
+            self.scheduler = None  # the built-in schedule belongs to the old optimizer
 
     def _prepare_optimizer(self):
         """Optimizer and learning-rate schedule for a call of :meth:`train`."""
         if self.opt_net is None:
             self._init_optimizer()
-        if self.scheduler is None or self._default_scheduler:
-            # the learning rates in opt_net already carry the cooling of earlier epochs
-            # (they are saved with it), so the schedule only has to know where it stands
+        if self.scheduler is None or self.scheduler is self._builtin_scheduler:
+            # rebuilt at every train() so that changed lr_update_interval / lr_cooling_factor apply; the
+            # learning rates in opt_net already carry the cooling of earlier epochs (they are saved with
+            # it), so the schedule only has to know where it stands
             self.scheduler = torch.optim.lr_scheduler.StepLR(
                 self.opt_net, step_size=self.lr_update_interval, gamma=self.lr_cooling_factor)
             self.scheduler.last_epoch = self.current_epoch
-            self._default_scheduler = True
+            self._builtin_scheduler = self.scheduler
 
     def _class_weight_tensor(self, labels: np.ndarray):
         cw = self.class_weights

@@ -10,6 +10,10 @@ pandas Series indexed by class. A clip is a detection of a class when its score
 is strictly greater than that class's threshold (OpenSoundscape's "exceeds");
 NaN scores (clips that failed to load) are never detections.
 
+:func:`predict_multi_target_labels` and :func:`predict_single_target_labels` are
+those of :mod:`opso_nb.metrics` (re-exported here): one implementation, so both
+import paths give the same labels.
+
 Examples
 --------
 >>> import pandas as pd
@@ -26,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from opso_nb.annotations import BoxedAnnotations
+from opso_nb.metrics import predict_multi_target_labels, predict_single_target_labels, threshold_array
 from opso_nb.utils import CLIP_INDEX, atomic_write
 
 __all__ = [
@@ -78,28 +84,11 @@ def thresholds_per_class(scores: pd.DataFrame, threshold) -> pd.Series:
     Raises
     ------
     ValueError
-        Wrong number of thresholds, missing classes, or NaN thresholds.
+        Wrong number of thresholds, missing classes, or NaN thresholds
+        (see :func:`opso_nb.metrics.threshold_array`).
     """
-    classes = list(scores.columns)
-    if isinstance(threshold, (dict, pd.Series)):
-        mapping = dict(threshold)
-        missing = [c for c in classes if c not in mapping]
-        if missing:
-            raise ValueError(f"threshold has no value for classes {missing}")
-        values = [mapping[c] for c in classes]
-    elif np.ndim(threshold) == 0:
-        values = [threshold] * len(classes)
-    else:
-        values = list(np.asarray(threshold).ravel())
-        if len(values) != len(classes):
-            raise ValueError(
-                f"got {len(values)} thresholds for {len(classes)} classes {classes}; "
-                "give one number, one per class, or a dict {class: threshold}"
-            )
-    out = pd.Series(np.asarray(values, dtype=float), index=scores.columns, name="threshold")
-    if out.isna().any():
-        raise ValueError(f"thresholds must be numbers, got NaN for {list(out[out.isna()].index)}")
-    return out
+    values = threshold_array(threshold, list(scores.columns))
+    return pd.Series(values, index=scores.columns, name="threshold")
 
 
 def detect(scores: pd.DataFrame, threshold) -> pd.DataFrame:
@@ -123,23 +112,6 @@ def detect(scores: pd.DataFrame, threshold) -> pd.DataFrame:
     with np.errstate(invalid="ignore"):
         hits = values > thr.to_numpy()[None, :]
     return pd.DataFrame(hits, index=scores.index, columns=scores.columns)
-
-
-def predict_multi_target_labels(scores: pd.DataFrame, threshold) -> pd.DataFrame:
-    """0/1 labels: 1 where a score exceeds its class threshold (as OpenSoundscape's metrics function)."""
-    return detect(scores, threshold).astype(int)
-
-
-def predict_single_target_labels(scores: pd.DataFrame) -> pd.DataFrame:
-    """0/1 labels with a single 1 per clip, on the highest-scoring class (rows of all-NaN stay 0)."""
-    scores = _score_frame(scores)
-    values = scores.to_numpy(dtype=float)
-    out = np.zeros(values.shape, dtype=int)
-    ok = ~np.all(np.isnan(values), axis=1)
-    if ok.any():
-        best = np.nanargmax(np.where(np.isnan(values[ok]), -np.inf, values[ok]), axis=1)
-        out[np.flatnonzero(ok), best] = 1
-    return pd.DataFrame(out, index=scores.index, columns=scores.columns)
 
 
 def detection_counts(scores: pd.DataFrame, threshold) -> pd.Series:
@@ -396,8 +368,6 @@ def write_raven_tables(detections: pd.DataFrame, folder, low_f: float = 0.0, hig
         View, Channel, Begin Time (s), End Time (s), Low Freq (Hz), High Freq
         (Hz)), then ``Annotation`` (the class) and ``Score``.
     """
-    from opso_nb.annotations import BoxedAnnotations
-
     missing = [c for c in DETECTION_COLUMNS if c not in detections.columns]
     if missing:
         raise ValueError(f"detections lack columns {missing}; make them with detections_table()")

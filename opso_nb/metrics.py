@@ -1,8 +1,14 @@
-"""Classification metrics for clip scores, in numpy (no scikit-learn needed).
+"""Classification metrics for clip scores, computed with scikit-learn.
 
 ``targets`` are 0/1 arrays (n_samples x n_classes), ``scores`` are continuous
 (higher = more confident). Classes with no positives (or no negatives) have an
-undefined ROC-AUC and average precision: they are NaN and left out of macro means.
+undefined ROC-AUC and average precision: they are NaN and left out of macro
+means. Rows whose score is NaN (a clip that could not be read) are left out of
+the ranking metrics of that class.
+
+:func:`predict_single_target_labels` and :func:`predict_multi_target_labels`
+turn scores into 0/1 labels; :mod:`opso_nb.detection` re-exports them, so both
+paths give the same labels.
 """
 from __future__ import annotations
 
@@ -10,11 +16,31 @@ import warnings
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import (
+    average_precision_score,
+    confusion_matrix,
+    hamming_loss,
+    jaccard_score,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
+
+__all__ = [
+    "average_precision",
+    "metrics_table",
+    "multi_target_metrics",
+    "precision_recall_f1",
+    "predict_multi_target_labels",
+    "predict_single_target_labels",
+    "roc_auc",
+    "single_target_metrics",
+    "threshold_array",
+]
 
 
 def _as_2d(x) -> np.ndarray:
     if isinstance(x, pd.DataFrame):
-        x = x.values
+        x = x.to_numpy()
     elif hasattr(x, "detach"):  # torch tensor
         x = x.detach().cpu().numpy()
     x = np.asarray(x, dtype=float)
@@ -28,6 +54,7 @@ def _like_input(result: np.ndarray, original):
     if isinstance(original, pd.DataFrame):
         return pd.DataFrame(result, index=original.index, columns=original.columns)
     if hasattr(original, "detach"):
+        # torch is heavy and optional here: only reached when the input already is a tensor
         import torch
 
         return torch.as_tensor(result)
@@ -36,142 +63,193 @@ def _like_input(result: np.ndarray, original):
     return result
 
 
-def _rankdata(x: np.ndarray) -> np.ndarray:
-    """Ranks starting at 1, ties get their average rank."""
-    order = np.argsort(x, kind="mergesort")
-    xs = x[order]
-    ranks = np.empty(len(x), dtype=float)
-    # boundaries of runs of equal values
-    boundaries = np.flatnonzero(np.diff(xs)) + 1
-    starts = np.concatenate([[0], boundaries])
-    ends = np.concatenate([boundaries, [len(x)]])
-    avg = (starts + ends + 1) / 2.0  # mean of 1-based positions start+1..end
-    ranks[order] = np.repeat(avg, ends - starts)
-    return ranks
+def _finite_pairs(targets, scores):
+    """Flattened targets and scores without the rows where either is NaN."""
+    t = np.asarray(targets, dtype=float).ravel()
+    s = np.asarray(scores, dtype=float).ravel()
+    if t.shape != s.shape:
+        raise ValueError(f"targets ({t.size} values) and scores ({s.size} values) differ in length")
+    keep = ~(np.isnan(t) | np.isnan(s))
+    return t[keep], s[keep]
 
 
 def roc_auc(targets, scores) -> float:
     """ROC-AUC of one class: the probability that a random positive outscores a random negative.
 
-    Uses the Mann-Whitney rank statistic; ties count one half. NaN if the class
-    has no positives or no negatives. Rows with NaN scores are ignored.
+    scikit-learn's ``roc_auc_score``; ties count one half. NaN when the class has
+    no positives or no negatives. Rows with a NaN target or score are left out.
     """
-    t = np.asarray(targets, dtype=float).ravel()
-    s = np.asarray(scores, dtype=float).ravel()
-    ok = ~np.isnan(s) & ~np.isnan(t)
-    t, s = t[ok], s[ok]
+    t, s = _finite_pairs(targets, scores)
     n_pos = int((t == 1).sum())
-    n_neg = len(t) - n_pos
-    if n_pos == 0 or n_neg == 0:
+    if n_pos == 0 or n_pos == len(t):
         return float("nan")
-    ranks = _rankdata(s)
-    return float((ranks[t == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(roc_auc_score(t, s))
 
 
 def average_precision(targets, scores) -> float:
-    """Average precision of one class: sum over thresholds of (recall step) x precision.
+    """Average precision of one class: the mean of the precision at each recall step.
 
-    Same definition as scikit-learn's ``average_precision_score`` (no
-    interpolation). NaN if the class has no positives.
+    scikit-learn's ``average_precision_score`` (no interpolation; tied scores form
+    one threshold). NaN when the class has no positives. Rows with a NaN target
+    or score are left out.
     """
-    t = np.asarray(targets, dtype=float).ravel()
-    s = np.asarray(scores, dtype=float).ravel()
-    ok = ~np.isnan(s) & ~np.isnan(t)
-    t, s = t[ok], s[ok]
-    n_pos = (t == 1).sum()
-    if n_pos == 0:
+    t, s = _finite_pairs(targets, scores)
+    if not (t == 1).any():
         return float("nan")
-    order = np.argsort(-s, kind="mergesort")
-    s, t = s[order], t[order]
-    # one threshold per distinct score: take the last row of each tie group
-    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
-    tp = np.cumsum(t)[last]
-    fp = (last + 1) - tp
-    precision = tp / (tp + fp)
-    recall = tp / n_pos
-    recall_step = np.diff(np.r_[0.0, recall])
-    return float((recall_step * precision).sum())
+    return float(average_precision_score(t, s))
 
 
 def _nanmean(values) -> float:
     values = np.asarray(values, dtype=float)
-    if np.all(np.isnan(values)):
+    if values.size == 0 or np.all(np.isnan(values)):
         return float("nan")
     return float(np.nanmean(values))
 
 
-def predict_single_target_labels(scores):
-    """One-hot labels with a 1 at each row's highest score.
+def threshold_array(threshold, classes) -> np.ndarray:
+    """One threshold per class, in the order of ``classes``.
 
-    Accepts numpy arrays, lists, torch tensors or DataFrames and returns the same type.
+    Parameters
+    ----------
+    threshold : float, list, array, dict or pandas.Series
+        One value for all classes, one per class in order, or a mapping
+        class -> threshold covering every class.
+    classes : list
+        Class names (columns of a score table).
+
+    Returns
+    -------
+    numpy.ndarray of float, shape (len(classes),)
+
+    Raises
+    ------
+    ValueError
+        Wrong number of thresholds, classes missing from a mapping, or NaN thresholds.
+    """
+    classes = list(classes)
+    if isinstance(threshold, (dict, pd.Series)):
+        mapping = dict(threshold)
+        missing = [c for c in classes if c not in mapping]
+        if missing:
+            raise ValueError(f"threshold has no value for classes {missing}")
+        values = [mapping[c] for c in classes]
+    elif np.ndim(threshold) == 0:
+        values = [threshold] * len(classes)
+    else:
+        values = list(np.asarray(threshold).ravel())
+        if len(values) != len(classes):
+            raise ValueError(
+                f"got {len(values)} thresholds for {len(classes)} classes {classes}; "
+                "give one number, one per class, or a dict {class: threshold}"
+            )
+    out = np.asarray(values, dtype=float)
+    if np.isnan(out).any():
+        raise ValueError(f"thresholds must be numbers, got NaN for {[c for c, v in zip(classes, out) if np.isnan(v)]}")
+    return out
+
+
+def predict_single_target_labels(scores):
+    """One-hot labels: 1 on each row's highest score, 0 elsewhere.
+
+    NaN scores are ignored; a row whose scores are all NaN (a clip that could not
+    be read) gets no label at all (all 0), never a made-up class.
+
+    Parameters
+    ----------
+    scores : 2-D numpy array, list of lists, torch.Tensor or DataFrame
+
+    Returns
+    -------
+    0/1 integer labels in the container type of ``scores``.
     """
     s = _as_2d(scores)
-    out = np.zeros_like(s, dtype=int)
-    if len(s):
-        out[np.arange(len(s)), np.nanargmax(np.where(np.isnan(s), -np.inf, s), axis=1)] = 1
+    out = np.zeros(s.shape, dtype=int)
+    scored = ~np.all(np.isnan(s), axis=1)
+    if scored.any():
+        best = np.argmax(np.where(np.isnan(s[scored]), -np.inf, s[scored]), axis=1)
+        out[np.flatnonzero(scored), best] = 1
     return _like_input(out, scores)
 
 
 def predict_multi_target_labels(scores, threshold):
-    """0/1 labels: 1 where score exceeds ``threshold`` (scalar, or one value per class).
+    """0/1 labels: 1 where a score exceeds (is strictly greater than) its class threshold.
 
-    Accepts numpy arrays, lists, torch tensors or DataFrames and returns the same type.
-    A dict ``{class: threshold}`` is accepted for DataFrames.
+    Parameters
+    ----------
+    scores : 2-D numpy array, list of lists, torch.Tensor or DataFrame
+    threshold : float, list, dict or pandas.Series
+        One value for all classes, one per class (column order), or (for a
+        DataFrame) a mapping class -> threshold; see :func:`threshold_array`.
+
+    Returns
+    -------
+    0/1 integer labels in the container type of ``scores``. NaN scores give 0.
     """
     s = _as_2d(scores)
-    if isinstance(threshold, dict):
+    if isinstance(threshold, (dict, pd.Series)):
         if not isinstance(scores, pd.DataFrame):
-            raise TypeError("a dict of thresholds needs a DataFrame of scores (columns = classes)")
-        missing = set(scores.columns) - set(threshold)
-        if missing:
-            raise ValueError(f"no threshold given for classes {sorted(missing)}")
-        threshold = [threshold[c] for c in scores.columns]
-    thr = np.asarray(threshold, dtype=float)
-    if thr.ndim == 1 and thr.shape[0] != s.shape[1]:
-        raise ValueError(f"got {thr.shape[0]} thresholds for {s.shape[1]} classes")
-    out = (s > thr).astype(int)
+            raise TypeError("a mapping of thresholds needs a DataFrame of scores (columns = classes)")
+        classes = list(scores.columns)
+    else:
+        classes = list(scores.columns) if isinstance(scores, pd.DataFrame) else list(range(s.shape[1]))
+    thr = threshold_array(threshold, classes)
+    with np.errstate(invalid="ignore"):
+        out = (s > thr[None, :]).astype(int)
     return _like_input(out, scores)
 
 
+def _per_class_scores(targets, predictions) -> dict:
+    """Per-class precision, recall, F1, support and Jaccard index (scikit-learn; 0 where undefined)."""
+    t, p = _as_2d(targets), _as_2d(predictions)
+    if t.shape != p.shape:
+        raise ValueError(f"targets shape {t.shape} does not match predictions shape {p.shape}")
+    names = ("precision", "recall", "f1", "support", "jaccard")
+    out = {name: np.zeros(t.shape[1]) for name in names}
+    for j in range(t.shape[1]):
+        # one class at a time: scikit-learn reads a single column as binary, several as multi-label
+        prf = precision_recall_fscore_support(t[:, j], p[:, j], labels=[1], average=None, zero_division=0)
+        jac = jaccard_score(t[:, j], p[:, j], labels=[1], average=None, zero_division=0)
+        for name, value in zip(names, (*prf, jac)):
+            out[name][j] = float(value[0])
+    return out
+
+
 def precision_recall_f1(targets, predictions) -> tuple:
-    """Per-class precision, recall and F1 from 0/1 arrays (0 where undefined)."""
-    t = _as_2d(targets)
-    p = _as_2d(predictions)
-    tp = ((p == 1) & (t == 1)).sum(0).astype(float)
-    fp = ((p == 1) & (t == 0)).sum(0).astype(float)
-    fn = ((p == 0) & (t == 1)).sum(0).astype(float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
-        recall = np.where(tp + fn > 0, tp / (tp + fn), 0.0)
-        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
-    return precision, recall, f1
+    """Per-class precision, recall and F1 from 0/1 arrays (scikit-learn; 0 where undefined).
+
+    Returns
+    -------
+    (precision, recall, f1) : three numpy arrays, one value per class (column)
+    """
+    scores = _per_class_scores(targets, predictions)
+    return scores["precision"], scores["recall"], scores["f1"]
 
 
 def _summary(t, s, p, class_names) -> dict:
     n_classes = t.shape[1]
     class_names = list(class_names) if class_names is not None else list(range(n_classes))
-    precision, recall, f1 = precision_recall_f1(t, p)
+    per_class = _per_class_scores(t, p)
     aucs = np.array([roc_auc(t[:, i], s[:, i]) for i in range(n_classes)])
     aps = np.array([average_precision(t[:, i], s[:, i]) for i in range(n_classes)])
-    finite = ~np.isnan(s)
     metrics = {
-        "precision": float(precision.mean()) if n_classes else float("nan"),
-        "recall": float(recall.mean()) if n_classes else float("nan"),
-        "f1": float(f1.mean()) if n_classes else float("nan"),
+        "precision": _nanmean(per_class["precision"]),
+        "recall": _nanmean(per_class["recall"]),
+        "f1": _nanmean(per_class["f1"]),
         "map": _nanmean(aps),
         "au_roc": _nanmean(aucs),
         "macro_roc_auc": _nanmean(aucs),
-        "micro_roc_auc": roc_auc(t[finite], s[finite]) if finite.any() else float("nan"),
-        "jaccard": float(((p == 1) & (t == 1)).sum() / max(((p == 1) | (t == 1)).sum(), 1)),
-        "hamming_loss": float((p != t).mean()) if t.size else float("nan"),
+        "micro_roc_auc": roc_auc(t, s),
+        "jaccard": _nanmean(per_class["jaccard"]),
+        "hamming_loss": float(hamming_loss(t.ravel(), p.ravel())) if t.size else float("nan"),
     }
     for i, c in enumerate(class_names):
         metrics[c] = {
-            "precision": float(precision[i]),
-            "recall": float(recall[i]),
-            "f1": float(f1[i]),
+            "precision": float(per_class["precision"][i]),
+            "recall": float(per_class["recall"][i]),
+            "f1": float(per_class["f1"][i]),
             "au_roc": float(aucs[i]),
             "avg_precision": float(aps[i]),
+            "support": int(per_class["support"][i]),
         }
     return metrics
 
@@ -186,7 +264,7 @@ def multi_target_metrics(targets, scores, class_names=None, threshold=0.5) -> di
     scores : array-like (n_samples, n_classes)
         Post-activation scores (e.g. sigmoid, in [0, 1]).
     class_names : list, optional
-        Keys for per-class entries.
+        Keys for per-class entries (default 0, 1, ...).
     threshold : float or list
         Score at or above which a class is predicted present.
 
@@ -194,32 +272,41 @@ def multi_target_metrics(targets, scores, class_names=None, threshold=0.5) -> di
     -------
     dict
         Overall ``precision``, ``recall``, ``f1`` (class means at threshold),
-        ``map`` (mean average precision), ``macro_roc_auc`` (``au_roc``),
-        ``micro_roc_auc``, ``jaccard``, ``hamming_loss``, and one dict per class.
+        ``map`` (mean average precision), ``macro_roc_auc`` (also ``au_roc``),
+        ``micro_roc_auc``, ``jaccard`` (class mean of the Jaccard index),
+        ``hamming_loss``, and one dict per class (``precision``, ``recall``, ``f1``,
+        ``au_roc``, ``avg_precision``, ``support`` = number of positives).
     """
     t, s = _as_2d(targets), _as_2d(scores)
     _check_shapes(t, s)
-    p = (s >= np.asarray(threshold, dtype=float)).astype(int)
+    with np.errstate(invalid="ignore"):
+        p = (s >= np.asarray(threshold, dtype=float)).astype(int)
     return _summary(t, s, p, class_names)
 
 
 def single_target_metrics(targets, scores, class_names=None) -> dict:
     """Metrics for single-label models: each row's highest score is the prediction.
 
-    Same keys as :func:`multi_target_metrics`, plus ``accuracy``.
+    Same keys as :func:`multi_target_metrics` (precision, recall and F1 are
+    class averages), plus ``accuracy`` (share of rows whose top class is the
+    labelled one) and ``confusion_matrix`` (rows = labelled class, columns =
+    predicted class; rows without a prediction are left out).
     """
     t, s = _as_2d(targets), _as_2d(scores)
     _check_shapes(t, s)
     p = predict_single_target_labels(s)
     metrics = _summary(t, s, p, class_names)
-    metrics["accuracy"] = float((p.argmax(1) == t.argmax(1)).mean()) if len(t) else float("nan")
+    metrics["accuracy"] = float((p == t).all(axis=1).mean()) if len(t) else float("nan")
+    predicted = p.sum(axis=1) == 1
+    metrics["confusion_matrix"] = confusion_matrix(t[predicted].argmax(1), p[predicted].argmax(1),
+                                                   labels=list(range(t.shape[1])))
     return metrics
 
 
 def _check_shapes(t, s):
     if t.shape != s.shape:
         raise ValueError(f"targets shape {t.shape} does not match scores shape {s.shape}")
-    if len(s) and np.isnan(s).all():
+    if len(s) == 0 or np.isnan(s).all():
         warnings.warn("Received empty list of predictions (or all nan)", UserWarning, stacklevel=3)
 
 

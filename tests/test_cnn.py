@@ -104,6 +104,8 @@ def test_predict_delegates_to_prediction_module(trained, data):
     model, _, _ = trained
     _, valid = data
     scores = model.predict(valid, activation_layer="sigmoid", split_files_into_clips=False)
+    overlapping = model.predict(valid.index.get_level_values("file")[:1], clip_overlap=0.5, progress=False)
+    assert overlapping.index.get_level_values("start_time").tolist() == [0.0]  # 1 s file, 1 s clips
     assert list(scores.columns) == CLASSES and len(scores) == len(valid)
     assert list(scores.index.names) == ["file", "start_time", "end_time"]
     ordered = scores.loc[valid.index]
@@ -178,6 +180,7 @@ def test_corrupt_training_file_is_reported_and_skipped(data, tmp_path, num_worke
     model.train(df, None, epochs=1, batch_size=4, num_workers=num_workers, save_path=tmp_path / "run",
                 invalid_samples_log=log)
     assert model.failed_samples["file"].tolist() == [str(bad)]  # reported from worker processes too
+    assert model.failed_samples["stage"].tolist() == ["load"] and "broken.wav" in model.failed_samples["error"][0]
     assert "broken.wav" in log.read_text()
     assert model.current_epoch == 1 and np.isfinite(model.loss_hist[0])
     with pytest.raises(RuntimeError, match="broken.wav"):
@@ -323,3 +326,143 @@ def test_generate_cams_on_trained_model(trained, data):
     assert g[0].cam.gbp_maps["low_tone"].shape == (1, 64, 64) and np.abs(g[0].cam.gbp_maps["low_tone"]).sum() > 0
     with pytest.raises(ValueError, match="not among"):
         model.generate_cams(valid.iloc[:1], classes=["owl"])
+
+
+# ----------------------------------------------------------------------------- honest training
+def _broken_rows(tmp_path, n, columns, index_names):
+    rows = []
+    for k in range(n):
+        bad = tmp_path / f"broken_{k}.wav"
+        bad.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt ")  # header cut short
+        rows.append((str(bad), 0.0, 1.0))
+    index = pd.MultiIndex.from_tuples(rows, names=index_names)
+    return pd.DataFrame([[1, 0]] * n, columns=columns, index=index)
+
+
+def test_no_readable_training_sample_fails_and_saves_nothing(data, tmp_path):
+    train, valid = data
+    broken = _broken_rows(tmp_path, 3, CLASSES, train.index.names)
+    model = new_model(max_failed_fraction=1.0)  # never stop for the fraction: the all-bad rule still applies
+    with pytest.raises(cnn_module.TrainingFailed, match="no training sample could be read.*broken_0.wav.*"
+                                                        "AudioLoadError"):
+        model.train(broken, valid, epochs=2, batch_size=2, save_path=tmp_path / "run",
+                    invalid_samples_log=tmp_path / "bad.log")
+    assert not (tmp_path / "run" / "best.model").exists() and model.best_score is None
+    assert sorted(model.failed_samples.file) == sorted(broken.index.get_level_values("file"))
+    assert set(model.failed_samples.stage) == {"load"}
+    assert "broken_2.wav" in (tmp_path / "bad.log").read_text()
+
+
+def test_training_stops_when_too_many_samples_fail(data, tmp_path):
+    train, _ = data
+    df = pd.concat([train.iloc[:3], _broken_rows(tmp_path, 4, CLASSES, train.index.names)])
+    model = new_model()  # max_failed_fraction 0.5: 4 of 7 is too many
+    with pytest.raises(cnn_module.TrainingFailed, match=r"4 of 7 training samples could not be read.*"
+                                                        r"max_failed_fraction=0.5.*broken_"):
+        model.train(df, None, epochs=1, batch_size=2, save_path=tmp_path / "run", invalid_samples_log=None)
+    assert model.current_epoch == 0 and len(model.failed_samples) == 4
+    relaxed = new_model(max_failed_fraction=0.6)  # 4 of 7 = 0.57 is allowed: trains on the 3 good clips
+    relaxed.train(df, None, epochs=1, batch_size=2, save_path=tmp_path / "run2", invalid_samples_log=None)
+    assert relaxed.current_epoch == 1 and len(relaxed.failed_samples) == 4
+
+
+def test_failed_samples_use_the_failure_schema(data, tmp_path):
+    train, valid = data
+    df = pd.concat([train.iloc[:3], _broken_rows(tmp_path, 1, CLASSES, train.index.names)])
+    model = new_model()
+    model.train(df, pd.concat([valid.iloc[:2], _broken_rows(tmp_path, 1, CLASSES, valid.index.names)]), epochs=2,
+                batch_size=2, save_path=tmp_path / "run", invalid_samples_log=None)
+    failed = model.failed_samples
+    assert list(failed.columns) == ["file", "start_time", "end_time", "stage", "error"]
+    assert len(failed) == 1  # the same clip in training and validation, two epochs: one row
+    assert failed.iloc[0].stage == "load" and failed.iloc[0].start_time == 0.0
+
+
+# ----------------------------------------------------------------------------- schedule, logging, single class
+def test_custom_scheduler_and_schedule_continues_after_load(data, tmp_path):
+    train, _ = data
+    model = new_model()
+    model._init_optimizer()
+    model.scheduler = torch.optim.lr_scheduler.ExponentialLR(model.opt_net, gamma=0.5)
+    model.train(train.iloc[:2], None, epochs=2, batch_size=2, save_path=tmp_path, invalid_samples_log=None)
+    assert model.opt_net.param_groups[0]["lr"] == pytest.approx(0.01 * 0.25)
+
+    default = new_model(lr_update_interval=2, lr_cooling_factor=0.5)
+    default.train(train.iloc[:2], None, epochs=1, batch_size=2, save_path=tmp_path, save_interval=1,
+                  invalid_samples_log=None)
+    resumed = load_model(tmp_path / "epoch-0.model", device="cpu")
+    resumed.verbose = 0
+    resumed.train(train.iloc[:2], None, epochs=1, batch_size=2, save_path=tmp_path, invalid_samples_log=None)
+    # epoch 1 ends the 2-epoch interval: cooled once, as in one uninterrupted run
+    assert resumed.opt_net.param_groups[0]["lr"] == pytest.approx(0.005)
+    # a scheduler assigned after the built-in one was used replaces it
+    resumed.scheduler = torch.optim.lr_scheduler.ExponentialLR(resumed.opt_net, gamma=0.1)
+    resumed.train(train.iloc[:2], None, epochs=1, batch_size=2, save_path=tmp_path, invalid_samples_log=None)
+    assert resumed.opt_net.param_groups[0]["lr"] == pytest.approx(0.0005)
+
+
+def test_log_file_levels_and_eval_logging_offset(data, tmp_path, capsys):
+    train, valid = data
+    model = new_model(logging_level=2)
+    model.log_file = tmp_path / "training_log.txt"
+    model.train(train.iloc[:4], valid.iloc[:4], epochs=1, batch_size=4, save_path=tmp_path,
+                invalid_samples_log=None)
+    log = model.log_file.read_text()
+    assert "Training Epoch 0" in log and "Validation." in log and "MAP:" in log
+    assert "low_tone: precision" in log  # per-class metrics at level 2
+    assert capsys.readouterr().out == ""  # verbose 0: nothing printed
+    model.log_file, model.verbose = None, 1
+    score, m = model.eval(np.array([[1, 0], [0, 1]]), np.array([[0.9, 0.2], [0.1, 0.8]]))
+    assert score == 1.0 and "MAP: 1.000" in capsys.readouterr().out
+    model.eval(np.array([[1, 0], [0, 1]]), np.array([[0.9, 0.2], [0.1, 0.8]]), logging_offset=-1)
+    assert capsys.readouterr().out == ""
+
+
+def test_single_target_with_one_class_trains_as_presence(data, tmp_path):
+    train, valid = data
+    torch.manual_seed(0)
+    model = CNN("resnet18", ["low_tone"], 1.0, single_target=True, sample_shape=SHAPE, weights=None, device="cpu",
+                verbose=0, use_amp=False)
+    assert model.score_activation == "sigmoid"  # a softmax over one class would always give 1
+    model.train(train[["low_tone"]].iloc[:6], valid[["low_tone"]], epochs=2, batch_size=2, save_path=tmp_path,
+                invalid_samples_log=None)
+    assert isinstance(model.loss_fn, torch.nn.BCEWithLogitsLoss)
+    assert model.valid_metrics["f1"].notna().all() and 0 <= model.best_score <= 1
+    with pytest.raises(ValueError, match="exactly one positive class per row.*has 0"):
+        new_model(single_target=True).train(pd.DataFrame({"low_tone": [0], "high_tone": [0]},
+                                                         index=train.index[:1]), save_path=tmp_path)
+
+
+def test_inception_v3_class_trains_one_epoch(data, tmp_path):
+    train, _ = data
+    model = cnn_module.InceptionV3(CLASSES, 1.0, weights=None, sample_shape=(80, 80, 1), device="cpu", verbose=0,
+                                   use_amp=False)
+    assert model.architecture_name == "inception_v3" and model.sample_shape == (80, 80, 1)
+    model.train(train.iloc[:4], None, epochs=1, batch_size=2, save_path=tmp_path, invalid_samples_log=None)
+    assert np.isfinite(model.loss_hist[0])
+    frozen = cnn_module.InceptionV3(CLASSES, 1.0, weights=None, freeze_feature_extractor=True, device="cpu")
+    assert [n for n, p in frozen.network.named_parameters() if p.requires_grad] == ["fc.weight", "fc.bias"]
+
+
+def test_generate_cams_reports_unreadable_clips(trained, data, tmp_path):
+    model, _, _ = trained
+    _, valid = data
+    df = pd.concat([valid.iloc[:2], _broken_rows(tmp_path, 1, CLASSES, valid.index.names)])
+    samples = model.generate_cams(df, method="xgradcam", classes=["low_tone"], batch_size=2)
+    assert [s.source for s in samples] == list(valid.index.get_level_values("file")[:2])
+    assert model.failed_samples.file.tolist() == [str(tmp_path / "broken_0.wav")]
+    assert model.failed_samples.stage.tolist() == ["load"]
+
+
+def test_lone_clip_batch_skipped_only_when_batch_norm_cannot_take_it(data, tmp_path):
+    train, _ = data
+    logs = {}
+    for size in (32, 64):  # resnet18's last feature map: 1x1 at 32 px (one clip cannot train), 2x2 at 64 px
+        torch.manual_seed(0)
+        model = CNN("resnet18", CLASSES, 1.0, sample_shape=(size, size, 1), weights=None, device="cpu", verbose=0,
+                    use_amp=False, logging_level=2)
+        model.log_file = tmp_path / f"log{size}.txt"
+        model.train(train.iloc[:3], None, epochs=1, batch_size=2, save_path=tmp_path, invalid_samples_log=None)
+        assert np.isfinite(model.loss_hist[0])
+        logs[size] = model.log_file.read_text()
+    assert "skipped: it holds one clip" in logs[32] and "skipped" not in logs[64]

@@ -28,10 +28,11 @@ def test_inception_has_single_output():
 
 
 def test_list_and_unknown():
-    names = ca.list_architectures()
-    for n in ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "vgg11_bn", "densenet121",
-              "efficientnet_b0", "efficientnet_b4", "inception_v3", "alexnet", "squeezenet1_0"]:
-        assert n in names
+    # OpenSoundscape 0.9's documented list, in its order
+    assert ca.list_architectures() == [
+        "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "alexnet", "vgg11_bn", "squeezenet1_0",
+        "densenet121", "inception_v3", "efficientnet_b0", "efficientnet_b4", "efficientnet_widese_b0",
+        "efficientnet_widese_b4"]
     with pytest.raises(ValueError, match="unknown architecture"):
         ca.build_architecture("resnet9000", 2)
 
@@ -79,3 +80,20 @@ def test_cached_pretrained_weights_are_used(monkeypatch, tmp_path):
     model = ca.resnet18(2, num_channels=1)
     assert torch.allclose(model.conv1.weight[:, 0], ref.conv1.weight.mean(1))
     assert torch.equal(model.layer1[0].conv1.weight, ref.layer1[0].conv1.weight)
+
+
+def test_efficientnet_widese_builds_offline_with_wide_squeeze_excitation(monkeypatch):
+    monkeypatch.setattr(torch.hub, "load", lambda *a, **k: pytest.fail("tried torch.hub"))
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", lambda *a, **k: pytest.fail("tried to download"))
+    wide = ca.efficientnet_widese_b0(3, weights=None, num_channels=1).eval()
+    narrow = ca.efficientnet_b0(3, weights=None, num_channels=1)
+    # second stage: 16 input channels expanded 6x to 96; the bottleneck is 96 // 4 = 24 wide, not 16 // 4 = 4
+    assert narrow.features[2][0].block[2].fc1.out_channels == 4
+    assert wide.features[2][0].block[2].fc1.out_channels == 24
+    assert sum(p.numel() for p in wide.parameters()) > sum(p.numel() for p in narrow.parameters())
+    with torch.no_grad():
+        assert wide(torch.zeros(2, 1, 64, 64)).shape == (2, 3)
+    with pytest.warns(UserWarning, match="random weights"):
+        ca.efficientnet_widese_b4(2)
+    with pytest.raises(ca.PretrainedWeightsNotFound, match="random weights only"):
+        ca.efficientnet_widese_b0(2, weights="IMAGENET1K_V1")

@@ -1,4 +1,6 @@
 """Datasets over clip tables, on-the-fly splitting, and the bad-sample policies."""
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -116,9 +118,15 @@ def test_safe_dataset_policies(files, pre, behavior):
         else:
             assert item is None
     f = safe.failed_samples
-    assert list(f.file) == [bad] and f.start_time.tolist() == [0.0]
+    assert list(f.columns) == ["file", "start_time", "end_time", "stage", "error"]  # the one failure schema
+    assert list(f.file) == [bad] and f.start_time.tolist() == [0.0] and f.stage.tolist() == ["load"]
     assert "corrupt.wav" in f.error[0] and "load_audio" in f.error[0]
-    assert "corrupt.wav" in safe.report()
+    # report(log) as documented: warns, writes the log, returns the failed index values
+    log = Path(bad).with_name(f"invalid_{behavior}.log")
+    with pytest.warns(UserWarning, match="corrupt.wav"):
+        assert safe.report(log) == {(bad, 0.0, 1.0)}
+    assert pd.read_csv(log, sep="\t").file.tolist() == [bad]
+    assert safe._invalid_indices == {2} and safe.num_samples_examined == (1 if behavior != "substitute" else 2)
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])

@@ -7,6 +7,10 @@ Implemented here with torch hooks (no extra dependency):
 * ``"gradcam++"``: second-order weighting of positive gradients (Chattopadhay et al. 2018).
 * ``"layercam"``: positive gradient x activation, element-wise (Jiang et al. 2021).
 * ``"eigencam"``: first principal component of the activations, no gradients (Muhammad & Yeasin 2020).
+* ``"xgradcam"``: channel weights = gradient x activation summed over space, divided by the
+  activation sum (Fu et al. 2020).
+* ``"eigengradcam"``: first principal component of gradient x activation.
+* ``"gradcamelementwise"``: positive part of gradient x activation, element-wise, summed over channels.
 
 Guided backpropagation (``guided_backprop=True``) gives a pixel-level map of the
 input gradient with negative gradients stopped at every ReLU.
@@ -18,7 +22,14 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-CAM_METHODS = ("gradcam", "hirescam", "gradcam++", "layercam", "eigencam")
+from opso_nb.ml.datasets import AudioFileDataset
+from opso_nb.ml.safe_dataset import SafeDataset
+from opso_nb.ml.utils import network_forward, to_network_input
+from opso_nb.sample import AudioSample
+from opso_nb.utils import CLIP_INDEX, make_clip_df
+
+CAM_METHODS = ("gradcam", "hirescam", "gradcam++", "layercam", "eigencam", "xgradcam", "eigengradcam",
+               "gradcamelementwise")
 
 
 class CAM:
@@ -64,6 +75,7 @@ class CAM:
         -------
         (fig, ax)
         """
+        # pyplot only when plotting: importing it chooses a backend, which a server may not want
         import matplotlib.pyplot as plt
 
         if ax is None:
@@ -108,6 +120,19 @@ def _get_layer(network, name):
     return modules[name]
 
 
+def _first_component(maps, reference):
+    """Projection of ``maps`` [B, K, h, w] on their first principal component (over channels), signed to
+    agree with ``reference`` [B, h, w]."""
+    b, k, h, w = maps.shape
+    flat = maps.reshape(b, k, h * w).transpose(1, 2)  # [B, hw, K]
+    flat = flat - flat.mean(1, keepdim=True)
+    _, _, vh = torch.linalg.svd(flat, full_matrices=False)
+    proj = (flat @ vh[:, 0, :, None]).reshape(b, h, w)
+    # the sign of a principal component is arbitrary: orient it to agree with the reference
+    sign = torch.sign((proj * reference).sum(dim=(1, 2), keepdim=True))
+    return proj * torch.where(sign == 0, torch.ones_like(sign), sign)
+
+
 def _cam_from(method, acts, grads):
     """acts, grads: [B, K, h, w] -> maps [B, h, w] (not yet normalised)."""
     if method == "gradcam":
@@ -117,6 +142,12 @@ def _cam_from(method, acts, grads):
         return (grads * acts).sum(1)
     if method == "layercam":
         return (F.relu(grads) * acts).sum(1)
+    if method == "gradcamelementwise":
+        return F.relu(grads * acts).sum(1)
+    if method == "xgradcam":
+        total = acts.sum(dim=(2, 3), keepdim=True)
+        w = (grads * acts).sum(dim=(2, 3), keepdim=True) / torch.where(total != 0, total, torch.ones_like(total))
+        return (w * acts).sum(1)
     if method == "gradcam++":
         g2, g3 = grads**2, grads**3
         denom = 2 * g2 + (acts.sum(dim=(2, 3), keepdim=True) * g3)
@@ -124,14 +155,9 @@ def _cam_from(method, acts, grads):
         w = (alpha * F.relu(grads)).sum(dim=(2, 3), keepdim=True)
         return (w * acts).sum(1)
     if method == "eigencam":
-        b, k, h, w_ = acts.shape
-        flat = acts.reshape(b, k, h * w_).transpose(1, 2)  # [B, hw, K]
-        flat = flat - flat.mean(1, keepdim=True)
-        _, _, vh = torch.linalg.svd(flat, full_matrices=False)
-        proj = (flat @ vh[:, 0, :, None]).reshape(b, h, w_)
-        # the sign of a principal component is arbitrary: orient it to agree with the activations
-        sign = torch.sign((proj * acts.mean(1)).sum(dim=(1, 2), keepdim=True))
-        return proj * torch.where(sign == 0, torch.ones_like(sign), sign)
+        return _first_component(acts, acts.mean(1))
+    if method == "eigengradcam":
+        return _first_component(grads * acts, (grads * acts).sum(1))
     raise ValueError(f"unknown CAM method {method!r}; choose from {CAM_METHODS}")
 
 
@@ -251,14 +277,12 @@ def guided_backprop_maps(network, x, class_indices):
 
 
 def _samples_df(model, samples, split_files_into_clips):
-    from opso_nb.utils import CLIP_INDEX, make_clip_df
-
     if isinstance(samples, pd.DataFrame) and list(samples.index.names) == CLIP_INDEX:
         return samples
     files = list(samples.index) if isinstance(samples, pd.DataFrame) else [str(s) for s in samples]
     if split_files_into_clips:
         df = make_clip_df(files, model.sample_duration)
-        return df[~df.index.get_level_values("start_time").isna()]
+        return df[~pd.isna(df.index.get_level_values("start_time"))]
     return pd.DataFrame(index=pd.Index(files, name="file"))
 
 
@@ -275,61 +299,65 @@ def generate_cams(model, samples, method="gradcam", classes=None, target_layers=
     method : str or None
         One of :data:`CAM_METHODS`, or None for no activation maps.
     classes : list of str, optional
-        Classes to explain; default each sample's highest-scoring class.
+        Classes to explain; default each sample's highest-scoring class (the
+        maps are then keyed by that class's name).
     target_layers : list of str, optional
         Module names; default the architecture's last convolutional block.
     guided_backprop : bool
         Also compute guided-backprop maps (``.cam.gbp_maps``).
-    batch_size, num_workers : int
-        As in prediction. Samples that fail to load are skipped (and listed in
-        ``model.failed_samples``).
+    split_files_into_clips, bypass_augmentations, batch_size, num_workers
+        As in prediction. Samples that fail to load are skipped and listed in
+        ``model.failed_samples`` (schema of :mod:`opso_nb.failures`).
 
     Returns
     -------
-    list
-        One preprocessed sample per clip with ``.cam`` (a :class:`CAM`), plus
-        ``.scores`` (pd.Series of the network's sigmoid/softmax outputs).
+    list of AudioSample
+        One per clip that could be read, with ``data`` (the network input),
+        ``.cam`` (a :class:`CAM`) and ``.scores`` (pd.Series of the network's
+        sigmoid/softmax outputs).
     """
-    from opso_nb.ml.cnn import _SafeItems, _collate
-
     df = _samples_df(model, samples, split_files_into_clips)
     if classes is not None:
         unknown = [c for c in classes if c not in model.classes]
         if unknown:
             raise ValueError(f"classes {unknown} are not among the model's classes {model.classes}")
-    dataset = model._dataset(df, bypass_augmentations)
-    loader = torch.utils.data.DataLoader(_SafeItems(dataset), batch_size=batch_size, num_workers=num_workers,
-                                         collate_fn=_collate)
+    safe = SafeDataset(AudioFileDataset(df, model.preprocessor, bypass_augmentations=bypass_augmentations),
+                       invalid_sample_behavior="none")
     network = model.network
-    out_samples, failures = [], []
-    for idx, x, failed in loader:
-        failures.extend(failed)
-        if x is None:
-            continue
-        x = x.to(model.device)
-        with torch.no_grad():
-            network.eval()
-            scores = model._activate(network(x)).cpu().numpy()
-        if classes is None:
-            cls_idx = [[int(np.argmax(s))] for s in scores]
-        else:
-            cls_idx = [[model.classes.index(c) for c in classes] for _ in range(len(x))]
-        acts = activation_maps(network, x, cls_idx, method, target_layers) if method else [None] * len(x)
-        gbps = guided_backprop_maps(network, x, cls_idx) if guided_backprop else [None] * len(x)
-        for j, i in enumerate(idx.tolist()):
-            sample = dataset[i] if hasattr(dataset, "__getitem__") else None
-            name = lambda c: model.classes[c]  # noqa: E731
-            act = None if acts[j] is None else pd.Series({name(c): m for c, m in acts[j].items()}, dtype=object)
-            gbp = None if gbps[j] is None else pd.Series({name(c): m for c, m in gbps[j].items()}, dtype=object)
-            cam = CAM(x[j], activation_maps=act, gbp_maps=gbp)
-            try:
-                sample.cam = cam
-                sample.scores = pd.Series(scores[j], index=model.classes)
-            except AttributeError:
-                sample = cam
-            out_samples.append(sample)
-    model.failed_samples = pd.DataFrame(
-        [(*(df.index[i] if isinstance(df.index[i], tuple) else (df.index[i], None, None)), e) for i, e in failures],
-        columns=["file", "start_time", "end_time", "error"],
-    )
+    was_training = network.training
+    network.eval()
+    out_samples = []
+    try:
+        for batch in safe.loader(batch_size=batch_size, num_workers=num_workers):
+            if not batch.indices:
+                continue
+            x, _ = batch
+            with torch.inference_mode():
+                scores = network_forward(network, x, model.device, None, model.channels_last,
+                                         activation_layer=model.score_activation).numpy()
+            if classes is None:
+                cls_idx = [[int(np.argmax(s))] for s in scores]
+            else:
+                cls_idx = [[model.classes.index(c) for c in classes] for _ in range(len(x))]
+            xd = to_network_input(x, model.device, model.channels_last)
+            acts = activation_maps(network, xd, cls_idx, method, target_layers) if method else [None] * len(x)
+            gbps = guided_backprop_maps(network, xd, cls_idx) if guided_backprop else [None] * len(x)
+            for j, row in enumerate(batch.indices):
+                out_samples.append(_sample_with_cam(model, df.iloc[row], x[j], scores[j], acts[j], gbps[j]))
+    finally:
+        network.train(was_training)
+    model.failed_samples = safe.failed_samples
     return out_samples
+
+
+def _sample_with_cam(model, row, data, scores, acts, gbps):
+    """The AudioSample of a clip-table ``row`` carrying its network input, scores and maps."""
+    sample = AudioSample.from_series(row)
+    sample.data = data
+
+    def by_class(maps):
+        return None if maps is None else pd.Series({model.classes[c]: m for c, m in maps.items()}, dtype=object)
+
+    sample.cam = CAM(data, activation_maps=by_class(acts), gbp_maps=by_class(gbps))
+    sample.scores = pd.Series(scores, index=model.classes)
+    return sample

@@ -6,10 +6,17 @@ into the network's input tensor. Training takes a clip table (index ``file`` or
 ``(file, start_time, end_time)``, one 0/1 column per class); prediction over
 long recordings lives in :mod:`opso_nb.ml.prediction`.
 
+Samples are read through :class:`~opso_nb.ml.safe_dataset.SafeDataset`: a clip
+that cannot be read is skipped and listed in :attr:`CNN.failed_samples` (the
+failure schema of :mod:`opso_nb.failures`), but a run where no training clip can
+be read, or more than ``max_failed_fraction`` of them, stops with
+:class:`TrainingFailed` instead of pretending to learn.
+
 Saved models are one file written with ``torch.save`` holding only tensors and
 plain Python values (loadable with ``torch.load(..., weights_only=True)``): the
-network weights, the optimizer state (to continue training) and a JSON config
-with a format version, so files load across package versions.
+network weights with their SHA-256 checksum (verified on load), the optimizer
+state (to continue training) and a JSON config with a format version, so files
+load across package versions.
 
 Examples
 --------
@@ -21,29 +28,48 @@ Examples
 from __future__ import annotations
 
 import copy
+import hashlib
+import inspect
 import io
 import json
 import math
 import threading
 import time
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 import param
 import torch
+from tqdm.auto import tqdm
 
-from opso_nb import metrics as _metrics
-from opso_nb.ml import cnn_architectures
+from opso_nb import __version__, metrics
+from opso_nb.failures import FAILURE_COLUMNS, failures_frame, summarize_failures
+from opso_nb.ml import cam, cnn_architectures, prediction
+from opso_nb.ml.datasets import AudioFileDataset
 from opso_nb.ml.loss import BCEWithLogitsLoss_hot, CrossEntropyLoss_hot, ResampleLoss
-from opso_nb.ml.utils import autocast, autocast_dtype, loader_worker_init, prepare_network, to_network_input
-from opso_nb.utils import atomic_path
+from opso_nb.ml.safe_dataset import SafeDataset
+from opso_nb.ml.sampling import ClassAwareSampler, ImbalancedDatasetSampler
+from opso_nb.ml.utils import (
+    apply_activation_layer,
+    autocast,
+    autocast_dtype,
+    loader_worker_init,
+    network_forward,
+    prepare_network,
+    to_network_input,
+)
+from opso_nb.preprocess.preprocessors import SpectrogramPreprocessor, preprocessor_from_dict
+from opso_nb.utils import atomic_path, atomic_write
 
 #: Version of the saved-model file layout. Bump when the layout changes and keep
-#: reading the older ones in :func:`load_model`.
-MODEL_FORMAT_VERSION = 1
+#: reading the older ones in :func:`load_model`. 2: weights carry a SHA-256 checksum.
+MODEL_FORMAT_VERSION = 2
 _MAGIC = "opso_nb.CNN"
+_TORCH_DICT_MAGIC = "opso_nb.CNN.torch_dict"
 
 
 class ModelLoadError(ValueError):
@@ -55,23 +81,33 @@ class ModelLoadError(ValueError):
         super().__init__(f"cannot load model from {path}: {reason}")
 
 
+class TrainingFailed(RuntimeError):
+    """Training cannot go on: no training sample could be read, or too many failed.
+
+    Attributes
+    ----------
+    failures : pandas.DataFrame
+        The failures seen so far (schema of :mod:`opso_nb.failures`).
+    """
+
+    def __init__(self, message: str, failures=None):
+        self.failures = failures_frame(failures or [])
+        super().__init__(message)
+
+
 class TrainingStopped(Exception):
     """Internal signal: the ``stop_event`` passed to :meth:`CNN.train` was set."""
-
-
-def _package_version() -> str:
-    try:
-        import opso_nb
-
-        return opso_nb.__version__
-    except Exception:  # pragma: no cover
-        return "unknown"
 
 
 def _default_device():
     if torch.cuda.is_available():
         return torch.device("cuda:0")
     return torch.device("cpu")
+
+
+def default_preprocessor(sample_duration, out_shape=(224, 224, 3)):
+    """``SpectrogramPreprocessor(sample_duration, out_shape=...)`` from :mod:`opso_nb.preprocess`."""
+    return SpectrogramPreprocessor(sample_duration=sample_duration, out_shape=out_shape)
 
 
 def _preprocessor_to_dict(preprocessor):
@@ -88,28 +124,21 @@ def _preprocessor_to_dict(preprocessor):
     return to_dict()
 
 
-def default_preprocessor(sample_duration, out_shape=(224, 224, 3)):
-    """``SpectrogramPreprocessor(sample_duration, out_shape=...)`` from :mod:`opso_nb.preprocess`."""
-    from opso_nb.preprocess.preprocessors import SpectrogramPreprocessor
+def weights_checksum(state_dict, config: str = "") -> str:
+    """SHA-256 (hex) of a network's weights and a model's config text.
 
-    return SpectrogramPreprocessor(sample_duration=sample_duration, out_shape=out_shape)
-
-
-def _preprocessor_from_dict(d):
-    """Rebuild a preprocessor from its ``to_dict()`` form via opso_nb.preprocess."""
-    if d is None:
-        return None
-    from opso_nb.preprocess import preprocessors as pp
-
-    for name in ("preprocessor_from_dict", "from_dict", "load_preprocessor"):
-        fn = getattr(pp, name, None)
-        if callable(fn):
-            return fn(d)
-    cls_name = d.get("class") or d.get("type") or d.get("name") if isinstance(d, dict) else None
-    cls = getattr(pp, str(cls_name), None) or getattr(pp, "BasePreprocessor", None)
-    if cls is not None and hasattr(cls, "from_dict"):
-        return cls.from_dict(d)
-    raise ValueError("opso_nb.preprocess.preprocessors provides no way to rebuild a preprocessor from a dict")
+    Covers every tensor's name, dtype, shape and bytes (in name order, in the
+    standard memory layout, so channels-last weights give the same value), then
+    ``config``. Stored in model files and checked by :func:`load_model`: a
+    changed byte in the weights or the config gives a different value.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    digest.update(config.encode())
+    return digest.hexdigest()
 
 
 def _label_array(df: pd.DataFrame, classes, name: str) -> np.ndarray:
@@ -133,46 +162,35 @@ def _label_array(df: pd.DataFrame, classes, name: str) -> np.ndarray:
     return values
 
 
-class _SafeItems(torch.utils.data.Dataset):
-    """Wraps a dataset so a failing item returns its error instead of raising.
-
-    The collate function drops failures and reports them, so one corrupt file never
-    stops an epoch and labels stay aligned with scores (items carry their index).
-    """
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, i):
-        try:
-            sample = self.dataset[i]
-            err = getattr(sample, "preprocessing_exception", None)
-            if err is not None:
-                return i, None, f"{type(err).__name__}: {err}"
-            data = sample.data if hasattr(sample, "data") else sample
-            data = torch.as_tensor(data, dtype=torch.float32)
-            return i, data, None
-        except Exception as e:  # bad input is normal: report, keep going
-            return i, None, f"{type(e).__name__}: {e}"
+def _rename_legacy_keys(state_dict) -> dict:
+    """OpenSoundscape 0.6.0 naming (``feature.`` body, ``classifier.`` last layer) -> torchvision's."""
+    renamed = {}
+    for key, value in state_dict.items():
+        if key.startswith("feature."):
+            key = key[len("feature."):]
+        elif key.startswith("classifier."):
+            key = "fc." + key[len("classifier."):]
+        renamed[key] = value
+    return renamed
 
 
-def _collate(items):
-    good = [(i, x) for i, x, err in items if err is None]
-    failed = [(i, err) for i, x, err in items if err is not None]
-    if good:
-        idx = torch.as_tensor([i for i, _ in good], dtype=torch.long)
-        x = torch.stack([x for _, x in good])
-    else:
-        idx, x = torch.zeros(0, dtype=torch.long), None
-    return idx, x, failed
+def _input_channels(state_dict) -> int:
+    """Input channels of the first 4-D (convolution) weight; 3 if there is none."""
+    conv = [v for v in state_dict.values() if getattr(v, "ndim", 0) == 4]
+    return int(conv[0].shape[1]) if conv else 3
 
 
-def _describe_sample(df, i):
-    key = df.index[i]
-    return key if isinstance(key, tuple) else (key, None, None)
+@dataclass
+class _Run:
+    """What one call of :meth:`CNN.train` needs across its steps."""
+
+    batch_size: int
+    num_workers: int
+    log_interval: int
+    raise_errors: bool
+    notify: Callable
+    stop: threading.Event
+    failures: list = field(default_factory=list)
 
 
 class CNN(param.Parameterized):
@@ -188,14 +206,18 @@ class CNN(param.Parameterized):
     sample_duration : float
         Clip length in seconds.
     single_target : bool
-        True: exactly one class per clip (softmax, cross-entropy, selected by F1).
+        True: exactly one class per clip (softmax, cross-entropy, selected by F1);
+        with a single class, a clip either has it or not (sigmoid, BCE, F1).
         False (default): any number of classes per clip (sigmoid, BCE, selected by mAP).
-    preprocessor : object, optional
-        Turns a clip into a tensor (``.forward(sample, bypass_augmentations=...)``).
-        Default: ``SpectrogramPreprocessor(sample_duration, out_shape=sample_shape)``.
+    preprocessor_class : class
+        Preprocessor built when ``preprocessor`` is not given, as
+        ``preprocessor_class(sample_duration=..., out_shape=sample_shape)``
+        (default :class:`~opso_nb.preprocess.preprocessors.SpectrogramPreprocessor`).
     sample_shape : tuple, optional
         ``(height, width, channels)`` of the network input; default the preprocessor's
         ``out_shape`` or (224, 224, 3). Channels other than 3 adapt the first conv.
+    preprocessor : object, optional
+        Turns a clip into a tensor (``.forward(sample, bypass_augmentations=...)``).
     weights : str or None
         Pretrained weights for a named architecture, see :mod:`opso_nb.ml.cnn_architectures`
         (``"DEFAULT"`` = ImageNet if cached on disk, never downloaded).
@@ -210,6 +232,17 @@ class CNN(param.Parameterized):
         Feed the network channels-last (NHWC) tensors and keep its weights that way:
         10-25% faster convolutions on CPUs (oneDNN) and GPUs. True for named
         architectures; False for your own modules, which may ``.view()`` activations.
+    scheduler : torch.optim.lr_scheduler.LRScheduler or None
+        Learning-rate schedule stepped once per epoch. None (default): a ``StepLR``
+        multiplying the rate by ``lr_cooling_factor`` every ``lr_update_interval``
+        epochs, built at :meth:`train` and kept in step with ``current_epoch``, so the
+        schedule continues after :func:`load_model`. Assign your own scheduler built on
+        ``opt_net`` (see :meth:`_init_optimizer`) to replace it; it is not saved.
+    loss_cls : class or None
+        None: chosen from ``single_target``; or a loss class, e.g. ResampleLoss.
+    failed_samples : pandas.DataFrame
+        Samples that could not be read in the last training, validation or
+        activation-map run (file, start_time, end_time, stage, error).
     """
 
     single_target = param.Boolean(False, doc="One positive class per clip (softmax) instead of any number (sigmoid).")
@@ -241,15 +274,24 @@ class CNN(param.Parameterized):
         doc="Validation metric for the best model: None = 'map' (multi-target) or 'f1' (single-target).",
     )
     threshold = param.Number(0.5, bounds=(0, 1), doc="Score threshold for precision/recall/F1 (multi-target).")
+    max_failed_fraction = param.Number(
+        0.5, bounds=(0, 1),
+        doc="Training stops with TrainingFailed once more than this fraction of the training (or validation) "
+        "samples could not be read; 1 = never (but a run where no training sample can be read always fails).",
+    )
     use_amp = param.Boolean(
         None, allow_None=True,
         doc="Mixed precision (bfloat16/float16 maths, float32 weights) in training and prediction: True, False, "
         "or None = automatic (on for GPUs and for CPUs with native bfloat16, where it is up to 2x faster).",
     )
-    verbose = param.Integer(1, bounds=(0, 3), doc="0 silent, 1 progress bars and epoch summaries, 2 batch logs.")
+    verbose = param.Integer(1, bounds=(0, 3), doc="Printed detail: 0 nothing, 1 progress bars, epochs and metrics, "
+                                                  "2 per-class metrics, 3 everything.")
+    logging_level = param.Integer(1, bounds=(0, 3), doc="Detail written to log_file, levels as for verbose.")
+    log_file = param.Parameter(None, doc="Text file that training messages are appended to (None = no file).")
 
-    def __init__(self, architecture, classes, sample_duration, single_target=False, preprocessor=None,
-                 sample_shape=None, weights="DEFAULT", device=None, preprocessor_class=None, **params):
+    def __init__(self, architecture, classes, sample_duration, single_target=False,
+                 preprocessor_class=SpectrogramPreprocessor, sample_shape=None, *, preprocessor=None,
+                 weights="DEFAULT", device=None, **params):
         super().__init__(single_target=single_target, sample_duration=float(sample_duration), **params)
         classes = list(classes)
         if not classes:
@@ -260,10 +302,8 @@ class CNN(param.Parameterized):
 
         if preprocessor is None:
             shape = tuple(sample_shape) if sample_shape is not None else (224, 224, 3)
-            if preprocessor_class is not None:
-                preprocessor = preprocessor_class(sample_duration=self.sample_duration, out_shape=shape)
-            else:
-                preprocessor = default_preprocessor(self.sample_duration, shape)
+            preprocessor = (preprocessor_class or SpectrogramPreprocessor)(
+                sample_duration=self.sample_duration, out_shape=shape)
         elif sample_shape is None:
             sample_shape = getattr(preprocessor, "out_shape", None)
         self.preprocessor = preprocessor
@@ -287,10 +327,11 @@ class CNN(param.Parameterized):
         self.channels_last = isinstance(architecture, str)
         prepare_network(self.network, self.device, self.channels_last)
 
-        self.loss_cls = None  # None: chosen from single_target; or a loss class, e.g. ResampleLoss
+        self.loss_cls = None
         self.loss_fn = None
         self.opt_net = None
         self.scheduler = None
+        self._builtin_scheduler = None  # the StepLR made by _prepare_optimizer, while it is in use
         self.current_epoch = 0
         self.loss_hist = {}
         self.train_metrics = pd.DataFrame()
@@ -298,14 +339,19 @@ class CNN(param.Parameterized):
         self.best_score = None
         self.best_epoch = None
         self._best_state = None
-        self.failed_samples = pd.DataFrame(columns=["file", "start_time", "end_time", "error"])
-        self.wandb_logging = {"n_preview_samples": 8, "top_samples_classes": None, "n_top_samples": 3}
+        self.failed_samples = failures_frame()
         self._pending_optimizer_state = None
 
     # ------------------------------------------------------------------ basics
     def __repr__(self):
         return (f"<CNN {self.architecture_name or type(self.network).__name__} classes={self.classes} "
                 f"sample_duration={self.sample_duration} single_target={self.single_target}>")
+
+    @property
+    def score_activation(self) -> str:
+        """Activation turning this model's outputs into scores: ``"softmax"`` (single-target, several
+        classes) or ``"sigmoid"``."""
+        return "softmax" if self.single_target and len(self.classes) > 1 else "sigmoid"
 
     @property
     def classifier_layer_names(self) -> list:
@@ -336,10 +382,20 @@ class CNN(param.Parameterized):
             p.requires_grad = True
         self.opt_net = None
 
+    def _log(self, message, level=1, offset=0):
+        """Print ``message`` if ``verbose + offset >= level``; append it to ``log_file`` if
+        ``logging_level + offset >= level``."""
+        if self.verbose + offset >= level:
+            print(message)
+        if self.log_file and self.logging_level + offset >= level:
+            with open(self.log_file, "a", encoding="utf-8") as handle:
+                handle.write(f"{message}\n")
+
     # ----------------------------------------------------------- optimisation
     def _init_optimizer(self):
+        """Build ``opt_net`` from ``optimizer`` and ``optimizer_params`` (restoring a loaded state)."""
         opt_cls = getattr(torch.optim, self.optimizer)
-        accepted = set(opt_cls.__init__.__code__.co_varnames)
+        accepted = set(inspect.signature(opt_cls).parameters)
 
         def clean(d):
             return {k: v for k, v in d.items() if k in accepted}
@@ -364,15 +420,21 @@ class CNN(param.Parameterized):
                 warnings.warn("saved optimizer state does not fit the current optimizer; starting it fresh",
                               UserWarning, stacklevel=3)
             self._pending_optimizer_state = None
-        # the LR schedule is applied by hand at epoch ends (see _cool_learning_rate) so
-        # that it lives in the optimizer state and survives save/load
-        self.scheduler = None
+        if self.scheduler is not None and self.scheduler is self._builtin_scheduler:
+            self.scheduler = None  # the built-in schedule belongs to the old optimizer
 
-    def _cool_learning_rate(self):
-        """Multiply learning rates by ``lr_cooling_factor`` every ``lr_update_interval`` epochs."""
-        if self.current_epoch % self.lr_update_interval == 0:
-            for g in self.opt_net.param_groups:
-                g["lr"] *= self.lr_cooling_factor
+    def _prepare_optimizer(self):
+        """Optimizer and learning-rate schedule for a call of :meth:`train`."""
+        if self.opt_net is None:
+            self._init_optimizer()
+        if self.scheduler is None or self.scheduler is self._builtin_scheduler:
+            # rebuilt at every train() so that changed lr_update_interval / lr_cooling_factor apply; the
+            # learning rates in opt_net already carry the cooling of earlier epochs (they are saved with
+            # it), so the schedule only has to know where it stands
+            self.scheduler = torch.optim.lr_scheduler.StepLR(
+                self.opt_net, step_size=self.lr_update_interval, gamma=self.lr_cooling_factor)
+            self.scheduler.last_epoch = self.current_epoch
+            self._builtin_scheduler = self.scheduler
 
     def _class_weight_tensor(self, labels: np.ndarray):
         cw = self.class_weights
@@ -383,7 +445,7 @@ class CNN(param.Parameterized):
                 raise ValueError(f"class_weights must be None, 'balanced' or a list, got {cw!r}")
             pos = labels.sum(0)
             n = len(labels)
-            if self.single_target:
+            if self.score_activation == "softmax":
                 w = n / (len(self.classes) * np.maximum(pos, 1))
             else:  # BCE pos_weight: negatives per positive
                 w = (n - pos) / np.maximum(pos, 1)
@@ -401,25 +463,28 @@ class CNN(param.Parameterized):
             self.loss_fn = ResampleLoss(labels.sum(0), train_num=len(labels)).to(self.device)
         elif self.loss_cls is not None:
             self.loss_fn = self.loss_cls()
-        elif self.single_target:
+        elif self.score_activation == "softmax":
             self.loss_fn = CrossEntropyLoss_hot(weight=weight, label_smoothing=self.label_smoothing)
         else:
             self.loss_fn = BCEWithLogitsLoss_hot(pos_weight=weight, label_smoothing=self.label_smoothing)
 
     def _activate(self, logits):
-        return torch.softmax(logits, 1) if self.single_target else torch.sigmoid(logits)
+        return apply_activation_layer(logits, self.score_activation)
 
     # ------------------------------------------------------------ data access
     def _dataset(self, df, bypass_augmentations):
-        from opso_nb.ml.datasets import AudioFileDataset
-
+        """AudioFileDataset of ``df``; with the class columns (in class order) when it has them."""
+        if all(c in df.columns for c in self.classes):
+            df = df[list(self.classes)]
         return AudioFileDataset(df, self.preprocessor, bypass_augmentations=bypass_augmentations)
 
-    def _loader(self, df, batch_size, num_workers, bypass_augmentations, shuffle=False, sampler=None):
-        ds = _SafeItems(self._dataset(df, bypass_augmentations))
-        return torch.utils.data.DataLoader(
-            ds, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate,
-            shuffle=shuffle and sampler is None, sampler=sampler,
+    def _safe_dataset(self, df, bypass_augmentations) -> SafeDataset:
+        """The safe loading path: bad samples are skipped (``"none"``) and recorded."""
+        return SafeDataset(self._dataset(df, bypass_augmentations), invalid_sample_behavior="none")
+
+    def _loader(self, safe, batch_size, num_workers, shuffle=False, sampler=None):
+        return safe.loader(
+            batch_size=batch_size, num_workers=num_workers, shuffle=shuffle and sampler is None, sampler=sampler,
             persistent_workers=False, pin_memory=self.device.type == "cuda",
             worker_init_fn=loader_worker_init if num_workers else None,
         )
@@ -427,11 +492,14 @@ class CNN(param.Parameterized):
     def _train_sampler(self, labels):
         if self.sampler is None:
             return None
-        from opso_nb.ml import sampling
-
         if self.sampler == "imbalanced":
-            return sampling.ImbalancedDatasetSampler(labels)
-        return sampling.ClassAwareSampler(labels)
+            return ImbalancedDatasetSampler(labels)
+        return ClassAwareSampler(labels)
+
+    def _progress(self, iterable, desc):
+        if self.verbose < 1:
+            return iterable
+        return tqdm(iterable, desc=desc, leave=False)
 
     # --------------------------------------------------------------- metrics
     def eval(self, targets, scores, logging_offset=0):
@@ -439,13 +507,38 @@ class CNN(param.Parameterized):
 
         The score is ``selection_metric`` if set, else mean average precision
         ("map") for multi-target and class-averaged F1 for single-target models.
+        Single-target models with one class are scored as presence/absence at
+        ``threshold``.
+
+        Parameters
+        ----------
+        targets : array-like (n_samples, n_classes)
+            0/1 labels.
+        scores : array-like (n_samples, n_classes)
+            Scores after the activation (sigmoid or softmax).
+        logging_offset : int
+            Added to ``verbose`` and ``logging_level`` for the messages of this call:
+            -1 prints one level less. The score is printed at level 1, per-class
+            metrics at level 2.
+
+        Returns
+        -------
+        (float, dict)
         """
-        if self.single_target:
-            m = _metrics.single_target_metrics(targets, scores, class_names=self.classes)
+        if self.score_activation == "softmax":
+            m = metrics.single_target_metrics(targets, scores, class_names=self.classes)
         else:
-            m = _metrics.multi_target_metrics(targets, scores, class_names=self.classes, threshold=self.threshold)
-        key = self.selection_metric or ("f1" if self.single_target else "map")
-        return m.get(key, float("nan")), m
+            m = metrics.multi_target_metrics(targets, scores, class_names=self.classes, threshold=self.threshold)
+        key = self._selection_key()
+        score = m.get(key, float("nan"))
+        self._log("Metrics:", 1, logging_offset)
+        self._log(f"\t{key.upper()}: {score:.3f}", 1, logging_offset)
+        for c in self.classes:
+            self._log(f"\t{c}: " + ", ".join(f"{k} {v:.3f}" for k, v in m[c].items()), 2, logging_offset)
+        return score, m
+
+    def _selection_key(self):
+        return self.selection_metric or ("f1" if self.single_target else "map")
 
     @staticmethod
     def _metrics_row(m, loss):
@@ -454,29 +547,28 @@ class CNN(param.Parameterized):
         row.update({k: m.get(k, float("nan")) for k in keys})
         return row
 
-    def _run_inference(self, df, batch_size, num_workers, bypass_augmentations=True, desc="validation"):
-        """Logits for every row of ``df`` (NaN rows for samples that failed) and the mean loss."""
-        loader = self._loader(df, batch_size, num_workers, bypass_augmentations)
-        logits = np.full((len(df), len(self.classes)), np.nan, dtype=np.float32)
+    def _inference(self, safe, batch_size, num_workers, desc="validation"):
+        """Logits for every row of ``safe`` (NaN rows for samples that failed) and the new failure records."""
+        logits = np.full((len(safe), len(self.classes)), np.nan, dtype=np.float32)
         failures = []
-        self.network.eval()
         amp_dtype = autocast_dtype(self.device, self.use_amp)
-        with torch.no_grad():
-            for idx, x, failed in self._progress(loader, desc):
-                failures.extend(failed)
-                if x is None:
-                    continue
-                with autocast(self.device, amp_dtype):
-                    out = self.network(to_network_input(x, self.device, self.channels_last))
-                logits[idx.numpy()] = out.float().cpu().numpy()
+        was_training = self.network.training
+        self.network.eval()
+        try:
+            with torch.inference_mode():
+                for batch in self._progress(self._loader(safe, batch_size, num_workers), desc):
+                    failures.extend(batch.failed_samples)
+                    x, _ = batch
+                    if len(batch.indices):
+                        out = network_forward(self.network, x, self.device, amp_dtype, self.channels_last)
+                        logits[batch.indices] = out.numpy()
+        finally:
+            self.network.train(was_training)
         return logits, failures
 
-    def _progress(self, iterable, desc):
-        if self.verbose < 1:
-            return iterable
-        from tqdm.auto import tqdm
-
-        return tqdm(iterable, desc=desc, leave=False)
+    def _run_inference(self, df, batch_size, num_workers, bypass_augmentations=True, desc="validation"):
+        """Logits for every row of ``df`` (NaN rows for samples that failed) and the failure records."""
+        return self._inference(self._safe_dataset(df, bypass_augmentations), batch_size, num_workers, desc)
 
     # --------------------------------------------------------------- training
     def train(self, train_df, validation_df=None, epochs=1, batch_size=1, num_workers=0, save_path=".",
@@ -494,7 +586,9 @@ class CNN(param.Parameterized):
         epochs : int
             Passes over ``train_df`` (0 is allowed: only validates).
         batch_size : int
-            Clips per gradient step.
+            Clips per gradient step. A batch left with a single clip (the last one, or
+            after failures) is skipped when the network's batch-norm layers cannot
+            train on one clip at this input size (feature maps of 1x1).
         num_workers : int
             Worker processes for preprocessing (0 = this process).
         save_path : str or Path
@@ -503,170 +597,210 @@ class CNN(param.Parameterized):
         save_interval : int
             Epochs between checkpoint files (0 or None: none, only ``best.model``).
         log_interval : int
-            Batches between loss printouts (with ``verbose >= 2``).
+            Batches between loss messages (at ``verbose`` / ``logging_level`` 1).
         validation_interval : int
             Epochs between validations; the best model only updates on those.
         invalid_samples_log : str or None
-            Text file listing samples that failed to load (written at the end).
+            Tab-separated file listing the samples that could not be read (file,
+            start_time, end_time, stage, error), written at the end if any failed.
         raise_errors : bool
-            Raise at the first sample that fails instead of skipping it.
+            Stop with :class:`TrainingFailed` at the first sample that fails instead of skipping it.
         wandb_session : wandb run, optional
-            Logs loss and metrics per epoch when given; wandb is never required.
+            Loss and metrics are logged per epoch (``session.log``); wandb is never required.
         progress_callback : callable, optional
-            Called with a dict per batch (``event="batch"``) and per epoch
-            (``event="epoch"``, with the metric rows); for dashboards.
+            Called with a dict per batch (``event="batch"``), per epoch (``event="epoch"``,
+            with the metric rows) and at the end (``"stopped"``, ``"done"``); for dashboards.
         stop_event : threading.Event, optional
             When set (e.g. from another thread), training stops after the current batch;
             completed epochs and ``best.model`` are kept.
+
+        Raises
+        ------
+        TrainingFailed
+            No training sample could be read, or more than ``max_failed_fraction`` of the
+            training or validation samples failed (the message names the first failures
+            and their reasons); nothing more is saved as best.
+        ValueError
+            Label tables that do not fit the model's classes (named in the message).
 
         Returns
         -------
         None. Fills ``loss_hist``, ``train_metrics``, ``valid_metrics``, ``best_score``,
         ``best_epoch`` and ``failed_samples``.
         """
-        y_train = _label_array(train_df, self.classes, "train_df")
-        y_valid = _label_array(validation_df, self.classes, "validation_df") if validation_df is not None else None
-        if len(train_df) == 0 and epochs > 0:
-            raise ValueError("train_df is empty")
-        if self.single_target and len(y_train) and not np.all(y_train.sum(1) == 1):
-            bad = train_df.index[y_train.sum(1) != 1][0]
-            raise ValueError(f"single_target model needs exactly one positive class per row; row {bad!r} has "
-                             f"{int(y_train[list(train_df.index).index(bad)].sum())}")
+        y_train, y_valid = self._check_label_tables(train_df, validation_df, epochs)
         save_path = Path(save_path)
         save_path.mkdir(parents=True, exist_ok=True)
         self._init_loss_fn(y_train)
-        if self.opt_net is None:
-            self._init_optimizer()
-        failures = []
-        stop = stop_event or threading.Event()
+        self._prepare_optimizer()
+        run = _Run(batch_size=int(batch_size), num_workers=int(num_workers), log_interval=log_interval,
+                   raise_errors=raise_errors, notify=progress_callback or (lambda info: None),
+                   stop=stop_event or threading.Event())
+        train_safe = self._safe_dataset(train_df, bypass_augmentations=False) if epochs else None
+        valid_safe = self._safe_dataset(validation_df, bypass_augmentations=True) if y_valid is not None else None
         patience_left = self.early_stopping_patience
-
-        def record_failures(df, failed):
-            for i, err in failed:
-                f, s, e = _describe_sample(df, i)
-                if raise_errors:
-                    raise RuntimeError(f"sample {f} ({s}-{e} s) failed to load: {err}")
-                failures.append({"file": f, "start_time": s, "end_time": e, "error": err})
-
-        def notify(**info):
-            if progress_callback is not None:
-                progress_callback(info)
-
         try:
             for _ in range(epochs):
-                epoch = self.current_epoch
-                if stop.is_set():
+                if run.stop.is_set():
                     break
-                sampler = self._train_sampler(y_train)
-                loader = self._loader(train_df, batch_size, num_workers, bypass_augmentations=False,
-                                      shuffle=True, sampler=sampler)
-                n_batches = len(loader)
-                self.network.train()
-                amp_dtype = autocast_dtype(self.device, self.use_amp)
-                # float16 gradients underflow without scaling; bfloat16 has float32's range
-                scaler = torch.amp.GradScaler(self.device.type, enabled=amp_dtype == torch.float16)
-                targets_all, scores_all, losses, n_seen = [], [], [], 0
-                y_t = torch.tensor(y_train, dtype=torch.float32)
-                if self.verbose:
-                    print(f"Training Epoch {epoch}")
-                t0 = time.perf_counter()
-                for b, (idx, x, failed) in enumerate(self._progress(loader, f"epoch {epoch}")):
-                    record_failures(train_df, failed)
-                    if x is not None:
-                        y = y_t[idx].to(self.device)
-                        with autocast(self.device, amp_dtype):
-                            out = self.network(to_network_input(x, self.device, self.channels_last))
-                        out = out.float()  # the loss in float32
-                        loss = self.loss_fn(out, y)
-                        self.opt_net.zero_grad()
-                        scaler.scale(loss).backward()
-                        scaler.step(self.opt_net)
-                        scaler.update()
-                        losses.append(float(loss.detach()) * len(idx))
-                        n_seen += len(idx)
-                        targets_all.append(y.cpu().numpy())
-                        scores_all.append(self._activate(out.detach()).float().cpu().numpy())
-                        if self.verbose >= 2 and log_interval and b % log_interval == 0:
-                            print(f"Epoch: {epoch} [batch {b}/{n_batches}, {100 * b / n_batches:.2f}%] "
-                                  f"DistLoss: {losses[-1] / len(idx):.3f}")
-                    notify(event="batch", epoch=epoch, batch=b + 1, n_batches=n_batches,
-                           loss=losses[-1] / max(len(idx), 1) if losses else float("nan"))
-                    if stop.is_set():
-                        raise TrainingStopped
-                epoch_loss = sum(losses) / n_seen if n_seen else float("nan")
-                t_row = {"loss": epoch_loss}
-                if n_seen:
-                    _, m = self.eval(np.concatenate(targets_all), np.concatenate(scores_all))
-                    t_row = self._metrics_row(m, epoch_loss)
-                t_row["clips_per_s"] = n_seen / max(time.perf_counter() - t0, 1e-9)
-                self.train_metrics = pd.concat([self.train_metrics, pd.DataFrame([t_row], index=[epoch])])
-                self.train_metrics.index.name = "epoch"
-                self.loss_hist[epoch] = epoch_loss
+                epoch = self.current_epoch
+                t_row = self._train_epoch(train_safe, y_train, run, epoch)
                 self.current_epoch += 1
-                self._cool_learning_rate()
-
+                self.scheduler.step()
                 v_row = None
-                if y_valid is not None and (epoch + 1) % max(validation_interval, 1) == 0:
-                    v_row, improved = self._validate(validation_df, y_valid, batch_size, num_workers,
-                                                     record_failures, epoch, save_path)
+                if valid_safe is not None and (epoch + 1) % max(validation_interval, 1) == 0:
+                    v_row, improved = self._validate(valid_safe, y_valid, run, epoch, save_path)
                     if improved:
                         patience_left = self.early_stopping_patience
                     elif patience_left is not None:
                         patience_left -= 1
-                if save_interval and (epoch + 1) % save_interval == 0:
-                    self.save(save_path / f"epoch-{epoch}.model")
-                self._write_metrics_csv(save_path)
-                if self.verbose:
-                    msg = f"Epoch {epoch}: train loss {epoch_loss:.4f}"
-                    if v_row is not None:
-                        msg += f", validation {self._selection_key()} {v_row[self._selection_key()]:.3f}"
-                    print(msg)
-                if wandb_session is not None:
-                    log = {f"train/{k}": v for k, v in t_row.items()}
-                    if v_row is not None:
-                        log.update({f"validation/{k}": v for k, v in v_row.items()})
-                    wandb_session.log(log, step=epoch)
-                notify(event="epoch", epoch=epoch, train=t_row, valid=v_row, best_score=self.best_score,
-                       best_epoch=self.best_epoch)
+                self._end_epoch(epoch, t_row, v_row, save_path, save_interval, wandb_session, run)
                 if patience_left is not None and patience_left <= 0:
-                    if self.verbose:
-                        print(f"Early stopping: no better validation score for "
-                              f"{self.early_stopping_patience} validations")
+                    self._log(f"Early stopping: no better validation score for {self.early_stopping_patience} "
+                              "validations")
                     break
-            if epochs == 0 and y_valid is not None:
-                self._validate(validation_df, y_valid, batch_size, num_workers, record_failures,
-                               self.current_epoch, save_path)
+            if epochs == 0 and valid_safe is not None:
+                self._validate(valid_safe, y_valid, run, self.current_epoch, save_path)
         except TrainingStopped:
-            if self.verbose:
-                print(f"Training stopped during epoch {self.current_epoch}")
-            notify(event="stopped", epoch=self.current_epoch)
+            self._log(f"Training stopped during epoch {self.current_epoch}")
+            run.notify({"event": "stopped", "epoch": self.current_epoch})
         finally:
-            self.failed_samples = pd.DataFrame(failures, columns=["file", "start_time", "end_time", "error"])
-            if invalid_samples_log and failures:
-                from opso_nb.utils import atomic_write
+            self._finish_failures(run, invalid_samples_log)
+        if self.best_epoch is not None:
+            self._log(f"Best Model Appears at Epoch {self.best_epoch} with Validation score {self.best_score:.3f}.")
+        run.notify({"event": "done", "epoch": self.current_epoch, "best_score": self.best_score,
+                    "best_epoch": self.best_epoch})
 
-                with atomic_write(invalid_samples_log) as fh:
-                    self.failed_samples.to_csv(fh, sep="\t", index=False)
-        if self.best_epoch is not None and self.verbose:
-            print(f"Best Model Appears at Epoch {self.best_epoch} with Validation score {self.best_score:.3f}.")
-        notify(event="done", epoch=self.current_epoch, best_score=self.best_score, best_epoch=self.best_epoch)
+    def _check_label_tables(self, train_df, validation_df, epochs):
+        """Label arrays of the training and validation tables, or clear errors naming the problem."""
+        y_train = _label_array(train_df, self.classes, "train_df")
+        y_valid = _label_array(validation_df, self.classes, "validation_df") if validation_df is not None else None
+        if len(train_df) == 0 and epochs > 0:
+            raise ValueError("train_df is empty")
+        if self.score_activation == "softmax":
+            for name, y, df in (("train_df", y_train, train_df), ("validation_df", y_valid, validation_df)):
+                if y is not None and len(y) and not np.all(y.sum(1) == 1):
+                    row = int(np.flatnonzero(y.sum(1) != 1)[0])
+                    raise ValueError(f"a single_target model needs exactly one positive class per row; {name} "
+                                     f"row {df.index[row]!r} has {int(y[row].sum())}")
+        return y_train, y_valid
 
-    def _selection_key(self):
-        return self.selection_metric or ("f1" if self.single_target else "map")
+    def _collect_failures(self, run, batch, safe, what):
+        """Record a batch's failures; stop the run if they are more than it allows."""
+        if not batch.failed_samples:
+            return
+        run.failures.extend(batch.failed_samples)
+        if run.raise_errors:
+            first = batch.failed_samples[0]
+            raise TrainingFailed(f"{what} sample {first['file']} [{first['start_time']}-{first['end_time']} s] "
+                                 f"failed ({first['stage']}): {first['error']}", run.failures)
+        n_bad, n = len(safe._invalid_indices), len(safe)
+        if n_bad > self.max_failed_fraction * n:
+            none_read = " (none could be read so far)" if not safe._valid_indices else ""
+            raise TrainingFailed(
+                f"{n_bad} of {n} {what} samples could not be read{none_read}, more than "
+                f"max_failed_fraction={self.max_failed_fraction:g}; "
+                f"{summarize_failures(safe.failed_samples)}", run.failures)
 
-    def _validate(self, validation_df, y_valid, batch_size, num_workers, record_failures, epoch, save_path):
-        logits, failed = self._run_inference(validation_df, batch_size, num_workers)
-        record_failures(validation_df, failed)
+    def _train_epoch(self, safe, y_train, run, epoch) -> dict:
+        """One pass over the training samples; returns the epoch's metrics row."""
+        loader = self._loader(safe, run.batch_size, run.num_workers, shuffle=True,
+                              sampler=self._train_sampler(y_train))
+        n_batches = len(loader)
+        amp_dtype = autocast_dtype(self.device, self.use_amp)
+        # float16 gradients underflow without scaling; bfloat16 has float32's range
+        scaler = torch.amp.GradScaler(self.device.type, enabled=amp_dtype == torch.float16)
+        targets, scores, loss_sum, n_seen = [], [], 0.0, 0
+        self.network.train()
+        self._log(f"Training Epoch {epoch}")
+        t0 = time.perf_counter()
+        for b, batch in enumerate(self._progress(loader, f"epoch {epoch}")):
+            self._collect_failures(run, batch, safe, "training")
+            x, y = batch
+            loss = float("nan")
+            if len(batch.indices) == 1 and not self._can_train_on_one(x, amp_dtype):
+                self._log(f"Epoch {epoch}: batch {b} skipped: it holds one clip, too few for the network's "
+                          "batch-norm layers at this input size", 2)
+            elif len(batch.indices):
+                y = y.to(self.device)
+                out, loss = self._train_step(x, y, amp_dtype, scaler)
+                loss_sum += loss * len(y)
+                n_seen += len(y)
+                targets.append(y.cpu().numpy())
+                scores.append(self._activate(out).numpy())
+                if run.log_interval and b % run.log_interval == 0:
+                    self._log(f"Epoch: {epoch} [batch {b}/{n_batches}, {100 * b / n_batches:.2f}%]\n"
+                              f"\tDistLoss: {loss:.3f}")
+            run.notify({"event": "batch", "epoch": epoch, "batch": b + 1, "n_batches": n_batches, "loss": loss})
+            if run.stop.is_set():
+                raise TrainingStopped
+        if n_seen == 0:
+            raise TrainingFailed("no training sample could be read; "
+                                 f"{summarize_failures(safe.failed_samples) or 'no failures were recorded'}",
+                                 run.failures)
+        epoch_loss = loss_sum / n_seen
+        _, m = self.eval(np.concatenate(targets), np.concatenate(scores))
+        row = self._metrics_row(m, epoch_loss)
+        row["clips_per_s"] = n_seen / max(time.perf_counter() - t0, 1e-9)
+        self.train_metrics = pd.concat([self.train_metrics, pd.DataFrame([row], index=[epoch])])
+        self.train_metrics.index.name = "epoch"
+        self.loss_hist[epoch] = epoch_loss
+        return row
+
+    def _can_train_on_one(self, x, amp_dtype) -> bool:
+        """Whether the network can take a training step on a batch of one clip.
+
+        Batch-norm layers in training mode need more than one value per channel,
+        which a single clip only gives while the feature maps are larger than 1x1.
+        """
+        if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in self.network.modules()):
+            return True
+        sizes = []
+        hooks = [m.register_forward_hook(lambda mod, inp, out: sizes.append(inp[0][0, 0].numel()))
+                 for m in self.network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        was_training = self.network.training
+        self.network.eval()  # a probe: running statistics must not change
+        try:
+            with torch.no_grad():
+                network_forward(self.network, x, self.device, amp_dtype, self.channels_last)
+        finally:
+            for hook in hooks:
+                hook.remove()
+            self.network.train(was_training)
+        return min(sizes, default=2) > 1
+
+    def _train_step(self, x, y, amp_dtype, scaler):
+        """Forward, loss, backward and optimizer step on one batch; returns (outputs, loss)."""
+        with autocast(self.device, amp_dtype):
+            out = self.network(to_network_input(x, self.device, self.channels_last))
+        if isinstance(out, (tuple, list)):  # e.g. a network with auxiliary outputs
+            out = out[0]
+        out = out.float()  # the loss in float32
+        loss = self.loss_fn(out, y)
+        self.opt_net.zero_grad()
+        scaler.scale(loss).backward()
+        scaler.step(self.opt_net)
+        scaler.update()
+        return out.detach().cpu(), float(loss.detach())
+
+    def _validate(self, safe, y_valid, run, epoch, save_path):
+        """Score the validation samples, record metrics, keep and save the best model."""
+        self._log("Validation.")
+        logits, failures = self._inference(safe, run.batch_size, run.num_workers)
+        run.failures.extend(failures)
+        n_bad = len(safe._invalid_indices)
+        if n_bad > self.max_failed_fraction * len(safe):
+            raise TrainingFailed(f"{n_bad} of {len(safe)} validation samples could not be read, more than "
+                                 f"max_failed_fraction={self.max_failed_fraction:g}; "
+                                 f"{summarize_failures(safe.failed_samples)}", run.failures)
         ok = ~np.isnan(logits).any(1)
         if ok.any():
             lt = torch.as_tensor(logits[ok])
-            yt = torch.as_tensor(y_valid[ok], dtype=torch.float32)
             with torch.no_grad():
-                vloss = float(self.loss_fn.to("cpu")(lt, yt))
-            self.loss_fn.to(self.device)
-            scores = self._activate(lt).numpy()
-            score, m = self.eval(y_valid[ok], scores)
+                vloss = float(self.loss_fn(lt.to(self.device), torch.as_tensor(y_valid[ok]).float().to(self.device)))
+            score, m = self.eval(y_valid[ok], self._activate(lt).numpy())
         else:
+            warnings.warn("no validation sample could be read: no best model this epoch", UserWarning, stacklevel=3)
             vloss, score, m = float("nan"), float("nan"), {}
         row = self._metrics_row(m, vloss)
         self.valid_metrics = pd.concat([self.valid_metrics, pd.DataFrame([row], index=[epoch])])
@@ -679,12 +813,30 @@ class CNN(param.Parameterized):
             self.save(Path(save_path) / "best.model")
         return row, improved
 
-    def _write_metrics_csv(self, save_path):
-        from opso_nb.utils import atomic_write
+    def _end_epoch(self, epoch, t_row, v_row, save_path, save_interval, wandb_session, run):
+        """Checkpoint, metrics file, messages and notifications after an epoch."""
+        if save_interval and (epoch + 1) % save_interval == 0:
+            self.save(save_path / f"epoch-{epoch}.model")
+        with atomic_write(save_path / "metrics.csv") as handle:
+            self.metrics_table().to_csv(handle)
+        message = f"Epoch {epoch}: train loss {t_row['loss']:.4f}"
+        if v_row is not None:
+            message += f", validation {self._selection_key()} {v_row.get(self._selection_key(), float('nan')):.3f}"
+        self._log(message)
+        if wandb_session is not None:
+            log = {f"train/{k}": v for k, v in t_row.items()}
+            if v_row is not None:
+                log.update({f"validation/{k}": v for k, v in v_row.items()})
+            wandb_session.log(log, step=epoch)
+        run.notify({"event": "epoch", "epoch": epoch, "train": t_row, "valid": v_row, "best_score": self.best_score,
+                    "best_epoch": self.best_epoch})
 
-        table = self.metrics_table()
-        with atomic_write(Path(save_path) / "metrics.csv") as fh:
-            table.to_csv(fh)
+    def _finish_failures(self, run, invalid_samples_log):
+        """``failed_samples`` from the run (one row per distinct failure), and the log file."""
+        self.failed_samples = failures_frame(run.failures).drop_duplicates(FAILURE_COLUMNS).reset_index(drop=True)
+        if invalid_samples_log and len(self.failed_samples):
+            with atomic_write(invalid_samples_log) as handle:
+                self.failed_samples.to_csv(handle, sep="\t", index=False)
 
     def metrics_table(self) -> pd.DataFrame:
         """Per-epoch table: ``train_*`` and ``valid_*`` columns (loss, map, ROC-AUC, P/R/F1)."""
@@ -714,30 +866,41 @@ class CNN(param.Parameterized):
                     preprocessor=copy.deepcopy(self.preprocessor), sample_shape=self.sample_shape,
                     device=self.device, **self._hyperparams())
         clone.architecture_name = self.architecture_name
+        clone.channels_last = self.channels_last
         return clone
 
     def _hyperparams(self) -> dict:
         names = ["optimizer", "optimizer_params", "lr_update_interval", "lr_cooling_factor", "label_smoothing",
-                 "class_weights", "sampler", "early_stopping_patience", "selection_metric", "threshold", "use_amp",
-                 "verbose"]
+                 "class_weights", "sampler", "early_stopping_patience", "selection_metric", "threshold",
+                 "max_failed_fraction", "use_amp", "verbose", "logging_level"]
         return {n: getattr(self, n) for n in names}
 
     # -------------------------------------------------------------- prediction
-    def predict(self, samples, **kwargs):
-        """Score clips of audio files; see :func:`opso_nb.ml.prediction.predict` for the arguments."""
-        from opso_nb.ml.prediction import predict
+    def predict(self, samples, batch_size=1, num_workers=0, activation_layer=None, split_files_into_clips=True,
+                overlap_fraction=0, final_clip=None, bypass_augmentations=True, invalid_samples_log=None,
+                raise_errors=False, wandb_session=None, return_invalid_samples=False, **kwargs):
+        """Score clips of audio files; see :func:`opso_nb.ml.prediction.predict` for all arguments.
 
-        return predict(self, samples, **kwargs)
+        Returns a DataFrame indexed by (file, start_time, end_time) with one column
+        per class (NaN rows for clips that could not be read). The overlap may also
+        be given as ``clip_overlap`` (s) or ``clip_overlap_fraction``.
+        """
+        if overlap_fraction or not {"clip_overlap", "clip_overlap_fraction"} & set(kwargs):
+            kwargs["overlap_fraction"] = overlap_fraction  # the default 0 must not contradict another spelling
+        return prediction.predict(
+            self, samples, batch_size=batch_size, num_workers=num_workers, activation_layer=activation_layer,
+            split_files_into_clips=split_files_into_clips, final_clip=final_clip,
+            bypass_augmentations=bypass_augmentations, invalid_samples_log=invalid_samples_log,
+            raise_errors=raise_errors, wandb_session=wandb_session, return_invalid_samples=return_invalid_samples,
+            **kwargs)
 
     def generate_cams(self, samples, method="gradcam", classes=None, target_layers=None, guided_backprop=False,
                       split_files_into_clips=True, bypass_augmentations=True, batch_size=1, num_workers=0):
         """Class activation maps for clips; see :func:`opso_nb.ml.cam.generate_cams`."""
-        from opso_nb.ml.cam import generate_cams
-
-        return generate_cams(self, samples, method=method, classes=classes, target_layers=target_layers,
-                             guided_backprop=guided_backprop, split_files_into_clips=split_files_into_clips,
-                             bypass_augmentations=bypass_augmentations, batch_size=batch_size,
-                             num_workers=num_workers)
+        return cam.generate_cams(self, samples, method=method, classes=classes, target_layers=target_layers,
+                                 guided_backprop=guided_backprop, split_files_into_clips=split_files_into_clips,
+                                 bypass_augmentations=bypass_augmentations, batch_size=batch_size,
+                                 num_workers=num_workers)
 
     # ------------------------------------------------------------ persistence
     def config(self) -> dict:
@@ -751,7 +914,7 @@ class CNN(param.Parameterized):
         return {
             "format_version": MODEL_FORMAT_VERSION,
             "package": "opso_nb",
-            "package_version": _package_version(),
+            "package_version": __version__,
             "architecture": self.architecture_name,
             "classes": list(self.classes),
             "sample_duration": self.sample_duration,
@@ -767,32 +930,93 @@ class CNN(param.Parameterized):
             "metrics": json.loads(self.metrics_table().to_json(orient="split")) if len(self.train_metrics) else None,
         }
 
-    def save(self, path, save_optimizer=True):
-        """Write weights, optimizer state and config to one file (atomically).
+    def _state_dict_cpu(self) -> dict:
+        return {k: v.detach().cpu() for k, v in self.network.state_dict().items()}
+
+    def save(self, path, save_train_loader=False, save_hooks=False, as_torch_dict=False, save_optimizer=True):
+        """Write weights (with their checksum), optimizer state and config to one file (atomically).
 
         Load it with :func:`load_model`; the file holds only tensors and plain values,
         so ``torch.load(path, weights_only=True)`` reads it.
+
+        Parameters
+        ----------
+        path : str or Path
+        save_train_loader, save_hooks : bool
+            Accepted for OpenSoundscape compatibility and ignored: opso_nb keeps no
+            data loader on the model and never pickles modules (or their hooks).
+        as_torch_dict : bool
+            Write the version-independent form of :meth:`save_torch_dict` instead.
+        save_optimizer : bool
+            Keep the optimizer state, to continue training after loading.
         """
+        if as_torch_dict:
+            return self.save_torch_dict(path)
+        config = json.dumps(self.config(), default=str)
+        state = self._state_dict_cpu()
         payload = {
             "magic": _MAGIC,
             "format_version": MODEL_FORMAT_VERSION,
-            "config": json.dumps(self.config(), default=str),
-            "network_state_dict": {k: v.detach().cpu() for k, v in self.network.state_dict().items()},
+            "config": config,
+            "network_state_dict": state,
+            "weights_sha256": weights_checksum(state, config),
             "optimizer_state_dict": self.opt_net.state_dict() if (save_optimizer and self.opt_net) else None,
         }
         with atomic_path(path) as tmp:
             torch.save(payload, tmp)
 
+    def save_torch_dict(self, path):
+        """Save what any opso_nb version can rebuild: architecture name, weights (with checksum),
+        classes, sample shape, sample duration and ``single_target``.
+
+        Preprocessing, training settings and the loss are not kept; reload with
+        :meth:`from_torch_dict`.
+        """
+        if self.architecture_name is None:
+            raise ValueError("save_torch_dict needs a named architecture (from list_architectures()); for a "
+                             "custom module use save() or save_weights()")
+        state = self._state_dict_cpu()
+        payload = {
+            "magic": _TORCH_DICT_MAGIC,
+            "architecture": self.architecture_name,
+            "classes": list(self.classes),
+            "sample_duration": float(self.sample_duration),
+            "single_target": bool(self.single_target),
+            "sample_shape": list(self.sample_shape),
+            "weights": state,
+            "weights_sha256": weights_checksum(state),
+        }
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+
+    @classmethod
+    def from_torch_dict(cls, path, device=None):
+        """Rebuild a model written by :meth:`save_torch_dict` (default preprocessor, default settings)."""
+        payload = _read_model_file(path)
+        if not isinstance(payload, dict) or payload.get("magic") != _TORCH_DICT_MAGIC:
+            raise ModelLoadError(path, "not written by CNN.save_torch_dict (use load_model for CNN.save files)")
+        state = payload["weights"]
+        _verify_checksum(path, state, "", payload.get("weights_sha256"))
+        model = cls(payload["architecture"], payload["classes"], payload["sample_duration"],
+                    single_target=payload.get("single_target", False), sample_shape=payload.get("sample_shape"),
+                    weights=None, device=device)
+        _load_state(model, state, path)
+        return model
+
     def save_weights(self, path):
-        """Save only the network's ``state_dict`` (plain torch file)."""
+        """Save only the network's ``state_dict`` (plain torch file, no checksum)."""
         with atomic_path(path) as tmp:
             torch.save(self.network.state_dict(), tmp)
 
     def load_weights(self, path, strict=True):
-        """Load a ``state_dict`` file (from :meth:`save_weights` or torchvision) into the network."""
-        state = torch.load(path, map_location=self.device, weights_only=True)
+        """Load weights into the network (in place) from a ``state_dict`` file (from :meth:`save_weights`
+        or torchvision) or from an opso_nb model file (its checksum is verified)."""
+        state = _read_model_file(path)
         if isinstance(state, dict) and state.get("magic") == _MAGIC:
-            state = state["network_state_dict"]
+            state = _checked_model_state(path, state)
+        elif isinstance(state, dict) and state.get("magic") == _TORCH_DICT_MAGIC:
+            _verify_checksum(path, state["weights"], "", state.get("weights_sha256"))
+            state = state["weights"]
         return self.network.load_state_dict(state, strict=strict)
 
     @classmethod
@@ -804,30 +1028,107 @@ class CNN(param.Parameterized):
         OpenSoundscape 0.6.0 (``feature.`` and ``classifier.``) are renamed to
         torchvision's; the number of input channels is read from the first conv.
         """
+        path = None
         if isinstance(state_dict, (str, Path)):
-            state_dict = torch.load(state_dict, map_location="cpu", weights_only=True)
+            path = state_dict
+            state_dict = _read_model_file(path)
             if isinstance(state_dict, dict) and "model_state_dict" in state_dict:
                 state_dict = state_dict["model_state_dict"]
             elif isinstance(state_dict, dict) and "network_state_dict" in state_dict:
                 state_dict = state_dict["network_state_dict"]
-        renamed = {}
-        for k, v in state_dict.items():
-            if k.startswith("feature."):
-                k = k[len("feature."):]
-            elif k.startswith("classifier."):
-                k = "fc." + k[len("classifier."):]
-            renamed[k] = v
-        conv = [v for k, v in renamed.items() if v.ndim == 4]
-        channels = int(conv[0].shape[1]) if conv else 3
+        renamed = _rename_legacy_keys(state_dict)
         kwargs.setdefault("weights", None)
-        shape = kwargs.pop("sample_shape", None) or (224, 224, channels)
+        shape = kwargs.pop("sample_shape", None) or (224, 224, _input_channels(renamed))
         model = cls(architecture, classes, sample_duration, sample_shape=shape, **kwargs)
-        model.network.load_state_dict(renamed)
+        _load_state(model, renamed, path or "state dict")
         return model
 
 
+class InceptionV3(CNN):
+    """A :class:`CNN` on the Inception v3 architecture (input 299 x 299).
+
+    The auxiliary classifier of Inception v3 is removed (see
+    :func:`~opso_nb.ml.cnn_architectures.inception_v3`), so training and
+    prediction work as for any other architecture. Batch-norm layers need at
+    least two clips per training batch.
+
+    Parameters
+    ----------
+    classes, sample_duration, single_target, preprocessor_class, weights
+        As for :class:`CNN`.
+    freeze_feature_extractor : bool
+        Train only the final layer.
+    sample_shape : tuple
+        ``(height, width, channels)``, default (299, 299, 3).
+    **kwargs
+        Other :class:`CNN` arguments (``preprocessor``, ``device`` and training parameters).
+    """
+
+    def __init__(self, classes, sample_duration, single_target=False, preprocessor_class=SpectrogramPreprocessor,
+                 freeze_feature_extractor=False, weights="DEFAULT", sample_shape=(299, 299, 3), **kwargs):
+        super().__init__("inception_v3", classes, sample_duration, single_target=single_target,
+                         preprocessor_class=preprocessor_class, sample_shape=sample_shape, weights=weights, **kwargs)
+        if freeze_feature_extractor:
+            self.freeze_feature_extractor()
+
+
+# ----------------------------------------------------------------- model files
+def _read_model_file(path):
+    """``torch.load(path, weights_only=True)`` with clear errors for missing, empty and foreign files."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelLoadError(path, "file does not exist")
+    if not path.is_file():
+        raise ModelLoadError(path, "not a regular file")
+    if path.stat().st_size == 0:
+        raise ModelLoadError(path, "file is empty")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "weights_only" in str(e) or "Unsupported global" in str(e):
+            reason = ("it holds pickled Python objects, which opso_nb never unpickles (that could run code); "
+                      "save the network's state_dict() with the program that wrote it")
+        raise ModelLoadError(path, f"not a readable torch file (truncated or another format?): {reason}") from None
+
+
+def _verify_checksum(path, state, config, expected):
+    if expected is None:
+        return
+    if weights_checksum(state, config) != expected:
+        raise ModelLoadError(path, "the weights do not match their checksum: the file was changed or damaged "
+                                   "after it was saved")
+
+
+def _checked_model_state(path, payload) -> dict:
+    """The network weights of a :meth:`CNN.save` payload, after checking them against their checksum."""
+    version = int(payload.get("format_version", 0))
+    if version > MODEL_FORMAT_VERSION:
+        raise ModelLoadError(path, f"saved with a newer model format ({version}) than this package reads "
+                                   f"({MODEL_FORMAT_VERSION}); upgrade opso_nb")
+    try:
+        state = payload["network_state_dict"]
+        config = payload["config"]
+    except KeyError as e:
+        raise ModelLoadError(path, f"damaged model file: no {e}") from None
+    if "weights_sha256" in payload:
+        _verify_checksum(path, state, config, payload["weights_sha256"])
+    else:
+        warnings.warn(f"{path} was saved before model files carried a checksum (format {version}); its weights "
+                      "cannot be checked for damage. Save it again to add one.", UserWarning, stacklevel=3)
+    return state
+
+
+def _load_state(model, state, path):
+    try:
+        model.network.load_state_dict(state)
+    except RuntimeError as e:
+        raise ModelLoadError(path, f"weights do not fit architecture {model.architecture_name!r}: "
+                                   f"{str(e).splitlines()[0]}") from None
+
+
 def load_model(path, device=None, architecture=None, preprocessor=None):
-    """Load a model written by :meth:`CNN.save`.
+    """Load a model written by :meth:`CNN.save`, checking its weights against their checksum.
 
     Parameters
     ----------
@@ -843,54 +1144,46 @@ def load_model(path, device=None, architecture=None, preprocessor=None):
     Raises
     ------
     ModelLoadError
-        For missing, truncated or foreign files, naming the file and the problem.
+        For missing, truncated, damaged (checksum mismatch) or foreign files, and
+        saved preprocessors that cannot be rebuilt, naming the file and the problem.
+
+    Warns
+    -----
+    UserWarning
+        For files saved before checksums existed (format 1): they load unchecked.
     """
     path = Path(path)
-    if not path.exists():
-        raise ModelLoadError(path, "file does not exist")
-    if path.stat().st_size == 0:
-        raise ModelLoadError(path, "file is empty")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ModelLoadError(path, f"not a readable torch file (truncated or another format?): {reason}") from None
+    payload = _read_model_file(path)
     if not isinstance(payload, dict) or payload.get("magic") != _MAGIC:
+        if isinstance(payload, dict) and payload.get("magic") == _TORCH_DICT_MAGIC:
+            raise ModelLoadError(path, "written by save_torch_dict; load it with CNN.from_torch_dict(path)")
         if isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
             raise ModelLoadError(path, "this is a plain state dict, not an opso_nb model; use "
                                        "CNN.from_torchvision_state_dict(path, architecture, classes, sample_duration)")
         raise ModelLoadError(path, "not an opso_nb model file (no opso_nb header)")
-    version = int(payload.get("format_version", 0))
-    if version > MODEL_FORMAT_VERSION:
-        raise ModelLoadError(path, f"saved with a newer model format ({version}) than this package reads "
-                                   f"({MODEL_FORMAT_VERSION}); upgrade opso_nb")
+    state = _checked_model_state(path, payload)
     try:
         cfg = json.loads(payload["config"])
-        state = payload["network_state_dict"]
-    except (KeyError, json.JSONDecodeError) as e:
+    except json.JSONDecodeError as e:
         raise ModelLoadError(path, f"damaged model config: {e}") from None
 
     arch = architecture if architecture is not None else cfg.get("architecture")
     if arch is None:
         raise ModelLoadError(path, "the model was built on a custom torch module; pass it as load_model(path, "
                                    "architecture=module)")
-    try:
-        if preprocessor is None:
-            preprocessor = _preprocessor_from_dict(cfg.get("preprocessor"))
-    except Exception as e:
-        warnings.warn(f"could not rebuild the saved preprocessor ({e}); using the default one", UserWarning,
-                      stacklevel=2)
-        preprocessor = None
-    hyper = dict(cfg.get("hyperparameters") or {})
+    if preprocessor is None and cfg.get("preprocessor") is not None:
+        try:
+            preprocessor = preprocessor_from_dict(cfg["preprocessor"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise ModelLoadError(path, f"its preprocessor cannot be rebuilt ({e}); pass one with "
+                                       "load_model(path, preprocessor=...)") from None
+    hyper = {k: v for k, v in (cfg.get("hyperparameters") or {}).items() if k in CNN.param}
     model = CNN(arch, cfg["classes"], cfg["sample_duration"], single_target=cfg.get("single_target", False),
                 preprocessor=preprocessor, sample_shape=cfg.get("sample_shape"), weights=None, device=device,
                 **hyper)
     if isinstance(arch, str):
         model.architecture_name = arch
-    try:
-        model.network.load_state_dict(state)
-    except RuntimeError as e:
-        raise ModelLoadError(path, f"weights do not fit architecture {arch!r}: {str(e).splitlines()[0]}") from None
+    _load_state(model, state, path)
     if cfg.get("loss") == "ResampleLoss":
         model.loss_cls = ResampleLoss
     model.current_epoch = int(cfg.get("current_epoch", 0))
@@ -907,6 +1200,73 @@ def load_model(path, device=None, architecture=None, preprocessor=None):
     return model
 
 
+def _legacy_classes(payload, state) -> list:
+    """Class names of a pre-0.6 OpenSoundscape checkpoint: ``classes``, else ``labels_yaml``, else numbers."""
+    if payload.get("classes"):
+        return [str(c) for c in payload["classes"]]
+    labels = payload.get("labels_yaml")
+    if isinstance(labels, str):
+        # a flat YAML mapping "0: negative" per line; read without a YAML parser
+        pairs = [line.split(":", 1) for line in labels.splitlines() if ":" in line]
+        names = {int(k.strip()): v.strip().strip("'\"") for k, v in pairs if k.strip().isdigit()}
+        if names:
+            return [names[i] for i in sorted(names)]
+    last = [v for v in state.values() if getattr(v, "ndim", 0) == 2][-1:]
+    n_outputs = int(last[0].shape[0]) if last else 2
+    return [str(i) for i in range(n_outputs)]
+
+
+def load_outdated_model(path, architecture, sample_duration, model_class=CNN, device=None):
+    """Load a CNN checkpoint saved by OpenSoundscape 0.4.x / 0.5.x (or a 0.6.0 state dict).
+
+    Reads the weights (``model_state_dict`` or ``network_state_dict``, with
+    0.6.0's ``feature.``/``classifier.`` prefixes renamed) and the class names
+    (``classes`` or ``labels_yaml``) with ``torch.load(weights_only=True)``:
+    checkpoints that hold pickled Python objects are refused, never unpickled.
+    The preprocessing of those versions differed from today's (for instance the
+    spectrogram image was inverted); check ``model.preprocessor`` before predicting.
+    Save the result with :meth:`CNN.save` and load it later with :func:`load_model`.
+
+    Parameters
+    ----------
+    path : str or Path
+        ``.model`` or ``.tar`` checkpoint.
+    architecture : str or torch.nn.Module or None
+        As for :class:`CNN`; None for a ``model_class`` whose constructor takes no
+        architecture (e.g. :class:`InceptionV3`).
+    sample_duration : float
+        Clip length (s) the model was trained on.
+    model_class : class
+        Class to build, normally :class:`CNN`.
+    device : str or torch.device, optional
+
+    Raises
+    ------
+    ModelLoadError
+        Unreadable files, files without weights, or weights that do not fit ``architecture``.
+    """
+    payload = _read_model_file(path)
+    if not isinstance(payload, dict):
+        raise ModelLoadError(path, "not an OpenSoundscape checkpoint (expected a dict)")
+    state = payload.get("model_state_dict") or payload.get("network_state_dict")
+    if state is None and payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
+        state = payload
+    if state is None:
+        raise ModelLoadError(path, f"no weights found (keys: {sorted(map(str, payload))[:10]})")
+    state = _rename_legacy_keys(state)
+    classes = _legacy_classes(payload, state)
+    shape = (224, 224, _input_channels(state))
+    if architecture is None:
+        model = model_class(classes, sample_duration, weights=None, device=device)
+    else:
+        model = model_class(architecture, classes, sample_duration, sample_shape=shape, weights=None, device=device)
+    _load_state(model, state, path)
+    warnings.warn(f"{path}: loaded a model from an old OpenSoundscape version; its preprocessing differed from "
+                  "today's (e.g. inverted spectrogram images): check model.preprocessor before predicting",
+                  UserWarning, stacklevel=2)
+    return model
+
+
 def use_resample_loss(model: CNN):
     """Switch a multi-target model to :class:`~opso_nb.ml.loss.ResampleLoss` (in place)."""
     if model.single_target:
@@ -918,7 +1278,8 @@ def separate_feat_clf(model: CNN, feature_lr=None, classifier_lr=None):
     """Give the feature extractor and the classifier layer separate optimizer settings (in place).
 
     Sets ``model.optimizer_params`` to ``{"feature": {...}, "classifier": {...}}`` (copies
-    of the current settings, with the given learning rates) and resets the optimizer.
+    of the current settings, with the given learning rates) and builds a new
+    ``model.opt_net`` with the two parameter groups.
     """
     op = dict(model.optimizer_params)
     if "feature" in op:
@@ -930,7 +1291,8 @@ def separate_feat_clf(model: CNN, feature_lr=None, classifier_lr=None):
     if classifier_lr is not None:
         clf["lr"] = classifier_lr
     model.optimizer_params = {"feature": feat, "classifier": clf}
-    model.opt_net = None
+    model._pending_optimizer_state = None  # a saved single-group state does not fit two groups
+    model._init_optimizer()
     return model
 
 

@@ -14,6 +14,9 @@ weight file is already in torch's cache (``torch.hub.get_dir()/checkpoints``):
   :class:`PretrainedWeightsNotFound` when the file is missing.
 * ``weights=None``: random initialisation, no look-up.
 
+``efficientnet_widese_b0`` / ``_b4`` are built here from torchvision's
+EfficientNets (wide squeeze-and-excitation blocks) and have no pretrained weights.
+
 Each returned network carries three plain attributes used by :class:`opso_nb.ml.cnn.CNN`:
 ``constructor_name`` (registry name, so a saved model can be rebuilt),
 ``classifier_layer_names`` (module names of the final classifier, for freezing and
@@ -174,50 +177,44 @@ def _finish(model, name, num_classes, freeze_feature_extractor, num_channels, fi
     return model
 
 
-def _resnet(name):
-    def build(num_classes, freeze_feature_extractor=False, weights="DEFAULT", num_channels=3):
-        model = _tv(name, weights)
-        return _finish(model, name, num_classes, freeze_feature_extractor, num_channels, "conv1", "fc", ["layer4"])
-
-    build.__name__ = name
-    build.__doc__ = f"""{name} (input about 224x224; any size >= 32 px works).
-
+_PARAMETERS_DOC = """
     Parameters
     ----------
     num_classes : int
         Outputs of the final layer.
     freeze_feature_extractor : bool
-        If True only the final ``fc`` layer trains.
+        If True only the final layer trains.
     weights : str or None
         ``"DEFAULT"`` (ImageNet weights if cached on disk), an explicit torchvision
         weight name (error if not cached), or None (random).
     num_channels : int
         Input channels (1 for a grey spectrogram).
     """
+
+
+def _torchvision_arch(name, first_conv, classifier, cam_layers, description):
+    """Register a wrapper ``name(num_classes, freeze_feature_extractor, weights, num_channels)`` around
+    torchvision's ``name``; the module names locate its first conv, classifier and CAM layers."""
+
+    def build(num_classes, freeze_feature_extractor=False, weights="DEFAULT", num_channels=3):
+        model = _tv(name, weights)
+        return _finish(model, name, num_classes, freeze_feature_extractor, num_channels, first_conv, classifier,
+                       cam_layers)
+
+    build.__name__ = build.__qualname__ = name
+    build.__doc__ = description + "\n" + _PARAMETERS_DOC
     return register_arch(build)
 
 
-resnet18 = _resnet("resnet18")
-resnet34 = _resnet("resnet34")
-resnet50 = _resnet("resnet50")
-resnet101 = _resnet("resnet101")
-resnet152 = _resnet("resnet152")
-
-
-@register_arch
-def alexnet(num_classes, freeze_feature_extractor=False, weights="DEFAULT", num_channels=3):
-    """AlexNet (input 224x224). Parameters as for :func:`resnet18`."""
-    model = _tv("alexnet", weights)
-    return _finish(model, "alexnet", num_classes, freeze_feature_extractor, num_channels,
-                   "features.0", "classifier.6", ["features.10"])
-
-
-@register_arch
-def vgg11_bn(num_classes, freeze_feature_extractor=False, weights="DEFAULT", num_channels=3):
-    """VGG-11 with batch norm (input 224x224). Parameters as for :func:`resnet18`."""
-    model = _tv("vgg11_bn", weights)
-    return _finish(model, "vgg11_bn", num_classes, freeze_feature_extractor, num_channels,
-                   "features.0", "classifier.6", ["features.27"])
+resnet18 = _torchvision_arch("resnet18", "conv1", "fc", ["layer4"],
+                             "ResNet-18 (input about 224x224; any size >= 32 px works).")
+resnet34 = _torchvision_arch("resnet34", "conv1", "fc", ["layer4"], "ResNet-34 (input about 224x224).")
+resnet50 = _torchvision_arch("resnet50", "conv1", "fc", ["layer4"], "ResNet-50 (input about 224x224).")
+resnet101 = _torchvision_arch("resnet101", "conv1", "fc", ["layer4"], "ResNet-101 (input about 224x224).")
+resnet152 = _torchvision_arch("resnet152", "conv1", "fc", ["layer4"], "ResNet-152 (input about 224x224).")
+alexnet = _torchvision_arch("alexnet", "features.0", "classifier.6", ["features.10"], "AlexNet (input 224x224).")
+vgg11_bn = _torchvision_arch("vgg11_bn", "features.0", "classifier.6", ["features.27"],
+                             "VGG-11 with batch norm (input 224x224).")
 
 
 @register_arch
@@ -230,12 +227,8 @@ def squeezenet1_0(num_classes, freeze_feature_extractor=False, weights="DEFAULT"
     return model
 
 
-@register_arch
-def densenet121(num_classes, freeze_feature_extractor=False, weights="DEFAULT", num_channels=3):
-    """DenseNet-121 (input 224x224). Parameters as for :func:`resnet18`."""
-    model = _tv("densenet121", weights)
-    return _finish(model, "densenet121", num_classes, freeze_feature_extractor, num_channels,
-                   "features.conv0", "classifier", ["features.denseblock4"])
+densenet121 = _torchvision_arch("densenet121", "features.conv0", "classifier", ["features.denseblock4"],
+                                "DenseNet-121 (input 224x224).")
 
 
 @register_arch
@@ -255,16 +248,53 @@ def inception_v3(num_classes, freeze_feature_extractor=False, weights="DEFAULT",
                    "Conv2d_1a_3x3.conv", "fc", ["Mixed_7c"])
 
 
-def _efficientnet(name):
+efficientnet_b0 = _torchvision_arch("efficientnet_b0", "features.0.0", "classifier.1", ["features"],
+                                    "EfficientNet-B0 (input 224x224).")
+efficientnet_b4 = _torchvision_arch("efficientnet_b4", "features.0.0", "classifier.1", ["features"],
+                                    "EfficientNet-B4 (input 380x380).")
+
+
+def _widen_squeeze_excitation(model: torch.nn.Module) -> torch.nn.Module:
+    """Give every squeeze-and-excitation block a bottleneck a quarter of its *expanded* width (in place).
+
+    torchvision's EfficientNet sizes each bottleneck from the block's input
+    channels; the "WideSE" variant sizes it from the channels of the depthwise
+    convolution it gates, which are up to six times more.
+    """
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, torchvision.ops.SqueezeExcitation):
+                width = child.fc1.in_channels
+                setattr(module, name, torchvision.ops.SqueezeExcitation(width, max(1, width // 4),
+                                                                         activation=torch.nn.SiLU))
+    return model
+
+
+def _efficientnet_widese(name, base):
     def build(num_classes, freeze_feature_extractor=False, weights="DEFAULT", num_channels=3):
-        model = _tv(name, weights)
+        if weights == "DEFAULT":
+            warnings.warn(f"no pretrained weights exist for {name} in torchvision (OpenSoundscape fetched NVIDIA's "
+                          "from torch.hub, which opso_nb never uses); starting from random weights",
+                          UserWarning, stacklevel=3)
+        elif weights is not None:
+            raise PretrainedWeightsNotFound(f"no pretrained weights {weights!r} for {name}: opso_nb builds it with "
+                                            "random weights only (weights=None)")
+        model = _widen_squeeze_excitation(torchvision.models.get_model(base, weights=None))
         return _finish(model, name, num_classes, freeze_feature_extractor, num_channels,
                        "features.0.0", "classifier.1", ["features"])
 
     build.__name__ = name
-    build.__doc__ = f"{name} (input 224x224 for b0, 380x380 for b4). Parameters as for :func:`resnet18`."
+    build.__doc__ = f"""{name}: {base} with wide squeeze-and-excitation blocks, random weights.
+
+    As :func:`{base}`, except that each squeeze-and-excitation bottleneck is a
+    quarter of the depthwise convolution's width instead of the block input's
+    (NVIDIA's "WideSE" variant). Built offline from torchvision's {base};
+    pretrained weights are not available (``weights="DEFAULT"`` warns and
+    starts from random weights, a named weight raises
+    :class:`PretrainedWeightsNotFound`). Parameters as for :func:`resnet18`.
+    """
     return register_arch(build)
 
 
-efficientnet_b0 = _efficientnet("efficientnet_b0")
-efficientnet_b4 = _efficientnet("efficientnet_b4")
+efficientnet_widese_b0 = _efficientnet_widese("efficientnet_widese_b0", "efficientnet_b0")
+efficientnet_widese_b4 = _efficientnet_widese("efficientnet_widese_b4", "efficientnet_b4")

@@ -10,7 +10,10 @@
   ``(data [B, C, H, W], labels [B, n_classes] or None)``.
 
 Items are preprocessed :class:`~opso_nb.sample.AudioSample` objects: ``data``,
-``labels`` and provenance (``source``, ``start_time``, ``duration``).
+``labels`` and provenance (``source``, ``start_time``, ``duration``). A bad
+sample raises :class:`~opso_nb.preprocess.utils.PreprocessingError` naming the
+file, clip and step; wrap a dataset in :class:`~opso_nb.ml.safe_dataset.SafeDataset`
+to skip and record bad samples instead.
 """
 from __future__ import annotations
 
@@ -20,8 +23,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from opso_nb.failures import failures_frame
 from opso_nb.sample import AudioSample
-from opso_nb.utils import CLIP_INDEX
+from opso_nb.utils import CLIP_INDEX, make_clip_df
 
 
 def _as_table(samples) -> pd.DataFrame:
@@ -56,18 +60,20 @@ class AudioFileDataset(torch.utils.data.Dataset):
         (whole files), or a list of files. Columns are 0/1 labels per class.
     preprocessor : BasePreprocessor
         Turns each clip into a tensor (e.g. ``SpectrogramPreprocessor``).
-    return_labels : bool
-        Attach the row's labels to each sample (False: ``labels`` is None).
     bypass_augmentations : bool
         Skip augmentation steps (validation/prediction).
+    return_labels : bool
+        Attach the row's labels to each sample (False: ``labels`` is None).
 
     Attributes
     ----------
     label_df : pd.DataFrame
         The table (also ``.df``); ``classes`` its columns.
+    invalid_samples : set
+        Always empty here; :class:`AudioSplittingDataset` lists the files it could not split.
     """
 
-    def __init__(self, samples, preprocessor, return_labels=True, bypass_augmentations=False):
+    def __init__(self, samples, preprocessor, bypass_augmentations=False, return_labels=True):
         self.label_df = _as_table(samples)
         self.preprocessor = preprocessor
         self.return_labels = return_labels
@@ -84,6 +90,10 @@ class AudioFileDataset(torch.utils.data.Dataset):
 
     def __len__(self):
         return len(self.label_df)
+
+    def class_counts(self) -> pd.Series:
+        """Number of samples labelled 1 for each class (index = class names)."""
+        return self.label_df.astype(float).eq(1).sum().astype(int)
 
     def _sample(self, i) -> AudioSample:
         row = self.label_df.iloc[i]
@@ -149,49 +159,67 @@ class AudioSplittingDataset(AudioFileDataset):
         Files; label columns of a file-indexed table are copied to its clips.
     preprocessor : BasePreprocessor
         Must have ``sample_duration`` (s).
-    clip_overlap : float
-        Overlap of consecutive clips (s).
-    clip_overlap_fraction : float, optional
-        Overlap as a fraction of ``sample_duration`` (overrides ``clip_overlap``;
-        ``overlap_fraction`` is accepted too).
+    overlap_fraction : float
+        Overlap of consecutive clips as a fraction of ``sample_duration``, in [0, 1)
+        (``clip_overlap_fraction`` is the newer spelling).
     final_clip : {None, "remainder", "full", "extend"}
         What to do with the end of a file shorter than a clip (see ``generate_clip_times_df``).
+    clip_overlap : float, optional
+        Overlap in seconds instead of a fraction.
+    clip_overlap_fraction : float, optional
+        Same as ``overlap_fraction``.
+    bypass_augmentations : bool
+        Skip augmentation steps (default True: this class is for prediction).
+    return_labels : bool
+        Attach copied file labels to each sample.
 
     Attributes
     ----------
     clip_df : pd.DataFrame
         Clips indexed (file, start_time, end_time), plus copied labels (also ``label_df``).
+    invalid_samples : set of str
+        Files whose headers could not be read; they produce no clips.
     invalid_files : pd.DataFrame
-        Files whose headers could not be read (file, error); they produce no clips.
+        The same files with the reason, in the failure-table schema of :mod:`opso_nb.failures`.
     """
 
-    def __init__(self, samples, preprocessor, clip_overlap=0, clip_overlap_fraction=None, final_clip=None,
-                 bypass_augmentations=True, return_labels=True, overlap_fraction=None):
-        from opso_nb.utils import make_clip_df
-
+    def __init__(self, samples, preprocessor, overlap_fraction=0, final_clip=None, *, clip_overlap=None,
+                 clip_overlap_fraction=None, bypass_augmentations=True, return_labels=True):
         duration = getattr(preprocessor, "sample_duration", None)
         if not duration:
             raise ValueError("AudioSplittingDataset needs a preprocessor with sample_duration (s)")
-        if overlap_fraction is not None and clip_overlap_fraction is None:
+        if clip_overlap_fraction is None:
             clip_overlap_fraction = overlap_fraction
-        if clip_overlap_fraction is not None:
+        if clip_overlap is None:
             if not 0 <= clip_overlap_fraction < 1:
-                raise ValueError(f"clip_overlap_fraction must be in [0, 1), got {clip_overlap_fraction}")
+                raise ValueError(f"overlap_fraction must be in [0, 1), got {clip_overlap_fraction}")
             clip_overlap = clip_overlap_fraction * duration
         files_df = _as_table(samples)
         if isinstance(files_df.index, pd.MultiIndex):
             raise ValueError("AudioSplittingDataset splits whole files: give a list of files or a file-indexed table")
         clips, invalid = make_clip_df(list(files_df.index), duration, clip_overlap, final_clip,
                                       return_invalid_samples=True)
+        # unreadable files may come back as rows without times; they make no clips
+        clips = clips[~pd.isna(clips.index.get_level_values("start_time"))]
         if len(files_df.columns):
             labels = files_df.reindex(clips.index.get_level_values("file")).to_numpy()
             clips = pd.DataFrame(labels, index=clips.index, columns=files_df.columns)
-        self.invalid_files = invalid
-        super().__init__(clips, preprocessor, return_labels=return_labels, bypass_augmentations=bypass_augmentations)
+        self.invalid_files = _unreadable_files_table(invalid)
+        super().__init__(clips, preprocessor, bypass_augmentations=bypass_augmentations, return_labels=return_labels)
+        self.invalid_samples = set(self.invalid_files["file"])
 
     @property
     def clip_df(self):
         return self.label_df
+
+
+def _unreadable_files_table(invalid) -> pd.DataFrame:
+    """Failure table (stage "load") from ``make_clip_df``'s invalid files: a table with a reason, or bare paths."""
+    if isinstance(invalid, pd.DataFrame):
+        records = invalid.to_dict("records")
+    else:
+        records = [{"file": f, "error": "the file's header could not be read"} for f in invalid]
+    return failures_frame([{**r, "stage": "load"} for r in records])
 
 
 class AudioBatch(tuple):
@@ -201,12 +229,17 @@ class AudioBatch(tuple):
     ----------
     clips : list of (file, start_time, end_time)
         One per row of ``data``.
+    indices : list of int
+        Dataset row of each row of ``data`` (filled by
+        :meth:`~opso_nb.ml.safe_dataset.SafeDataset.loader`; empty otherwise).
     failed_samples : list of dict
-        Samples dropped from this batch (file, start_time, end_time, error),
-        reported by :class:`~opso_nb.ml.safe_dataset.SafeDataset` from any worker.
+        Samples dropped from this batch, as failure records (file, start_time,
+        end_time, stage, error), reported by
+        :class:`~opso_nb.ml.safe_dataset.SafeDataset` from any worker process.
     """
 
     clips: list
+    indices: list
     failed_samples: list
 
 
@@ -216,14 +249,7 @@ def collate_audio_samples(samples):
     ``None`` items (skipped bad samples) are dropped; an all-bad batch gives
     ``data`` of shape [0]. Labels are None unless every sample has them.
     """
-    failed = []
-    good = []
-    for s in samples:
-        if isinstance(s, tuple) and len(s) == 2 and isinstance(s[1], list):  # (sample, failures) from SafeDataset
-            s, f = s
-            failed.extend(f)
-        if s is not None:
-            good.append(s)
+    good = [s for s in samples if s is not None]
     if good:
         data = torch.stack([torch.as_tensor(s.data, dtype=torch.float32) for s in good])
     else:
@@ -233,5 +259,6 @@ def collate_audio_samples(samples):
         labels = torch.as_tensor(np.stack([s.labels.to_numpy(dtype=np.float32) for s in good]))
     batch = AudioBatch((data, labels))
     batch.clips = [(s.source, s.start_time, s.end_time) for s in good]
-    batch.failed_samples = failed
+    batch.indices = []
+    batch.failed_samples = []
     return batch

@@ -5,6 +5,8 @@ classes) rather than a dataset, so they never have to load audio to learn labels
 """
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pandas as pd
 import torch
@@ -19,6 +21,19 @@ def _labels_array(labels) -> np.ndarray:
     if labels.ndim == 1:
         labels = labels[:, None]
     return labels
+
+
+def _labels_from_callback(callback, dataset):
+    """Labels from a callback taking the dataset, or the dataset and one index.
+
+    Per-sample results may be 0/1 vectors or single class labels (made one-hot here).
+    """
+    if len(inspect.signature(callback).parameters) < 2:
+        return callback(dataset)
+    labels = [callback(dataset, i) for i in range(len(dataset))]
+    if all(np.ndim(v) == 0 for v in labels):  # one class label per sample
+        return pd.get_dummies(pd.Series(labels)).to_numpy(dtype=float)
+    return np.stack([np.asarray(v, dtype=float) for v in labels])
 
 
 class ImbalancedDatasetSampler(torch.utils.data.Sampler):
@@ -36,13 +51,15 @@ class ImbalancedDatasetSampler(torch.utils.data.Sampler):
     num_samples : int, optional
         Samples per epoch (default: number of indices).
     callback_get_label : callable, optional
-        ``callback_get_label(dataset) -> labels`` when labels must be extracted another way.
+        For labels that must be extracted another way: ``callback_get_label(dataset)``
+        returning all labels, or ``callback_get_label(dataset, index)`` returning the
+        labels of one sample (OpenSoundscape's form).
     generator : torch.Generator, optional
         For reproducible draws.
     """
 
     def __init__(self, dataset, indices=None, num_samples=None, callback_get_label=None, generator=None):
-        labels = _labels_array(callback_get_label(dataset) if callback_get_label else dataset)
+        labels = _labels_array(_labels_from_callback(callback_get_label, dataset) if callback_get_label else dataset)
         self.indices = list(range(len(labels))) if indices is None else list(indices)
         self.num_samples = len(self.indices) if num_samples is None else int(num_samples)
         labels = labels[self.indices]

@@ -8,18 +8,26 @@ a dashboard can poll it from its own thread and ``stop()`` can end training afte
 the current batch. Models are written to ``runs_folder/run_name/``: ``best.model``
 (best validation score; the file the prediction explorer offers), ``epoch-N.model``,
 ``last.model`` and ``metrics.csv``.
+
+A run that cannot train honestly (no training clip readable, or more than the
+model's ``max_failed_fraction`` of them failing) ends in state ``"failed"`` with
+the reason in :attr:`TrainingSession.error` and the failures in
+:attr:`TrainingSession.failures`; nothing is saved as ``last.model`` then.
 """
 from __future__ import annotations
 
-import json
 import queue
 import threading
 import traceback
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import param
 
+from opso_nb.failures import failures_frame
+from opso_nb.ml.cnn import CNN, default_preprocessor
+from opso_nb.preprocess.preprocessors import load_preprocessor
 from opso_nb.utils import CLIP_INDEX
 
 
@@ -65,8 +73,6 @@ def split_train_validation(labels: pd.DataFrame, validation_fraction=0.2, random
     -------
     (train_df, validation_df)
     """
-    import numpy as np
-
     if not 0 < validation_fraction < 1:
         raise ValueError(f"validation_fraction must be between 0 and 1, got {validation_fraction}")
     files = labels.index.get_level_values("file")
@@ -115,6 +121,7 @@ class TrainingSession(param.Parameterized):
         self.events: queue.Queue = queue.Queue()
         self.model = None
         self.error = None
+        self.failures = failures_frame()
         self._thread = None
         self._stop = threading.Event()
 
@@ -140,16 +147,12 @@ class TrainingSession(param.Parameterized):
 
     def build_model(self, classes):
         """A CNN configured from these settings."""
-        from opso_nb.ml.cnn import CNN, _preprocessor_from_dict, default_preprocessor
-
         preprocessor = None
         if self.preprocessor_config:
-            path = Path(self.preprocessor_config)
             try:
-                config = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError) as e:
-                raise ValueError(f"cannot read preprocessor config {path}: {e}") from None
-            preprocessor = _preprocessor_from_dict(config)
+                preprocessor = load_preprocessor(self.preprocessor_config)
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"cannot use preprocessor config {self.preprocessor_config}: {e}") from None
         shape = (self.image_size, self.image_size, self.channels)
         if preprocessor is None:
             preprocessor = default_preprocessor(self.sample_duration, shape)
@@ -169,6 +172,7 @@ class TrainingSession(param.Parameterized):
         train_df, valid_df = self.load_data()
         self.model = self.build_model(list(train_df.columns))
         self.error = None
+        self.failures = failures_frame()
         self._stop.clear()
         self.events = queue.Queue()
         self._set_state("running")
@@ -186,17 +190,20 @@ class TrainingSession(param.Parameterized):
                 invalid_samples_log=str(self.run_folder / "invalid_samples.log"),
                 progress_callback=self.events.put, stop_event=self._stop,
             )
+            self.failures = self.model.failed_samples
             self.model.save(self.run_folder / "last.model")
             if not self.model_path.exists():  # no validation ran: the last model is the best we have
                 self.model.save(self.model_path)
             final = "stopped" if self._stop.is_set() else "done"
             self._set_state(final)
             self.events.put({"event": "finished", "state": final, "model_path": str(self.model_path),
-                             "n_failed": len(self.model.failed_samples)})
+                             "n_failed": len(self.failures)})
         except Exception as e:  # reported to the UI; the thread must not die silently
+            self.failures = self.model.failed_samples  # filled by train() even when it raises
             self.error = f"{type(e).__name__}: {e}"
             self._set_state("failed")
-            self.events.put({"event": "failed", "error": self.error, "traceback": traceback.format_exc()})
+            self.events.put({"event": "failed", "error": self.error, "n_failed": len(self.failures),
+                             "traceback": traceback.format_exc()})
 
     def stop(self):
         """Ask training to stop after the current batch (finished epochs and best.model are kept)."""

@@ -1,8 +1,16 @@
 """Small helpers for the ML modules: activation layers, batching, class-aware loaders."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
+import soundfile
 import torch
+
+from opso_nb.ml.sampling import ClassAwareSampler
+from opso_nb.utils import CLIP_INDEX, atomic_path, atomic_write
 
 ACTIVATION_LAYERS = (None, "sigmoid", "softmax", "softmax_and_logit")
 
@@ -108,8 +116,6 @@ def loader_worker_init(_worker_id):
     otherwise take cores from the network's threads, which wait for each other at
     every layer; at lower priority they fill the gaps instead.
     """
-    import os
-
     torch.set_num_threads(1)
     try:
         os.nice(10)
@@ -128,8 +134,6 @@ def cas_dataloader(dataset, batch_size, num_workers, labels=None, num_samples_cl
 
     ``labels`` default to ``dataset.label_df``.
     """
-    from opso_nb.ml.sampling import ClassAwareSampler
-
     labels = dataset.label_df.values if labels is None else np.asarray(labels)
     sampler = ClassAwareSampler(labels, num_samples_cls=num_samples_cls)
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, sampler=sampler)
@@ -173,13 +177,6 @@ def make_tone_dataset(folder, n_per_class=8, duration=1.0, sample_rate=16000, cl
     pandas.DataFrame
         Clip table indexed by (file, start_time, end_time) with one 0/1 column per class.
     """
-    from pathlib import Path
-
-    import pandas as pd
-    import soundfile
-
-    from opso_nb.utils import CLIP_INDEX, atomic_path, atomic_write
-
     if len(classes) != len(frequencies):
         raise ValueError("classes and frequencies must have the same length")
     folder = Path(folder)

@@ -104,7 +104,7 @@ def test_malformed_configs_are_clear_errors():
 
 
 def test_model_file_with_crafted_preprocessor_runs_nothing(tmp_path):
-    from opso_nb.ml.cnn import CNN, load_model
+    from opso_nb.ml.cnn import CNN, load_model, weights_checksum
 
     marker = tmp_path / "pwned"
     path = tmp_path / "model.pt"
@@ -113,6 +113,8 @@ def test_model_file_with_crafted_preprocessor_runs_nothing(tmp_path):
     config = json.loads(payload["config"])
     config["preprocessor"] = crafted_config(marker)
     payload["config"] = json.dumps(config)
+    # the checksum detects damage, not malice: an attacker recomputes it, so the registry must refuse
+    payload["weights_sha256"] = weights_checksum(payload["network_state_dict"], payload["config"])
     torch.save(payload, path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -3,6 +3,7 @@ their documented signatures and defaults, the documented behaviour, and known an
 simulated delays by every algorithm). Deliberate differences: docs/differences/localization.md.
 """
 import inspect
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -172,3 +173,10 @@ def test_localize_detections_returns_localized_and_unlocalized_events(array_reco
     strict, rejected = array.localize_detections(array_recordings["detections"], max_receiver_dist=100,
                                                  bandpass_ranges={"bird": (2000, 5000)}, residual_threshold=0.0)
     assert strict == [] and len(rejected) == 12 and all("residual" in e.error for e in rejected)
+
+
+def test_differences_page_names_what_differs():
+    page = (Path(__file__).resolve().parents[1] / "docs" / "differences" / "localization.md").read_text()
+    for name in ("SpatialEvent.estimate_delays", "max_delay=None", "localize_detections", "gillette_localize",
+                 "soundfinder_localize", "calculate_tdoa_residuals", "PositionEstimate", "least_squares"):
+        assert f"`{name}" in page, name

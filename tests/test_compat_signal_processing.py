@@ -6,6 +6,7 @@ deterministic inputs built by the helpers of this module; only its outputs were 
 purpose, see docs/differences/signal_processing.md.
 """
 import inspect
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ import scipy.signal
 from opso_nb import sample_data
 from opso_nb import signal_processing as sp
 from opso_nb.audio import Audio
+from test_signal_processing import accelerating_beats  # tests/ is on sys.path (conftest)
 
 REQUIRED = inspect.Parameter.empty
 
@@ -77,15 +79,6 @@ def pulse_pair(delay, n=600, noise=0.05):
     sig = np.zeros(n)
     sig[start + delay:start + delay + length] = pulse
     return sig + noise * pseudo_noise(n, 1), ref + noise * pseudo_noise(n, 2)
-
-
-def accelerating_beats(first_interval=0.6, factor=0.88, min_interval=0.06, start=2.0):
-    times = [start]
-    interval = first_interval
-    while interval > min_interval:
-        times.append(times[-1] + interval)
-        interval *= factor
-    return np.array(times)
 
 
 def beat_samples(beats, duration=12.0, sr=400, freq=50.0, noise=0.05):
@@ -210,7 +203,7 @@ def test_frequency2scale_matches_opensoundscape():
 @pytest.mark.parametrize("wavelet, frequency, threshold, times, levels", [
     ("morl", 50, 0.2, CWT_TIMES, CWT_LEVELS), ("mexh", 80, 0.3, CWT_MEXH_TIMES, CWT_MEXH_LEVELS)])
 def test_cwt_peaks_match_opensoundscape(wavelet, frequency, threshold, times, levels):
-    audio = Audio(beat_samples(accelerating_beats()), 400)
+    audio = Audio(beat_samples(accelerating_beats(start=2.0)), 400)
     peak_times, peak_levels = sp.cwt_peaks(audio, frequency, wavelet=wavelet, peak_threshold=threshold,
                                            peak_separation=0.04)
     assert len(peak_times) == len(times)
@@ -231,7 +224,7 @@ def test_find_accel_sequences_matches_opensoundscape(t, kwargs, expected):
 
 
 def test_detect_peak_sequence_cwt_matches_opensoundscape_on_synthetic_drumming():
-    audio = Audio(np.repeat(beat_samples(accelerating_beats()), 2), 800)  # resampled to 400 Hz inside
+    audio = Audio(np.repeat(beat_samples(accelerating_beats(start=2.0)), 2), 800)  # resampled to 400 Hz inside
     columns = ["sequence_y", "sequence_t", "window_start_t", "seq_len", "seq_start_time", "seq_end_time",
                "seq_midpoint_time"]
     # OpenSoundscape 0.13.2: (window_start_t, seq_len, seq_start_time, seq_end_time)
@@ -271,3 +264,10 @@ def test_thresholded_event_durations_match_opensoundscape():
     check(([], 0.5), {}, [], [])
     assert sp.get_ones_sequence([1, 1, 0, 0, 1, 1, 1]) == ([0, 4], [2, 3])
     assert sp.get_ones_sequence([0, 1, 1, 1]) == ([1], [3])
+
+
+def test_differences_page_names_what_differs():
+    page = (Path(__file__).resolve().parents[1] / "docs" / "differences" / "signal_processing.md").read_text()
+    for name in ('gcc(..., cc_filter="ht")', "tdoa(signal, reference_signal", "cwt_peaks", "detect_peak_sequence_cwt",
+                 "find_accel_sequences", "thresholded_event_durations", "get_ones_sequence", "tdoa_pairs"):
+        assert f"`{name}" in page, name

@@ -466,3 +466,18 @@ def test_detections_of_a_late_started_recorder_are_matched_by_real_time():
         assert Path(a.receiver_files[0]).name.startswith(Path(b.receiver_files[0]).stem)
         np.testing.assert_allclose(a.tdoas, b.tdoas, atol=1e-4)
         np.testing.assert_allclose(a.position_estimate, b.position_estimate, atol=0.5)
+
+
+def test_a_recording_with_nan_samples_fails_its_events_only(simulated, tmp_path):
+    coords = simulated["file_coords"].copy()
+    broken = str(tmp_path / "broken.wav")
+    samples, rate = soundfile.read(coords.index[2], dtype="float32")
+    samples[int(1.2 * rate):int(1.4 * rate)] = np.nan  # a glitch inside the second clip only
+    soundfile.write(broken, samples, rate, subtype="FLOAT")
+    coords.index = [broken if i == 2 else f for i, f in enumerate(coords.index)]
+    detections = simulated["detections"].rename(index={simulated["file_coords"].index[2]: broken}, level="file")
+    localized, unlocalized = SynchronizedRecorderArray(coords).localize_detections(
+        detections, max_receiver_dist=200, min_n_receivers=5,
+        bandpass_ranges={"wren": (2500, 5500), "thrush": (1500, 3500)})
+    assert len(unlocalized) == 6 and len(localized) == 18  # the six events of the clip with the glitch
+    assert all(e.start_time == 1.0 and "broken.wav" in e.error and "NaN" in e.error for e in unlocalized)

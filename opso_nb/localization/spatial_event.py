@@ -308,6 +308,8 @@ def estimate_delays_together(events, cc_filter: str = "phat", max_delay=None, sp
     for event in events:
         try:
             segments = event.segments(cache)
+            for file, audio in zip(event.receiver_files, segments):
+                _check_segment(file, audio, event.start_time)
             limit = max_delay if max_delay is not None else event.max_delay
             limit = limit if limit is not None else event.default_max_delay(speed_of_sound)
             refs = []
@@ -327,12 +329,31 @@ def estimate_delays_together(events, cc_filter: str = "phat", max_delay=None, sp
             event.error = f"{type(err).__name__}: {err}"
     results = {}
     for key, bucket in buckets.items():
-        results[key] = tdoa_pairs(bucket["signals"], bucket["pairs"], cc_filter=cc_filter, sample_rate=key[1],
-                                  max_delay=bucket["max_delay"], return_max=True, workers=workers)
+        try:
+            results[key] = tdoa_pairs(bucket["signals"], bucket["pairs"], cc_filter=cc_filter, sample_rate=key[1],
+                                      max_delay=bucket["max_delay"], return_max=True, workers=workers)
+        except Exception as err:
+            if errors == "raise":
+                raise
+            results[key] = err  # every event with a pair in this bucket reports it
     for event, refs in jobs:
+        failed = [results[key] for key, _ in refs if isinstance(results[key], Exception)]
+        if failed:
+            event.error = f"{type(failed[0]).__name__}: {failed[0]}"
+            continue
         event.tdoas = np.array([0.0] + [results[key][0][i] for key, i in refs])
         event.cc_maxs = np.array([1.0] + [results[key][1][i] for key, i in refs])
     return list(events)
+
+
+def _check_segment(file, audio, start_time):
+    """ValueError naming the file if an event's segment is empty or holds NaN/infinite samples."""
+    if audio.samples.size == 0:
+        raise ValueError(f"{file}: no samples in the event's segment starting at {start_time:.3f} s")
+    bad = np.count_nonzero(~np.isfinite(audio.samples))
+    if bad:
+        raise ValueError(f"{file}: {bad} NaN or infinite sample(s) in the event's segment starting at "
+                         f"{start_time:.3f} s")
 
 
 def _bucket_signal(bucket, samples):

@@ -1,12 +1,26 @@
-"""Localization throughput on a simulated array: events per second, 1 and 2 processes.
+"""Localization throughput and accuracy on a simulated array, side by side with OpenSoundscape.
 
-    python benchmarks/bench_localization.py [--sources 40]
+    python benchmarks/bench_localization.py [--sources 40] [--repeats 2]
 
-Prints two tables: throughput (delay estimation + position for every candidate
-event, with num_workers 1 and 2, and the position step alone per algorithm) and
-accuracy per algorithm against the simulated truth. If an
-OpenSoundscape environment exists (its python in $OPENSOUNDSCAPE_PYTHON), the
-same simulated files are localized there too and shown side by side.
+The array: six recorders on a 100 m square (one in the middle, one on a 20 m
+mast), ``--sources`` calls of one class, one per 1 s clip, noise at -50 dBFS.
+Every detection is the reference of one candidate event (six per call).
+
+Rows of the throughput table (events per second, best of ``--repeats``
+interleaved runs; ratio = OpenSoundscape time / opso_nb time):
+
+- *one event at a time*: each event reads and band-passes its own segments and
+  cross-correlates its receivers alone (``SpatialEvent.estimate_delays`` then
+  ``estimate_location`` per event): the way ``localize_detections`` worked
+  before clip batching.
+- *localize_detections*: events of one clip share each filtered segment
+  (``SegmentCache``) and one FFT per segment; all pairs of the clip are
+  cross-correlated in batched inverse FFTs with worker threads.
+- OpenSoundscape's ``localize_detections`` on the same files, when
+  ``$OPENSOUNDSCAPE_PYTHON`` (or ``$OPSO_PYTHON``) points to its python.
+
+The accuracy table compares positions with the simulated truth, for each
+algorithm here and for OpenSoundscape (least squares, its default).
 """
 from __future__ import annotations
 
@@ -22,7 +36,16 @@ import numpy as np
 import pandas as pd
 
 from _common import OPSO_MISSING, opso_python
-from opso_nb.localization import SynchronizedRecorderArray, events_to_df, localize, simulate_array_recordings
+from opso_nb.localization import (
+    SegmentCache,
+    SynchronizedRecorderArray,
+    events_to_df,
+    localize,
+    simulate_array_recordings,
+)
+
+RECEIVERS = np.array([[0, 0, 2], [100, 0, 2], [100, 100, 2], [0, 100, 2], [50, 50, 2], [50, 0, 20]], float)
+SETTINGS = dict(max_receiver_dist=200, min_n_receivers=4)
 
 OPSO_SCRIPT = """
 import json, sys, time, pandas as pd
@@ -37,80 +60,146 @@ array = SynchronizedRecorderArray(coords)
 t = time.perf_counter()
 loc, unloc = array.localize_detections(det, max_receiver_dist=200, min_n_receivers=4, num_workers=int(sys.argv[3]),
                                        localization_algorithm="least_squares", return_unlocalized=True)
-print(json.dumps({"seconds": time.perf_counter() - t, "events": len(loc) + len(unloc)}))
+seconds = time.perf_counter() - t
+rows = [{"class": e.class_name, "start_time": (pd.Timestamp(e.start_timestamp) - t0).total_seconds(),
+         "x": float(e.location_estimate[0]), "y": float(e.location_estimate[1]), "z": float(e.location_estimate[2]),
+         "residual_rms": float(e.residual_rms)} for e in loc]
+print(json.dumps({"seconds": seconds, "events": len(loc) + len(unloc), "localized": rows}))
 """
 
 
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sources", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench_loc_"))
     try:
-        run(work)
+        run(work, args)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run(work: Path):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sources", type=int, default=40)
-    args = parser.parse_args()
+def one_event_at_a_time(array, detections, speed_of_sound):
+    """Each event reads, filters and cross-correlates its own segments (no sharing between events)."""
+    events = array.create_candidate_events(detections, SETTINGS["min_n_receivers"], SETTINGS["max_receiver_dist"])
+    for event in events:
+        try:
+            event.estimate_delays(speed_of_sound=speed_of_sound, cache=SegmentCache())
+            event.estimate_location("least_squares", cc_threshold=0, min_n_receivers=SETTINGS["min_n_receivers"],
+                                    speed_of_sound=speed_of_sound)
+        except Exception as err:  # counted, as localize_detections would
+            event.error = str(err)
+    return events
+
+
+def run_opso(opso, work, workers):
+    out = subprocess.run([opso, "-c", OPSO_SCRIPT, str(work / "coords.csv"), str(work / "detections.csv"),
+                          str(workers)], capture_output=True, text=True)
+    if out.returncode != 0:
+        return {"error": out.stderr.strip()[-120:]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def accuracy(table, truth):
+    """Median and 90th-percentile 3-D error, median 2-D error and residual (m) of localized rows."""
+    if not len(table):
+        return [np.nan] * 4
+    true_xyz = truth.loc[list(zip(table["class"], table["start_time"]))][["x", "y", "z"]].to_numpy()
+    error = np.linalg.norm(table[["x", "y", "z"]].to_numpy() - true_xyz, axis=1)
+    error_xy = np.linalg.norm(table[["x", "y"]].to_numpy() - true_xyz[:, :2], axis=1)
+    return [np.median(error), np.percentile(error, 90), np.median(error_xy), table["residual_rms"].median()]
+
+
+def run(work: Path, args):
     rng = np.random.default_rng(0)
-    receivers = np.array([[0, 0, 2], [100, 0, 2], [100, 100, 2], [0, 100, 2], [50, 50, 2], [50, 0, 20]], float)
     # calls from the second clip on, with a spare clip at the end: OpenSoundscape reads max_delay beyond each clip
     duration = args.sources * 1.0 + 2
     sources = pd.DataFrame({"x": rng.uniform(10, 90, args.sources), "y": rng.uniform(10, 90, args.sources),
                             "z": rng.uniform(1, 5, args.sources), "time": np.arange(args.sources) + 1.1,
                             "class": "bird"})
-    sim = simulate_array_recordings(receivers, sources, work, duration=duration, seed=0)
+    sim = simulate_array_recordings(RECEIVERS, sources, work, duration=duration, seed=0)
+    c = sim["speed_of_sound"]
     array = SynchronizedRecorderArray(sim["file_coords"])
-    opso = opso_python()
-    rows = []
-    for workers in (1, 2):
-        start = time.perf_counter()
-        localized, unlocalized = array.localize_detections(sim["detections"], max_receiver_dist=200, min_n_receivers=4,
-                                                           localization_algorithm="least_squares",
-                                                           num_workers=workers, speed_of_sound=sim["speed_of_sound"])
-        seconds = time.perf_counter() - start
-        n = len(localized) + len(unlocalized)
-        rows.append((f"opso_nb delays + position, {workers} process(es)", n, n / seconds))
-        if opso:
-            out = subprocess.run([opso, "-c", OPSO_SCRIPT, str(work / "coords.csv"), str(work / "detections.csv"),
-                                  str(workers)], capture_output=True, text=True)
-            if out.returncode == 0:
-                r = json.loads(out.stdout.strip().splitlines()[-1])
-                rows.append((f"OpenSoundscape delays + position, {workers} process(es)", r["events"],
-                             r["events"] / r["seconds"]))
-            else:
-                rows.append((f"OpenSoundscape ({workers}): failed: {out.stderr.strip()[-80:]}", 0, float("nan")))
-    accuracy = []
     truth = sources.assign(clip_start=np.floor(sources["time"])).set_index(["class", "clip_start"])
-    for algorithm in ("gillette", "soundfinder", "least_squares"):
-        localized, unlocalized = array.localize_detections(sim["detections"], max_receiver_dist=200, min_n_receivers=4,
-                                                           localization_algorithm=algorithm,
-                                                           speed_of_sound=sim["speed_of_sound"])
-        table = events_to_df(localized)
-        true_xyz = truth.loc[list(zip(table["class"], table["start_time"]))][["x", "y", "z"]].to_numpy()
-        error = np.linalg.norm(table[["x", "y", "z"]].to_numpy() - true_xyz, axis=1)
-        error_xy = np.linalg.norm(table[["x", "y"]].to_numpy() - true_xyz[:, :2], axis=1)
-        accuracy.append((algorithm, len(localized), len(unlocalized), np.median(error), np.percentile(error, 90),
-                         np.median(error_xy), table["residual_rms"].median()))
-    tdoas = np.linalg.norm(receivers - [40, 60, 3], axis=1) / 343
+    opso = opso_python()
+
+    timings: dict = {}
+    results: dict = {}
+
+    def timed(name, function):
+        start = time.perf_counter()
+        value = function()
+        timings.setdefault(name, []).append(time.perf_counter() - start)
+        results[name] = value
+
+    for _ in range(args.repeats):  # interleaved, so background load hits every contender alike
+        timed("one event at a time, 1 process", lambda: one_event_at_a_time(array, sim["detections"], c))
+        for workers in (1, 2):
+            timed(f"localize_detections, {workers} process(es)", lambda w=workers: array.localize_detections(
+                sim["detections"], localization_algorithm="least_squares", num_workers=w, speed_of_sound=c,
+                **SETTINGS))
+            if opso:
+                r = run_opso(opso, work, workers)
+                if "error" not in r:
+                    timings.setdefault(f"OpenSoundscape, {workers} process(es)", []).append(r["seconds"])
+                    results[f"OpenSoundscape, {workers} process(es)"] = r
+                else:
+                    results[f"OpenSoundscape, {workers} process(es)"] = r
+
+    n_events = len(results["one event at a time, 1 process"])
+    print(f"{args.sources} calls, {len(RECEIVERS)} recorders, {n_events} candidate events, best of {args.repeats}\n")
+    if not opso:
+        print(OPSO_MISSING + "\n")
+    opso_best = {w: min(timings.get(f"OpenSoundscape, {w} process(es)", [np.nan])) for w in (1, 2)}
+    width = 46
+    print(f"{'task':<{width}} {'seconds':>8} {'events/s':>9} {'vs OpenSoundscape':>18}")
+    print("-" * (width + 38))
+    for name, seconds in timings.items():
+        best = min(seconds)
+        workers = 2 if "2 process" in name else 1
+        ratio = opso_best[workers] / best if not name.startswith("OpenSoundscape") else np.nan
+        ratio_text = f"{ratio:>17.1f}x" if np.isfinite(ratio) else f"{'':>18}"
+        print(f"{name:<{width}} {best:>8.2f} {n_events / best:>9.1f} {ratio_text}")
+    for workers in (1, 2):
+        r = results.get(f"OpenSoundscape, {workers} process(es)")
+        if r and "error" in r:
+            print(f"OpenSoundscape, {workers} process(es): failed: {r['error']}")
+
+    # the batched path must give the same numbers as one event at a time
+    single = results["one event at a time, 1 process"]
+    batched, unbatched_left = results["localize_detections, 1 process(es)"]
+    batched = {(e.start_time, e.receiver_files[0]): e for e in batched + unbatched_left}
+    tdoa_diff = max(float(np.abs(e.tdoas - batched[(e.start_time, e.receiver_files[0])].tdoas).max())
+                    for e in single if e.tdoas is not None)
+    print(f"\nlargest TDOA difference, batched vs one event at a time: {tdoa_diff:.2e} s")
+
+    tdoas = np.linalg.norm(RECEIVERS - [40, 60, 3], axis=1) / 343
+    print(f"\n{'position only (500 solves)':<{width}} {'seconds':>8} {'solves/s':>9}")
     for algorithm in ("gillette", "soundfinder", "least_squares"):
         start = time.perf_counter()
         for _ in range(500):
-            localize(receivers, tdoas - tdoas[0], algorithm)
-        rows.append((f"position only, {algorithm}", 500, 500 / (time.perf_counter() - start)))
-    if not opso:
-        print(OPSO_MISSING + "\n")
-    width = max(len(r[0]) for r in rows)
-    print(f"{'task':<{width}}  {'events':>7}  {'events/s':>10}")
-    print("-" * (width + 21))
-    for task, n, rate in rows:
-        print(f"{task:<{width}}  {n:>7}  {rate:>10.1f}")
-    print(f"\naccuracy on the same array ({args.sources} calls, noise -50 dBFS, 6 recorders, 100 m square)")
-    print(f"{'algorithm':<14} {'localized':>9} {'failed':>6} {'median 3-D err (m)':>19} {'90th pct (m)':>13} "
-          f"{'median 2-D err (m)':>19} {'median resid (m)':>17}")
-    for name, n_loc, n_fail, med, p90, med_xy, resid in accuracy:
-        print(f"{name:<14} {n_loc:>9} {n_fail:>6} {med:>19.3f} {p90:>13.3f} {med_xy:>19.3f} {resid:>17.3f}")
+            localize(RECEIVERS, tdoas - tdoas[0], algorithm)
+        seconds = time.perf_counter() - start
+        print(f"{algorithm:<{width}} {seconds:>8.2f} {500 / seconds:>9.1f}")
+
+    print(f"\naccuracy against the simulated truth ({args.sources} calls, noise -50 dBFS)")
+    header = (f"{'algorithm':<28} {'localized':>9} {'failed':>6} {'median 3-D (m)':>15} {'90th pct (m)':>13} "
+              f"{'median 2-D (m)':>15} {'median resid (m)':>17}")
+    print(header)
+    for algorithm in ("gillette", "soundfinder", "least_squares"):
+        localized, unlocalized = array.localize_detections(sim["detections"], localization_algorithm=algorithm,
+                                                           speed_of_sound=c, **SETTINGS)
+        stats = accuracy(events_to_df(localized), truth)
+        print(f"{'opso_nb ' + algorithm:<28} {len(localized):>9} {len(unlocalized):>6} "
+              + " ".join(f"{v:>{w}.3f}" for v, w in zip(stats, (15, 13, 15, 17))))
+    r = results.get("OpenSoundscape, 1 process(es)")
+    if r and "error" not in r:
+        table = pd.DataFrame(r["localized"], columns=["class", "start_time", "x", "y", "z", "residual_rms"])
+        table["start_time"] = np.round(table["start_time"], 6)
+        stats = accuracy(table, truth)
+        print(f"{'OpenSoundscape least_squares':<28} {len(table):>9} {r['events'] - len(table):>6} "
+              + " ".join(f"{v:>{w}.3f}" for v, w in zip(stats, (15, 13, 15, 17))))
 
 
 if __name__ == "__main__":

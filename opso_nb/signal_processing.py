@@ -14,11 +14,13 @@ import numpy as np
 import pandas as pd
 import scipy.fft
 import scipy.signal
+from scipy.ndimage import uniform_filter1d
 
 __all__ = [
     "CC_FILTERS",
     "gcc",
     "tdoa",
+    "tdoa_pairs",
     "butter_bandpass",
     "bandpass_filter",
     "frequency2scale",
@@ -26,9 +28,19 @@ __all__ = [
     "find_accel_sequences",
     "detect_peak_sequence_cwt",
     "thresholded_event_durations",
+    "get_ones_sequence",
 ]
 
-CC_FILTERS = ("phat", "roth", "scot", "ht", "cc")
+CC_FILTERS = ("phat", "roth", "scot", "ht", "cc", "cc_norm")
+
+# Hannan-Thomson coherence is estimated by averaging spectra over this many neighbouring frequency bins:
+# from a single transform |Gxy|^2 equals Gxx*Gyy exactly and the coherence would be 1 in every bin.
+HT_SMOOTHING_BINS = 9
+
+# Pairs cross-correlated per batched inverse FFT in tdoa_pairs: bounds memory (block x FFT length floats).
+_PAIR_BLOCK = 32
+# Weightings symmetric in the two signals: gcc(y, x) is gcc(x, y) reversed in time.
+_SYMMETRIC_FILTERS = ("cc", "cc_norm", "phat", "scot")
 
 
 def _as_signal(x, name):
@@ -46,19 +58,117 @@ def _as_signal(x, name):
     return arr
 
 
-def _smooth_bins(a, width=9):
-    """Moving average of a spectrum over neighbouring frequency bins.
+def _check_filter(cc_filter, epsilon):
+    if isinstance(cc_filter, (int, float, np.number)) and not isinstance(cc_filter, bool):
+        raise ValueError(
+            f"cc_filter must be one of {CC_FILTERS}, got the number {cc_filter!r}: newer OpenSoundscape takes "
+            "max_delay as the third argument of tdoa; here pass it by name (max_delay=...)"
+        )
+    if cc_filter not in CC_FILTERS:
+        raise ValueError(f"cc_filter must be one of {CC_FILTERS}, got {cc_filter!r}")
+    if not epsilon > 0:
+        raise ValueError(f"epsilon must be > 0, got {epsilon}")
 
-    Coherence needs averaged spectra: from a single transform |Gxy|^2 equals
-    Gxx*Gyy exactly and the coherence would be 1 in every bin.
+
+def _band_mask(frequency_range, sample_rate, n_fft):
+    """Boolean mask of the rfft bins inside ``frequency_range`` (Hz), or None to keep every bin."""
+    if frequency_range is None:
+        return None
+    if sample_rate is None or not sample_rate > 0:
+        raise ValueError("frequency_range needs the sample_rate (Hz) of the signals")
+    low, high = frequency_range
+    freqs = scipy.fft.rfftfreq(n_fft, 1 / sample_rate)
+    keep = np.ones(len(freqs), bool)
+    if low is not None:
+        keep &= freqs >= low
+    if high is not None:
+        keep &= freqs <= high
+    if not keep.any():
+        raise ValueError(f"frequency_range {frequency_range} Hz keeps no frequency below Nyquist ({sample_rate / 2} Hz)")
+    return keep
+
+
+def _lag_window(len_x, len_y, max_lag):
+    """Smallest and largest lag (samples) with data, within ``±max_lag`` if given."""
+    lo, hi = -(len_y - 1), len_x - 1
+    if max_lag is not None:
+        lo, hi = max(lo, -max_lag), min(hi, max_lag)
+    return lo, hi
+
+
+def _peak_lags(r, lo, hi, n_fft, reverse=False):
+    """Argmax lag and value of each row of circular correlations ``r`` over lags ``lo..hi`` (lo ≤ 0 ≤ hi).
+
+    ``reverse`` reads ``r`` as the correlation of the pair in the other order
+    (lag ``L`` at ``-L``). Ties go to the most negative lag, as ``argmax`` over
+    the "full" layout would.
     """
-    kernel = np.ones(width) / width
-    if np.iscomplexobj(a):
-        return np.convolve(a.real, kernel, "same") + 1j * np.convolve(a.imag, kernel, "same")
-    return np.convolve(a, kernel, "same")
+    if reverse:
+        values = _lag_values(r, -hi, -lo, n_fft)[..., ::-1]
+    else:
+        values = _lag_values(r, lo, hi, n_fft)
+    best = np.argmax(values, axis=-1)
+    return lo + best, np.take_along_axis(values, np.asarray(best)[..., None], axis=-1)[..., 0]
 
 
-def gcc(x, y, cc_filter: str = "phat", epsilon: float = 0.001, radius=None):
+def _lag_values(r, lo, hi, n_fft):
+    """Values of circular correlations ``r`` at lags ``lo..hi`` in increasing order (negative lags wrap around)."""
+    if lo >= 0:
+        return r[..., lo: hi + 1]
+    return np.concatenate([r[..., n_fft + lo:], r[..., : hi + 1]], axis=-1)
+
+
+def _weighted_cross_spectra(X, Y, cc_filter, epsilon, n_fft, lag_window, band=None, norms=None, workers=None):
+    """Cross-spectra ``X * conj(Y)`` (rows: pairs) weighted by a GCC filter, ready for ``irfft``.
+
+    ``lag_window`` (lo, hi) bounds the search of the Hannan-Thomson pilot delay;
+    ``norms`` (rows) are the products of signal norms used by ``"cc_norm"``.
+    """
+    G = np.conj(Y)
+    G *= X
+    if band is not None:
+        G[..., ~band] = 0
+    if cc_filter == "cc":
+        return G
+    if cc_filter == "cc_norm":
+        G /= norms[..., None]
+        return G
+    if cc_filter == "phat":
+        magnitude = np.abs(G)
+        magnitude += epsilon
+        G /= magnitude
+        return G
+    if cc_filter == "roth":
+        return G / (np.abs(X) ** 2 + epsilon)
+    if cc_filter == "scot":
+        return G / (np.sqrt(np.abs(X) ** 2 * np.abs(Y) ** 2) + epsilon)
+    # "ht": maximum-likelihood weighting |g|^2 / (|Gxy| (1 - |g|^2)), g the coherence. Averaging the cross-
+    # spectrum over neighbouring bins cancels it wherever its phase turns fast, i.e. for any delay that is not
+    # small against the transform length; so the linear phase of a pilot delay is removed first. The pilot is
+    # the PHAT or the plain cross-correlation peak, whichever leaves the more coherent spectrum.
+    magnitude = np.abs(G)
+    sxx = uniform_filter1d(np.abs(X) ** 2, HT_SMOOTHING_BINS, axis=-1, mode="constant")
+    syy = uniform_filter1d(np.abs(Y) ** 2, HT_SMOOTHING_BINS, axis=-1, mode="constant")
+    power = np.broadcast_to(sxx * syy, G.shape)
+    bins = np.arange(G.shape[-1])
+    coherence, total = None, None
+    for pilot_weighted in (G / (magnitude + epsilon), G):
+        pilot, _ = _peak_lags(scipy.fft.irfft(pilot_weighted, n_fft, axis=-1, workers=workers), *lag_window, n_fft)
+        aligned = G * np.exp(2j * np.pi * np.outer(np.atleast_1d(pilot), bins) / n_fft).reshape(G.shape)
+        sxy = uniform_filter1d(aligned, HT_SMOOTHING_BINS, axis=-1, mode="constant")
+        candidate = np.divide(np.abs(sxy) ** 2, power, out=np.zeros(G.shape), where=power > 0)
+        candidate_total = candidate.sum(axis=-1)
+        if coherence is None:
+            coherence, total = candidate, candidate_total
+        else:
+            better = candidate_total > total
+            coherence[better] = candidate[better]
+    coherence = np.clip(coherence, 0.0, 1.0 - 1e-6)
+    return G * coherence / (magnitude * (1.0 - coherence) + epsilon)
+
+
+def gcc(x, y, cc_filter: str = "phat", epsilon: float = 0.001, radius=None, *, frequency_range=None,
+        sample_rate=None):
     """Generalized cross-correlation of two signals (Knapp & Carter, 1976).
 
     The cross-spectrum ``X * conj(Y)`` is weighted by a frequency filter and
@@ -71,7 +181,7 @@ def gcc(x, y, cc_filter: str = "phat", epsilon: float = 0.001, radius=None):
     ----------
     x, y : array-like
         1-D sample arrays (same sample rate; lengths may differ).
-    cc_filter : {"phat", "roth", "scot", "ht", "cc"}
+    cc_filter : {"phat", "roth", "scot", "ht", "cc", "cc_norm"}
         Frequency weighting:
 
         - ``"phat"`` (default) phase transform, ``1/|Gxy|``: keeps only the
@@ -82,67 +192,70 @@ def gcc(x, y, cc_filter: str = "phat", epsilon: float = 0.001, radius=None):
           one transform per signal (no averaging) this equals PHAT.
         - ``"ht"``: Hannan-Thomson (maximum likelihood) weighting
           ``g^2 / (|Gxy| (1 - g^2))`` with ``g^2`` the magnitude-squared
-          coherence, estimated here from spectra smoothed over 9 neighbouring
-          frequency bins.
+          coherence, estimated from spectra averaged over
+          :data:`HT_SMOOTHING_BINS` neighbouring frequency bins after removing
+          the phase of a pilot delay (the PHAT peak), so that the estimate
+          does not depend on the delay.
         - ``"cc"``: no weighting; equals ``scipy.signal.correlate(x, y)``.
+        - ``"cc_norm"``: cross-correlation of the mean-removed signals divided
+          by the product of their norms (a correlation coefficient, 1 for
+          identical signals at lag 0).
     epsilon : float
         Small value added to denominators so silent bins do not divide by 0.
     radius : int or None
         If given, return only lags ``-radius .. +radius`` samples
         (``2 * radius + 1`` values, lag 0 in the middle).
+    frequency_range : (float or None, float or None), optional
+        Keep only this band (Hz) of the cross-spectrum; needs ``sample_rate``.
+        ``None`` on either side leaves that side open. (From newer OpenSoundscape.)
+    sample_rate : float, optional
+        Sample rate in Hz, used only with ``frequency_range``.
 
     Returns
     -------
     numpy.ndarray
         1-D float64 array of correlation values by lag.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> y = np.zeros(50); y[10] = 1.0
+    >>> x = np.roll(y, 7)               # x is y delayed by 7 samples
+    >>> int(np.argmax(gcc(x, y, "cc"))) - (len(y) - 1)
+    7
     """
     x = _as_signal(x, "x")
     y = _as_signal(y, "y")
-    if cc_filter not in CC_FILTERS:
-        raise ValueError(f"cc_filter must be one of {CC_FILTERS}, got {cc_filter!r}")
-    if not epsilon > 0:
-        raise ValueError(f"epsilon must be > 0, got {epsilon}")
-
-    n_full = len(x) + len(y) - 1
-    n = scipy.fft.next_fast_len(n_full, real=True)  # zero padding ≥ n_full: linear, not circular
-    X = scipy.fft.rfft(x, n)
-    Y = scipy.fft.rfft(y, n)
-    Gxy = X * np.conj(Y)
-
-    if cc_filter == "cc":
-        weight = 1.0
-    elif cc_filter == "phat":
-        weight = 1.0 / (np.abs(Gxy) + epsilon)
-    elif cc_filter == "roth":
-        weight = 1.0 / (np.abs(X) ** 2 + epsilon)
-    elif cc_filter == "scot":
-        weight = 1.0 / (np.sqrt(np.abs(X) ** 2 * np.abs(Y) ** 2) + epsilon)
-    else:  # ht
-        sxx = _smooth_bins(np.abs(X) ** 2)
-        syy = _smooth_bins(np.abs(Y) ** 2)
-        sxy = _smooth_bins(Gxy)
-        coherence = np.clip(np.abs(sxy) ** 2 / (sxx * syy + epsilon), 0.0, 1.0 - 1e-6)
-        weight = coherence / (np.abs(Gxy) * (1.0 - coherence) + epsilon)
-
-    r = scipy.fft.irfft(Gxy * weight, n)
-    # circular layout → "full" layout: negative lags sit at the end of r
-    out = np.concatenate([r[n - (len(y) - 1):], r[: len(x)]]) if len(y) > 1 else r[: len(x)].copy()
+    _check_filter(cc_filter, epsilon)
     if radius is not None:
         radius = int(radius)
         if radius < 0:
             raise ValueError(f"radius must be ≥ 0, got {radius}")
-        zero = len(y) - 1
-        lo, hi = zero - radius, zero + radius + 1
-        # lags beyond the data are zero correlation
-        padded = np.zeros(2 * radius + 1)
-        src_lo, src_hi = max(lo, 0), min(hi, len(out))
-        padded[src_lo - lo: src_hi - lo] = out[src_lo:src_hi]
-        out = padded
+    n_fft = scipy.fft.next_fast_len(len(x) + len(y) - 1, real=True)  # ≥ the full length: linear, not circular
+    norms = None
+    if cc_filter == "cc_norm":
+        x, y = x - x.mean(), y - y.mean()
+        norms = np.atleast_1d(_norm_product(np.linalg.norm(x), np.linalg.norm(y)))
+    X = scipy.fft.rfft(x, n_fft)[None]
+    Y = scipy.fft.rfft(y, n_fft)[None]
+    window = _lag_window(len(x), len(y), radius)
+    band = _band_mask(frequency_range, sample_rate, n_fft)
+    r = scipy.fft.irfft(_weighted_cross_spectra(X, Y, cc_filter, epsilon, n_fft, window, band, norms)[0], n_fft)
+    if radius is None:
+        return r[np.arange(-(len(y) - 1), len(x)) % n_fft]
+    out = np.zeros(2 * radius + 1)  # lags beyond the data are zero correlation
+    lo, hi = window
+    out[lo + radius: hi + radius + 1] = r[np.arange(lo, hi + 1) % n_fft]
     return out
 
 
+def _norm_product(norm_x, norm_y):
+    product = norm_x * norm_y
+    return product if product > 0 else 1.0  # a constant signal correlates with nothing: all zeros, not NaN
+
+
 def tdoa(signal, reference_signal, cc_filter: str = "phat", sample_rate: float = 1, return_max: bool = False,
-         max_delay=None):
+         max_delay=None, *, frequency_range=None):
     """Time difference of arrival of ``signal`` relative to ``reference_signal``.
 
     The delay is the lag of the largest generalized cross-correlation value.
@@ -163,29 +276,125 @@ def tdoa(signal, reference_signal, cc_filter: str = "phat", sample_rate: float =
     max_delay : float or None
         Largest plausible delay magnitude in seconds (e.g. receiver spacing /
         speed of sound); lags outside ``[-max_delay, +max_delay]`` are ignored.
+    frequency_range : (float or None, float or None), optional
+        Band (Hz) of the cross-spectrum to use, see :func:`gcc`.
 
     Returns
     -------
     float or (float, float)
         Delay in seconds (``lag / sample_rate``), and the peak value if
         ``return_max``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> reference = rng.standard_normal(1000)
+    >>> tdoa(np.roll(reference, 25), reference, sample_rate=100)   # 25 samples at 100 Hz
+    0.25
     """
+    delays, maxima = tdoa_pairs([signal, reference_signal], [(0, 1)], cc_filter=cc_filter, sample_rate=sample_rate,
+                                max_delay=max_delay, frequency_range=frequency_range, return_max=True,
+                                names=("signal", "reference_signal"))
+    if return_max:
+        return float(delays[0]), float(maxima[0])
+    return float(delays[0])
+
+
+def tdoa_pairs(signals, pairs, cc_filter: str = "phat", sample_rate: float = 1, max_delay=None,
+               epsilon: float = 0.001, frequency_range=None, return_max: bool = False, workers: int | None = -1,
+               names=None):
+    """Delays of many (signal, reference) pairs drawn from one set of signals, each transformed once.
+
+    The batched form of :func:`tdoa` (which calls it with one pair): every
+    signal is Fourier-transformed once, however many pairs it is in, and the
+    pairs' weighted cross-spectra are transformed back in blocks with
+    ``scipy.fft`` worker threads. For a pair of signals this gives the same
+    numbers as :func:`tdoa` when all signals are equally long (the common
+    transform length is that of the longest pair).
+
+    Parameters
+    ----------
+    signals : sequence of array-like
+        1-D sample arrays with the same sample rate.
+    pairs : sequence of (int, int)
+        ``(i, j)``: delay of ``signals[i]`` relative to ``signals[j]``.
+    cc_filter, sample_rate, frequency_range
+        As in :func:`tdoa` (Hz, Hz).
+    max_delay : float, array-like or None
+        Largest |delay| searched (s), for all pairs or one value per pair.
+    epsilon : float
+        See :func:`gcc`.
+    return_max : bool
+        Also return the peak correlation value of each pair.
+    workers : int or None
+        Threads for the FFTs (``scipy.fft`` convention: -1 all cores).
+    names : sequence of str, optional
+        Names of the signals for error messages.
+
+    Returns
+    -------
+    numpy.ndarray or (numpy.ndarray, numpy.ndarray)
+        Delays in seconds, one per pair (and the peak values if ``return_max``).
+    """
+    _check_filter(cc_filter, epsilon)
     if not sample_rate > 0:
         raise ValueError(f"sample_rate must be > 0, got {sample_rate}")
-    cc = gcc(signal, reference_signal, cc_filter=cc_filter)
-    n_ref = len(np.asarray(reference_signal))
-    lags = np.arange(len(cc)) - (n_ref - 1)
+    arrays = [_as_signal(s, names[k] if names else f"signals[{k}]") for k, s in enumerate(signals)]
+    pairs = np.asarray(pairs, dtype=int).reshape(-1, 2)
+    if pairs.size and (pairs.min() < 0 or pairs.max() >= len(arrays)):
+        raise ValueError(f"pairs index {len(arrays)} signals; got indices {pairs.min()}..{pairs.max()}")
+    max_lags = [None] * len(pairs)
     if max_delay is not None:
-        if max_delay < 0:
-            raise ValueError(f"max_delay must be ≥ 0 s, got {max_delay}")
-        max_lag = int(np.floor(max_delay * sample_rate + 1e-9))
-        keep = np.abs(lags) <= max_lag
-        cc, lags = cc[keep], lags[keep]
-    i = int(np.argmax(cc))
-    delay = lags[i] / sample_rate
-    if return_max:
-        return float(delay), float(cc[i])
-    return float(delay)
+        max_delay = np.broadcast_to(np.asarray(max_delay, dtype=float), (len(pairs),))
+        if np.any(~(max_delay >= 0)):
+            raise ValueError(f"max_delay must be ≥ 0 s, got {max_delay.min()}")
+        max_lags = np.floor(max_delay * sample_rate + 1e-9).astype(int).tolist()
+    delays = np.zeros(len(pairs))
+    maxima = np.zeros(len(pairs))
+    if len(pairs) == 0:
+        return (delays, maxima) if return_max else delays
+
+    lengths = np.array([len(a) for a in arrays])
+    n_fft = scipy.fft.next_fast_len(int((lengths[pairs[:, 0]] + lengths[pairs[:, 1]]).max()) - 1, real=True)
+    norms = None
+    if cc_filter == "cc_norm":
+        arrays = [a - a.mean() for a in arrays]
+        norms = np.array([np.linalg.norm(a) for a in arrays])
+    stacked = np.zeros((len(arrays), lengths.max()))
+    for k, a in enumerate(arrays):
+        stacked[k, : len(a)] = a
+    spectra = scipy.fft.rfft(stacked, n_fft, axis=-1, workers=workers)
+    band = _band_mask(frequency_range, sample_rate, n_fft)
+    windows = [_lag_window(lengths[a], lengths[b], lag) for (a, b), lag in zip(pairs, max_lags)]
+    if cc_filter in _SYMMETRIC_FILTERS:
+        # (b, a) correlates as (a, b) reversed in time: one inverse transform serves both orders
+        unique, inverse = np.unique(np.sort(pairs, axis=1), axis=0, return_inverse=True)
+        flipped = pairs[:, 0] > pairs[:, 1]
+    else:
+        unique, inverse, flipped = pairs, np.arange(len(pairs)), np.zeros(len(pairs), bool)
+    requests = [[] for _ in unique]
+    for k, u in enumerate(np.ravel(inverse)):
+        requests[u].append(k)
+    for start in range(0, len(unique), _PAIR_BLOCK):
+        block = unique[start: start + _PAIR_BLOCK]
+        pair_norms = None if norms is None else np.array([_norm_product(norms[a], norms[b]) for a, b in block])
+        block_windows = [windows[requests[start + k][0]] for k in range(len(block))]
+        if cc_filter == "ht" and len(set(block_windows)) > 1:  # each pair's pilot searches its own window
+            weighted = np.concatenate([
+                _weighted_cross_spectra(spectra[[a]], spectra[[b]], cc_filter, epsilon, n_fft, w, band, None, workers)
+                for (a, b), w in zip(block, block_windows)])
+        else:
+            weighted = _weighted_cross_spectra(spectra[block[:, 0]], spectra[block[:, 1]], cc_filter, epsilon,
+                                               n_fft, block_windows[0], band, pair_norms, workers)
+        r = scipy.fft.irfft(weighted, n_fft, axis=-1, workers=workers)
+        for k, row in enumerate(r):
+            for request in requests[start + k]:
+                lo, hi = windows[request]
+                lag, value = _peak_lags(row, lo, hi, n_fft, reverse=flipped[request])
+                delays[request] = lag / sample_rate
+                maxima[request] = value
+    return (delays, maxima) if return_max else delays
 
 
 # --------------------------------------------------------------------------- filtering
@@ -251,13 +460,14 @@ def bandpass_filter(signal, low_f: float, high_f: float, sample_rate: float, ord
 # Centre frequency (cycles per sample at scale 1) of the wavelets implemented
 # here; same values as pywt.central_frequency.
 _CENTRAL_FREQUENCY = {"morl": 0.8125, "mexh": 0.25}
+_WAVELET_SUPPORT = 8.0  # both built-in wavelets are sampled on [-8, 8] (in units of the scale)
 
 
 def _central_frequency(wavelet):
     if wavelet in _CENTRAL_FREQUENCY:
         return _CENTRAL_FREQUENCY[wavelet]
     try:
-        import pywt
+        import pywt  # optional: only for wavelets not built in
     except ImportError:
         raise ValueError(
             f"wavelet {wavelet!r} needs PyWavelets (pip install PyWavelets); built in: {sorted(_CENTRAL_FREQUENCY)}"
@@ -286,24 +496,41 @@ def frequency2scale(frequency: float, wavelet: str, sample_rate: float) -> float
     -------
     float
         Scale for the wavelet transform.
+
+    Examples
+    --------
+    >>> frequency2scale(50, "morl", 400)
+    6.5
     """
     if not frequency > 0 or not sample_rate > 0:
         raise ValueError(f"frequency and sample_rate must be > 0 Hz, got {frequency} and {sample_rate}")
     return _central_frequency(wavelet) * sample_rate / frequency
 
 
+def _wavelet_kernel(wavelet, scale, subsamples=64):
+    """Taps of the scaled wavelet, each the wavelet's average over one sample (``psi(t/scale)/sqrt(scale)``).
+
+    The taps sit on a grid anchored at the wavelet's left end (-8 scale units),
+    as PyWavelets samples it, so a transform here lines up with
+    ``pywt.cwt`` (to within a percent for scales up to about 10).
+    """
+    half = int(np.ceil(_WAVELET_SUPPORT * scale)) + 2
+    offset = 0.5 - (_WAVELET_SUPPORT * scale) % 1  # where the anchored grid falls between samples
+    edges = np.arange(-half, half + 1)[:, None] + offset - 0.5
+    u = (edges + (np.arange(subsamples) + 0.5)[None, :] / subsamples) / scale
+    if wavelet == "morl":
+        psi = np.exp(-(u**2) / 2) * np.cos(5 * u)
+    else:  # mexh
+        psi = (1 - u**2) * np.exp(-(u**2) / 2)
+    psi[np.abs(u) > _WAVELET_SUPPORT] = 0
+    return psi.mean(axis=1) / np.sqrt(scale)
+
+
 def _cwt_single_scale(x, scale, wavelet):
     """Wavelet transform of ``x`` at one scale (same length as ``x``)."""
-    if wavelet in ("morl", "mexh"):
-        half = int(np.ceil(8 * scale))  # both wavelets are ≈0 beyond |t| = 8 (in units of scale)
-        t = np.arange(-half, half + 1) / scale
-        if wavelet == "morl":
-            psi = np.exp(-t**2 / 2) * np.cos(5 * t)
-        else:
-            psi = (1 - t**2) * np.exp(-t**2 / 2)
-        psi /= np.sqrt(scale)
-        return scipy.signal.fftconvolve(x, psi[::-1], mode="same")
-    import pywt  # _central_frequency already checked it is there
+    if wavelet in _CENTRAL_FREQUENCY:
+        return scipy.signal.fftconvolve(x, _wavelet_kernel(wavelet, scale)[::-1], mode="same")
+    import pywt  # _central_frequency already checked that it is installed
 
     coefs, _ = pywt.cwt(x, [scale], wavelet)
     return coefs[0]
@@ -313,9 +540,9 @@ def cwt_peaks(audio, center_frequency: float, wavelet: str = "morl", peak_thresh
               plot: bool = False):
     """Times of energy bursts at one frequency, from a single-scale wavelet transform.
 
-    The transform at ``center_frequency`` is squared, smoothed over two cycles
-    of that frequency (removing the carrier's ripple), scaled to a maximum of 1
-    and searched for peaks. Used as the feature for ruffed grouse drumming.
+    The transform at ``center_frequency`` is squared, smoothed (the magnitude
+    of its analytic signal, i.e. its Hilbert envelope), scaled to a maximum of
+    1 and searched for peaks. Used as the feature for ruffed grouse drumming.
 
     Parameters
     ----------
@@ -336,7 +563,7 @@ def cwt_peaks(audio, center_frequency: float, wavelet: str = "morl", peak_thresh
     Returns
     -------
     peak_times : numpy.ndarray
-        Seconds from the start of ``audio``.
+        Seconds from the start of ``audio`` (sample index / sample rate).
     peak_levels : numpy.ndarray
         Normalized height (0-1) of each peak.
     """
@@ -348,18 +575,16 @@ def cwt_peaks(audio, center_frequency: float, wavelet: str = "morl", peak_thresh
             "choose a lower frequency"
         )
     scale = frequency2scale(center_frequency, wavelet, sr)
-    power = _cwt_single_scale(x - x.mean(), scale, wavelet) ** 2
-    width = max(1, int(round(2 * sr / center_frequency)))
-    smooth = np.convolve(power, np.hanning(width + 2)[1:-1] / np.hanning(width + 2)[1:-1].sum(), "same")
-    peak = smooth.max()
-    level = smooth / peak if peak > 0 else smooth
+    envelope = np.abs(scipy.signal.hilbert(_cwt_single_scale(x, scale, wavelet) ** 2))
+    peak = envelope.max()
+    level = envelope / peak if peak > 0 else envelope
     distance = None
     if peak_separation is not None:
-        distance = max(1, int(round(peak_separation * sr)))
+        distance = max(1.0, peak_separation * sr)
     idx, _ = scipy.signal.find_peaks(level, height=peak_threshold, distance=distance)
     times = idx / sr
     if plot:
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # plotting only: keeps matplotlib out of the import of this module
 
         fig, ax = plt.subplots(figsize=(10, 2.5))
         ax.plot(np.arange(len(level)) / sr, level, lw=0.8)
@@ -374,14 +599,19 @@ def find_accel_sequences(t, dt_range=(0.05, 0.8), dy_range=(-0.2, 0), d2y_range=
     """Find accelerating (or decelerating) runs in a series of event times.
 
     Each event time ``t[i]`` is paired with ``y[i] = t[i+1] - t[i]``, the
-    interval to the next event. Walking through the points, a candidate
-    sequence accepts a point when, relative to the sequence's last point,
-    ``dt`` (time step) is in ``dt_range``, ``dy`` (change of interval) is in
-    ``dy_range`` and ``d2y`` (change of ``dy``) is in ``d2y_range``. A sequence
-    ends after more than ``max_skip`` rejected points in a row or a gap longer
-    than ``dt_range[1]``; it is kept if it lasts ``duration_range`` seconds
-    (first to last point) and has ``points_range`` points. A new candidate
-    starts at the point that ended the previous one.
+    interval to the next event (the last event has none and is not a point).
+    A candidate sequence starts from an *anchor* point, which is not part of
+    the result. Each following point is accepted when, relative to the last
+    accepted point (or the anchor), the time step ``dt`` is in ``dt_range``,
+    the change of interval ``dy`` is in ``dy_range`` and, from the second
+    accepted point on, the change of ``dy`` (``d2y``) is in ``d2y_range``.
+    While nothing has been accepted, a rejected point becomes the new anchor.
+    Otherwise a rejected point is skipped, and the sequence ends when ``dt``
+    falls outside ``dt_range`` or after more than ``max_skip`` rejected points
+    in a row; the next point then anchors a new candidate. An ended sequence is
+    kept if it lasts ``duration_range`` seconds (first to last point) and has
+    ``points_range`` points. These rules give the same sequences as
+    OpenSoundscape (see the differences page for the rare exception).
 
     For ruffed grouse drumming the beats speed up: intervals shrink
     (``dy < 0``) smoothly.
@@ -403,49 +633,53 @@ def find_accel_sequences(t, dt_range=(0.05, 0.8), dy_range=(-0.2, 0), d2y_range=
     -------
     sequences_t, sequences_y : list of list of float
         Times and intervals of each detected sequence.
+
+    Examples
+    --------
+    >>> seq_t, seq_y = find_accel_sequences([0, 0.5, 0.9, 1.2, 1.4, 1.55], duration_range=(0, 10),
+    ...                                     points_range=(1, 10))
+    >>> seq_t
+    [[0.5, 0.9, 1.2, 1.4]]
     """
     t = np.asarray(t, dtype=float).ravel()
     if np.any(~np.isfinite(t)):
         raise ValueError("t contains NaN/inf")
     if len(t) > 1 and np.any(np.diff(t) < 0):
         raise ValueError("t must be sorted in increasing order")
-    y = np.diff(t)
-    pts_t = t[:-1]
+    points = list(zip(t[:-1].tolist(), np.diff(t).tolist()))
     sequences_t, sequences_y = [], []
 
-    def close(seq_t, seq_y):
-        if not seq_t:
+    def close(candidate):
+        accepted = candidate[1:]  # candidate[0] is the anchor
+        if not accepted:
             return
-        duration = seq_t[-1] - seq_t[0]
+        duration = accepted[-1][0] - accepted[0][0]
         if (duration_range[0] <= duration <= duration_range[1]
-                and points_range[0] <= len(seq_t) <= points_range[1]):
-            sequences_t.append(list(seq_t))
-            sequences_y.append(list(seq_y))
+                and points_range[0] <= len(accepted) <= points_range[1]):
+            sequences_t.append([p[0] for p in accepted])
+            sequences_y.append([p[1] for p in accepted])
 
-    seq_t, seq_y, last_dy, skipped = [], [], None, 0
-    for ti, yi in zip(pts_t, y):
-        if not seq_t:
-            seq_t, seq_y, last_dy, skipped = [ti], [yi], None, 0
+    candidate, last_dy, skipped = [], None, 0
+    for ti, yi in points:
+        if not candidate:
+            candidate, last_dy, skipped = [(ti, yi)], None, 0
             continue
-        dt = ti - seq_t[-1]
-        if dt > dt_range[1]:
-            close(seq_t, seq_y)
-            seq_t, seq_y, last_dy, skipped = [ti], [yi], None, 0
-            continue
-        dy = yi - seq_y[-1]
+        dt = ti - candidate[-1][0]
+        dy = yi - candidate[-1][1]
         ok = dt_range[0] <= dt <= dt_range[1] and dy_range[0] <= dy <= dy_range[1]
         if ok and last_dy is not None:
             ok = d2y_range[0] <= dy - last_dy <= d2y_range[1]
         if ok:
-            seq_t.append(ti)
-            seq_y.append(yi)
+            candidate.append((ti, yi))
             last_dy, skipped = dy, 0
+        elif len(candidate) == 1:
+            candidate = [(ti, yi)]  # nothing accepted yet: measure from this point instead
         else:
             skipped += 1
-            if skipped > max_skip:
-                close(seq_t, seq_y)
-                seq_t, seq_y, last_dy, skipped = [ti], [yi], None, 0
-    close(seq_t, seq_y)
+            if not dt_range[0] <= dt <= dt_range[1] or skipped > max_skip:
+                close(candidate)
+                candidate = []
+    close(candidate)
     return sequences_t, sequences_y
 
 
@@ -460,7 +694,7 @@ def detect_peak_sequence_cwt(audio, sample_rate=400, window_len=60, center_frequ
     finds beats and :func:`find_accel_sequences` groups them. The wavelet
     signal is normalized per window, so the window length affects results. An
     incomplete window at the end is discarded, except that audio shorter than
-    one window is analysed whole.
+    one window is analysed whole (OpenSoundscape returns nothing then).
 
     Parameters
     ----------
@@ -501,7 +735,7 @@ def detect_peak_sequence_cwt(audio, sample_rate=400, window_len=60, center_frequ
             rows.append(dict(sequence_y=sy, sequence_t=st, window_start_t=start, seq_len=len(st),
                              seq_start_time=st[0], seq_end_time=st[-1], seq_midpoint_time=(st[0] + st[-1]) / 2))
         if plot:
-            import matplotlib.pyplot as plt
+            import matplotlib.pyplot as plt  # plotting only
 
             fig, ax = plt.subplots(figsize=(8, 3))
             if len(times) > 1:
@@ -515,15 +749,43 @@ def detect_peak_sequence_cwt(audio, sample_rate=400, window_len=60, center_frequ
     return pd.DataFrame(rows, columns=columns)
 
 
+# --------------------------------------------------------------------------- events
+def get_ones_sequence(x):
+    """Positions and lengths of the runs of ones in a 0/1 (or boolean) vector.
+
+    Parameters
+    ----------
+    x : array-like
+        1-D vector of 0/1 or True/False.
+
+    Returns
+    -------
+    starts : list of int
+        Index where each run of ones begins.
+    lengths : list of int
+        Number of ones in each run.
+
+    Examples
+    --------
+    >>> get_ones_sequence([0, 1, 1, 0, 1])
+    ([1, 4], [2, 1])
+    """
+    ones = np.asarray(x).ravel().astype(bool)
+    edges = np.diff(np.concatenate([[0], ones.astype(np.int8), [0]]))
+    starts = np.flatnonzero(edges == 1)
+    ends = np.flatnonzero(edges == -1)
+    return starts.tolist(), (ends - starts).tolist()
+
+
 def thresholded_event_durations(x, threshold, normalize: bool = False, sample_rate: float = 1):
-    """Start times and durations of runs where ``x`` exceeds ``threshold``.
+    """Start times and durations of runs where ``x`` reaches ``threshold``.
 
     Parameters
     ----------
     x : array-like
         1-D signal. NaN counts as below the threshold.
     threshold : float
-        A sample is "in an event" when ``x > threshold``.
+        Smallest value of a sample "in an event" (``x >= threshold``).
     normalize : bool
         Divide ``x`` by its maximum first (threshold then relative, 0-1).
     sample_rate : float
@@ -549,8 +811,5 @@ def thresholded_event_durations(x, threshold, normalize: bool = False, sample_ra
         if not peak > 0:
             raise ValueError(f"cannot normalize: maximum of x is {peak}")
         x = x / peak
-    above = np.nan_to_num(x, nan=-np.inf) > threshold
-    edges = np.diff(np.concatenate([[0], above.astype(np.int8), [0]]))
-    starts = np.flatnonzero(edges == 1)
-    ends = np.flatnonzero(edges == -1)
-    return starts / sample_rate, (ends - starts) / sample_rate
+    starts, lengths = get_ones_sequence(np.nan_to_num(x, nan=-np.inf) >= threshold)
+    return np.asarray(starts, float) / sample_rate, np.asarray(lengths, float) / sample_rate

@@ -4,22 +4,33 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import soundfile
 
 from opso_nb import sample_data
+from opso_nb.audio import Audio
 from opso_nb.localization import (
     ALGORITHMS,
     InsufficientReceiversError,
+    LocalizationSettings,
+    SegmentCache,
     SpatialEvent,
     SynchronizedRecorderArray,
     calc_speed_of_sound,
     calculate_tdoa_residuals,
+    estimate_delays_together,
     events_to_df,
+    gillette_localize,
+    iter_localized_groups,
     latlon_to_xy,
+    least_squares_localize,
     localize,
+    localize_events,
     lorentz_ip,
     simulate_array_recordings,
+    soundfinder_localize,
     xy_to_latlon,
 )
+from opso_nb.signal_processing import gcc
 
 SQUARE_2D = np.array([[0, 0], [80, 0], [80, 80], [0, 80], [40, 40], [40, -10]], float)
 
@@ -212,12 +223,14 @@ def test_late_start_recorder_is_aligned_by_its_metadata():
     late_file = str(sample_data.localization_folder() / "LOCA_2021_09_24_652_8_late_start.wav")
     late = SpatialEvent([first, late_file], coords[["x", "y", "z"]].to_numpy()[[0, 5]],
                         start_time=0.2, duration=0.3, bandpass_range=ZEEP_BAND["zeep"])
-    assert reference.estimate_delays()[1] == pytest.approx(late.estimate_delays()[1], abs=1e-4)
+    tdoas, cc_maxs = reference.estimate_delays()
+    late_tdoas, late_cc_maxs = late.estimate_delays()
+    assert tdoas[1] == pytest.approx(late_tdoas[1], abs=1e-4)
+    assert tdoas[1] == pytest.approx(0.02390, abs=1e-4)  # OpenSoundscape 0.13.2 gets 23.90 ms on these files
+    assert cc_maxs[1] == pytest.approx(late_cc_maxs[1], rel=0.05)
 
 
 def test_unsynchronized_lengths_are_reported(tmp_path):
-    import soundfile
-
     rng = np.random.default_rng(0)
     files = []
     for i, seconds in enumerate([2.0, 2.0, 1.5]):
@@ -256,8 +269,6 @@ def test_results_csv_round_trip(simulated, tmp_path):
 
 
 def test_settings_object_runs_the_same_localization(simulated):
-    from opso_nb.localization import LocalizationSettings
-
     array = SynchronizedRecorderArray(simulated["file_coords"], speed_of_sound=simulated["speed_of_sound"])
     settings = LocalizationSettings(max_receiver_dist=200, min_n_receivers=5, localization_algorithm="soundfinder",
                                     speed_of_sound=simulated["speed_of_sound"])
@@ -268,3 +279,205 @@ def test_settings_object_runs_the_same_localization(simulated):
     np.testing.assert_allclose(events_to_df(via_settings)[["x", "y"]], events_to_df(direct)[["x", "y"]])
     with pytest.raises(ValueError):
         settings.localization_algorithm = "triangulate"
+
+
+# ----------------------------------------------------------------------------- errors of the position algorithms
+@pytest.mark.parametrize("function, needed", [(gillette_localize, 4), (soundfinder_localize, 3),
+                                              (least_squares_localize, 3)])
+def test_too_few_receivers_raise_insufficient_receivers(function, needed):
+    receivers = SQUARE_2D[: needed - 1]
+    with pytest.raises(InsufficientReceiversError, match=f"needs at least {needed} receivers in 2-D, got {needed - 1}"):
+        function(receivers, clean_tdoas(receivers, np.array([30.0, 50.0])))
+    receivers_3d = np.column_stack([SQUARE_2D, np.arange(6.0)])[:needed]  # 3-D needs one more
+    with pytest.raises(InsufficientReceiversError, match="in 3-D"):
+        function(receivers_3d, clean_tdoas(receivers_3d, np.array([30.0, 50.0, 4.0])))
+
+
+@pytest.mark.parametrize("function", [gillette_localize, soundfinder_localize, least_squares_localize])
+@pytest.mark.parametrize("positions, times, message", [
+    (np.arange(6.0), np.zeros(6), r"\(n, 2\) or \(n, 3\)"),          # a flat list, not one row per receiver
+    (np.ones((6, 4)), np.zeros(6), r"\(n, 2\) or \(n, 3\)"),         # four coordinates
+    (SQUARE_2D, np.zeros(4), "one arrival time per receiver"),
+    (SQUARE_2D, [0, 0.01, np.nan, 0, 0, 0], "NaN"),
+    (np.where(SQUARE_2D == 80, np.inf, SQUARE_2D), np.zeros(6), "NaN or infinite"),
+])
+def test_bad_shapes_and_values_raise_value_error(function, positions, times, message):
+    with pytest.raises(ValueError, match=message):
+        function(positions, times)
+
+
+def test_unknown_algorithm_and_inversion():
+    tdoas = clean_tdoas(SQUARE_2D, np.array([30.0, 50.0]))
+    with pytest.raises(ValueError, match="algorithm must be one of"):
+        localize(SQUARE_2D, tdoas, "triangulate")
+    with pytest.raises(ValueError, match="invert_alg"):
+        soundfinder_localize(SQUARE_2D, tdoas, invert_alg="svd")
+
+
+@pytest.mark.parametrize("pseudo", [True, False])
+@pytest.mark.parametrize("center", [True, False])
+@pytest.mark.parametrize("invert_alg", ["gps", "lstsq"])
+def test_soundfinder_options_all_recover_the_source(pseudo, center, invert_alg):
+    receivers = np.column_stack([SQUARE_2D, [1, 3, 2, 8, 1, 15]])
+    for source in ([30.0, 50.0, 4.0], [75.0, -20.0, 2.0], [10.0, 90.0, 12.0]):
+        estimate = soundfinder_localize(receivers, clean_tdoas(receivers, np.array(source)) + 7.5,  # any offset
+                                        invert_alg=invert_alg, center=center, pseudo=pseudo)
+        np.testing.assert_allclose(estimate, source, atol=1e-6)
+
+
+def test_arrival_times_may_share_any_offset():
+    source = np.array([25.0, 60.0])
+    tdoas = clean_tdoas(SQUARE_2D, source)
+    for algorithm in ALGORITHMS:
+        np.testing.assert_allclose(localize(SQUARE_2D, tdoas + 3.2, algorithm), source, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- batched delays = slow reference
+def slow_reference_delays(event, cc_filter, speed_of_sound):
+    """The reference: each receiver read and band-passed for this event alone, each pair cross-correlated
+    alone with the full gcc output, restricted to the physically possible delays."""
+    spread = np.linalg.norm(event.receiver_positions[:, None] - event.receiver_positions[None], axis=-1).max()
+    max_lag = int(np.floor((spread / speed_of_sound * 1.05 + 1e-3) * 22050 + 1e-9))
+
+    def load(file):
+        audio = Audio.from_file(file, offset=event.start_time, duration=event.duration)
+        return audio.bandpass(*event.bandpass_range, order=9) if event.bandpass_range else audio
+
+    reference = load(event.receiver_files[0]).samples
+    tdoas, cc_maxs = [0.0], [1.0]
+    for file in event.receiver_files[1:]:
+        samples = load(file).samples
+        n = min(len(samples), len(reference))
+        cc = gcc(samples[:n], reference[:n], cc_filter=cc_filter)
+        lags = np.arange(len(cc)) - (n - 1)
+        keep = np.abs(lags) <= max_lag
+        best = np.argmax(cc[keep])
+        tdoas.append(lags[keep][best] / 22050)
+        cc_maxs.append(cc[keep][best])
+    return np.array(tdoas), np.array(cc_maxs)
+
+
+@pytest.mark.parametrize("cc_filter", ["phat", "roth"])
+def test_batched_localization_equals_the_slow_reference(simulated, cc_filter):
+    # roth is not symmetric (both orders of a pair are cross-correlated); phat shares one transform per pair
+    c = simulated["speed_of_sound"]
+    array = SynchronizedRecorderArray(simulated["file_coords"])
+    bands = {"wren": (2500, 5500), "thrush": (1500, 3500)}
+    localized, unlocalized = array.localize_detections(simulated["detections"], max_receiver_dist=200,
+                                                       min_n_receivers=5, localization_algorithm="least_squares",
+                                                       cc_filter=cc_filter, bandpass_ranges=bands, speed_of_sound=c)
+    events = localized + unlocalized
+    assert len(events) == 24
+    for event in events[::2]:  # half of them: the reference is slow by design
+        tdoas, cc_maxs = slow_reference_delays(event, cc_filter, c)
+        np.testing.assert_array_equal(event.tdoas, tdoas)  # the same sample lag
+        np.testing.assert_allclose(event.cc_maxs, cc_maxs, rtol=1e-9, atol=1e-12)
+        if event.position_estimate is not None:
+            expected = localize(event.receiver_positions, tdoas, "least_squares", c)
+            np.testing.assert_allclose(event.position_estimate, expected, atol=1e-9)
+
+
+def test_each_segment_is_read_once_and_the_cache_is_bounded(simulated):
+    array = SynchronizedRecorderArray(simulated["file_coords"])
+    events = array.create_candidate_events(simulated["detections"], min_n_receivers=5, max_receiver_dist=200,
+                                           bandpass_ranges={"wren": (2500, 5500), "thrush": (1500, 3500)})
+    cache = SegmentCache()
+    estimate_delays_together(events, cache=cache)
+    assert cache.misses == 6 * 4  # six recorders, four clips with calls
+    assert cache.hits == sum(len(e.receiver_files) for e in events) - 24
+    one_second = 22050 * 4  # float32 samples
+    small = SegmentCache(max_bytes=2 * one_second)
+    copies = array.create_candidate_events(simulated["detections"], min_n_receivers=5, max_receiver_dist=200,
+                                           bandpass_ranges={"wren": (2500, 5500), "thrush": (1500, 3500)})
+    estimate_delays_together(copies, cache=small)
+    assert small.nbytes <= 2 * one_second
+    for a, b in zip(events, copies):
+        np.testing.assert_array_equal(a.tdoas, b.tdoas)
+
+
+def test_clip_groups_can_be_stored_as_they_finish(simulated):
+    array = SynchronizedRecorderArray(simulated["file_coords"])
+    bands = {"wren": (2500, 5500), "thrush": (1500, 3500)}
+    events = array.create_candidate_events(simulated["detections"], min_n_receivers=5, max_receiver_dist=200,
+                                           bandpass_ranges=bands)
+    groups = list(iter_localized_groups(events, "gillette", speed_of_sound=simulated["speed_of_sound"]))
+    assert sorted(key[0] for key, _ in groups) == [0.0, 1.0, 2.0, 3.0]  # one group per clip with a call
+    assert all(len(group) == 6 and {e.start_time for e in group} == {key[0]} for key, group in groups)
+    again = localize_events(array.create_candidate_events(simulated["detections"], min_n_receivers=5,
+                                                          max_receiver_dist=200, bandpass_ranges=bands),
+                            "gillette", speed_of_sound=simulated["speed_of_sound"])
+    stored = [e for _, group in groups for e in group]
+    assert sorted(tuple(np.round(e.position_estimate, 9)) for e in stored) == sorted(
+        tuple(np.round(e.position_estimate, 9)) for e in again)
+
+
+def test_min_n_receivers_above_the_detections_leaves_events_unlocalized(simulated):
+    array = SynchronizedRecorderArray(simulated["file_coords"])
+    localized, unlocalized = array.localize_detections(simulated["detections"], max_receiver_dist=200,
+                                                       min_n_receivers=7)
+    assert localized == [] and unlocalized == []  # no clip has seven receivers: no candidate events
+    event = SpatialEvent(list(simulated["file_coords"].index), simulated["file_coords"].to_numpy(),
+                         start_time=0.0, duration=1.0, bandpass_range=(2500, 5500))
+    with pytest.raises(InsufficientReceiversError, match="fewer than min_n_receivers=7"):
+        event.estimate_location(min_n_receivers=7)
+
+
+# ----------------------------------------------------------------------------- the bundled real array
+def test_real_array_delays_and_direction_match_opensoundscape():
+    """Known answers from OpenSoundscape 0.13.2 on the same files and settings (zeep band, least squares).
+
+    Its TDOAs of the event referenced on recorder 3 were [0, 32.47, -1.68, 30.79, -9.25, 23.90] ms and its
+    best-fitting position (event on recorder 8) lay at 79.0 degrees elevation, azimuth 334.7 degrees from the
+    array's centre. Each pole's microphones, 11.5 m apart vertically, hear the call ~33 ms apart: overhead.
+    """
+    coords, detections = bundled_array()
+    array = SynchronizedRecorderArray(coords)
+    localized, _ = array.localize_detections(detections, max_receiver_dist=100, min_n_receivers=4,
+                                             localization_algorithm="least_squares", bandpass_ranges=ZEEP_BAND)
+    by_reference = {Path(e.receiver_files[0]).name: e for e in localized}
+    np.testing.assert_allclose(by_reference["LOCA_2021_09_24_652_3.wav"].tdoas * 1000,
+                               [0, 32.47, -1.68, 30.79, -9.25, 23.90], atol=0.2)
+    centre = array.file_coords.to_numpy().mean(axis=0)
+    for name in ("LOCA_2021_09_24_652_3.wav", "LOCA_2021_09_24_652_8.wav"):
+        event = by_reference[name]
+        assert event.residual_rms < 0.05
+        d = event.position_estimate - centre
+        elevation = np.degrees(np.arctan2(d[2], np.hypot(d[0], d[1])))
+        azimuth = np.degrees(np.arctan2(d[0], d[1])) % 360
+        assert elevation == pytest.approx(79.0, abs=3) and azimuth == pytest.approx(334.7, abs=5)
+
+
+def test_detections_of_a_late_started_recorder_are_matched_by_real_time():
+    folder = sample_data.localization_folder()
+    coords, standard = bundled_array()
+    coords = pd.read_csv(folder / "LOCA_2021_aru_coords.csv", skipinitialspace=True)
+    late = pd.read_csv(folder / "LOCA_2021_detections_different_starts.csv", skipinitialspace=True)
+    for table in (coords, late):
+        table["file"] = [str(folder / Path(f).name) for f in table["file"]]
+    coords = coords[coords["file"].map(lambda f: Path(f).exists())]
+    late = late.set_index(["file", "start_time", "end_time"])  # the late recorder's clip is listed at 0.1-0.4 s
+    settings = dict(max_receiver_dist=100, min_n_receivers=4, localization_algorithm="least_squares",
+                    bandpass_ranges=ZEEP_BAND)
+    array = SynchronizedRecorderArray(coords)
+    with_late, _ = array.localize_detections(late, **settings)
+    usual, _ = array.localize_detections(standard, **settings)
+    assert len(with_late) == len(usual) == 6
+    for a, b in zip(with_late, usual):
+        assert Path(a.receiver_files[0]).name.startswith(Path(b.receiver_files[0]).stem)
+        np.testing.assert_allclose(a.tdoas, b.tdoas, atol=1e-4)
+        np.testing.assert_allclose(a.position_estimate, b.position_estimate, atol=0.5)
+
+
+def test_a_recording_with_nan_samples_fails_its_events_only(simulated, tmp_path):
+    coords = simulated["file_coords"].copy()
+    broken = str(tmp_path / "broken.wav")
+    samples, rate = soundfile.read(coords.index[2], dtype="float32")
+    samples[int(1.2 * rate):int(1.4 * rate)] = np.nan  # a glitch inside the second clip only
+    soundfile.write(broken, samples, rate, subtype="FLOAT")
+    coords.index = [broken if i == 2 else f for i, f in enumerate(coords.index)]
+    detections = simulated["detections"].rename(index={simulated["file_coords"].index[2]: broken}, level="file")
+    localized, unlocalized = SynchronizedRecorderArray(coords).localize_detections(
+        detections, max_receiver_dist=200, min_n_receivers=5,
+        bandpass_ranges={"wren": (2500, 5500), "thrush": (1500, 3500)})
+    assert len(unlocalized) == 6 and len(localized) == 18  # the six events of the clip with the glitch
+    assert all(e.start_time == 1.0 and "broken.wav" in e.error and "NaN" in e.error for e in unlocalized)

@@ -26,7 +26,7 @@ def pyproject():
 def dependency_names():
     project = pyproject()["project"]
     deps = list(project["dependencies"])
-    for extra in ("dashboards", "notebooks", "birdnet", "search", "dask"):
+    for extra in ("dashboards", "notebooks", "birdnet", "search", "wavelets", "dask"):
         deps += project["optional-dependencies"][extra]
     return sorted({re.split(r"[<>=!\[ ;]", d, 1)[0].lower() for d in deps})
 
@@ -102,7 +102,6 @@ EXTRA_ONLY_MODULES = {"opso_nb/dashboards/": "dashboards"}
 #: Imports found undeclared when this check was written; the lead adds them to pyproject.toml (or the
 #: import goes), then deletes the entry: the test fails on an entry that is declared or no longer imported.
 PENDING_DECLARATION = {
-    "pywt": "signal_processing.cwt_peaks with a non-built-in wavelet: declare PyWavelets in an extra",
 }
 IMPORT_GUARDS = {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}
 

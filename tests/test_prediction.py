@@ -15,7 +15,8 @@ from opso_nb.ml.prediction import (
     load_prediction_output,
     predict,
 )
-from tests._prediction_stub import StubModel, direct_scores, write_test_wav
+from opso_nb.store import RunSettingsChanged, RunStore
+from tests._prediction_stub import direct_scores, tiny_model, tiny_preprocessor, write_test_wav
 
 torch.set_num_threads(1)
 
@@ -30,7 +31,7 @@ def wavs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model():
-    return StubModel(sample_duration=2.0)
+    return tiny_model(sample_duration=2.0)
 
 
 def starts(df, file):
@@ -164,8 +165,12 @@ def test_streaming_parts_manifest_and_resume(model, wavs, tmp_path):
     ref = predict(model, wavs, batch_size=2, progress=False)
     first = predict(model, wavs, batch_size=2, progress=False, output_path=out)
     pd.testing.assert_frame_equal(first, ref)
-    parts = sorted(p.name for p in out.glob("*.parquet"))
-    assert len(parts) == 2 and (out / "manifest.json").exists()
+    run = RunStore.existing(out)
+    assert sorted(p.suffix for p in run.parts_folder.iterdir()) == [".parquet", ".parquet"]
+    assert (run.folder / "manifest.json").exists() and (run.folder / "failures.csv").exists()
+    # the parts folder reads directly as one dataset with the clip-table columns
+    dataset = pd.read_parquet(run.parts_folder).set_index(["file", "start_time", "end_time"]).sort_index()
+    pd.testing.assert_frame_equal(dataset, ref.sort_index())
     stored, invalid = load_prediction_output(out)
     pd.testing.assert_frame_equal(stored, ref)
     assert len(invalid) == 0
@@ -185,15 +190,24 @@ def test_streaming_parts_manifest_and_resume(model, wavs, tmp_path):
     redone = predict(model, files, progress=False, output_path=out, progress_callback=lambda d, t, f: calls.append(f))
     assert set(calls) == {str(changed)}
     assert starts(redone, changed) == [0.0, 2.0, 4.0]
-    # different settings or a different model do not reuse old parts
+    # different settings or a different model start a new run (named in a warning), never reuse old parts
     calls.clear()
-    predict(model, files, progress=False, output_path=out, overlap_fraction=0.5,
-            progress_callback=lambda d, t, f: calls.append(f))
+    with pytest.warns(RunSettingsChanged, match=r"overlap: 0\.0 -> 1\.0"):
+        predict(model, files, progress=False, output_path=out, overlap_fraction=0.5,
+                progress_callback=lambda d, t, f: calls.append(f))
     assert set(calls) == {str(f) for f in files}
     calls.clear()
-    predict(StubModel(sample_duration=2.0, seed=3), files, progress=False, output_path=out, overlap_fraction=0.5,
-            progress_callback=lambda d, t, f: calls.append(f))
+    with pytest.warns(RunSettingsChanged, match="output.network"):
+        predict(tiny_model(sample_duration=2.0, seed=3), files, progress=False, output_path=out,
+                overlap_fraction=0.5, progress_callback=lambda d, t, f: calls.append(f))
     assert set(calls) == {str(f) for f in files}
+    assert len([p for p in out.iterdir() if p.is_dir()]) == 3
+    # back to the first settings: that run is still there and resumes with nothing to do
+    calls.clear()
+    with pytest.warns(RunSettingsChanged):
+        back = predict(model, files, progress=False, output_path=out, progress_callback=lambda d, t, f: calls.append(f))
+    assert calls == []
+    pd.testing.assert_frame_equal(back.loc[[str(wavs[0])]], ref.loc[[str(wavs[0])]])
 
 
 def test_csv_parts_and_interrupt(model, wavs, tmp_path):
@@ -218,10 +232,8 @@ def test_settings_object(model, wavs):
 # ----------------------------------------------------------------------------- with the real CNN
 def test_real_cnn_predict_delegates_and_batches(wavs):
     from opso_nb.ml import cnn
-    from tests._prediction_stub import StubPreprocessor
-
     torch.manual_seed(0)
-    model = cnn.CNN("resnet18", ["frog", "bird"], 2.0, preprocessor=StubPreprocessor(2.0),
+    model = cnn.CNN("resnet18", ["frog", "bird"], 2.0, preprocessor=tiny_preprocessor(2.0),
                     sample_shape=(32, 32, 1), weights=None, device="cpu", use_amp=False)  # exact float32
     model.network.train()  # predict must switch to eval (batch-norm running stats) and back
     scores = model.predict(wavs, batch_size=4, activation_layer="softmax", progress=False)
@@ -237,12 +249,10 @@ def test_real_cnn_predict_delegates_and_batches(wavs):
 def test_mixed_precision_scores_close_to_float32(wavs, tmp_path):
     from opso_nb.ml import cnn
     from opso_nb.ml.utils import autocast_dtype
-    from tests._prediction_stub import StubPreprocessor
-
     assert autocast_dtype("cpu", False) is None and autocast_dtype("cpu", True) == torch.bfloat16
     assert autocast_dtype("meta", True) is None
     torch.manual_seed(0)
-    model = cnn.CNN("resnet18", ["frog", "bird"], 2.0, preprocessor=StubPreprocessor(2.0),
+    model = cnn.CNN("resnet18", ["frog", "bird"], 2.0, preprocessor=tiny_preprocessor(2.0),
                     sample_shape=(32, 32, 1), weights=None, device="cpu", use_amp=False)
     exact = model.predict(wavs, batch_size=4, activation_layer="softmax", progress=False)
     model.use_amp = True
@@ -252,7 +262,8 @@ def test_mixed_precision_scores_close_to_float32(wavs, tmp_path):
     # precision is part of a streamed run's identity: switching it redoes the files instead of mixing them
     model.predict(wavs, batch_size=4, output_path=tmp_path / "out", progress=False)
     model.use_amp = False
-    again = model.predict(wavs, batch_size=4, output_path=tmp_path / "out", progress=False)
+    with pytest.warns(RunSettingsChanged, match="precision"):
+        again = model.predict(wavs, batch_size=4, output_path=tmp_path / "out", progress=False)
     np.testing.assert_array_equal(again.to_numpy(), model.predict(wavs, batch_size=4, progress=False).to_numpy())
 
 
@@ -296,8 +307,8 @@ def test_streaming_clip_table_with_missing_file_and_changed_preprocessor(model, 
     assert scores.iloc[0].notna().all() and scores.iloc[1].isna().all()
     assert invalid["file"].tolist() == [str(tmp_path / "gone.wav")]
     # a preprocessor with other settings must not reuse the stored scores
-    other = StubModel(sample_duration=2.0)
-    other.preprocessor.to_dict = lambda: {"sample_duration": 2.0, "band": [0, 1000]}
+    other = tiny_model(sample_duration=2.0)
+    other.preprocessor.pipeline["bandpass"].max_f = 3000
     calls = []
     with pytest.warns(UserWarning):
         predict(other, pd.DataFrame(index=idx), output_path=out, progress=False,

@@ -96,7 +96,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from tqdm.auto import tqdm
 
+from opso_nb.audio import AudioLoadError
 from opso_nb.failures import failure_record, failures_frame
 from opso_nb.utils import CLIP_INDEX, atomic_path, atomic_write
 
@@ -109,6 +111,8 @@ __all__ = [
     "utf8_name",
     "empty_clip_table",
     "remove_stale_temp_files",
+    "process_files",
+    "error_stage",
     "STORE_VERSION",
 ]
 
@@ -159,6 +163,16 @@ def empty_clip_table(columns, dtype="float32") -> pd.DataFrame:
     index = pd.MultiIndex.from_arrays([np.array([], dtype=object), np.array([], float), np.array([], float)],
                                       names=CLIP_INDEX)
     return pd.DataFrame(np.zeros((0, len(columns)), dtype=dtype), index=index, columns=list(columns))
+
+
+def error_stage(error, default: str = "score") -> str:
+    """``"load"`` if reading audio failed (an :class:`~opso_nb.audio.AudioLoadError` anywhere in the
+    exception's chain of causes), else ``default``."""
+    while error is not None:
+        if isinstance(error, AudioLoadError):
+            return "load"
+        error = error.__cause__
+    return default
 
 
 def _canonical_json(value) -> str:
@@ -720,3 +734,73 @@ def _nan_to_none(value):
 def _none_to_nan(value):
     return np.nan if value is None else float(value)
 
+
+
+# --------------------------------------------------------------------------- the generic per-file loop
+def process_files(files, compute, run: RunStore | None = None, progress: bool = False, desc: str = "files",
+                  progress_callback=None, raise_errors: bool = False):
+    """Apply ``compute`` to each file; the batch loop of any job that handles one file at a time.
+
+    Parameters
+    ----------
+    files : list of str
+        Input files.
+    compute : callable
+        ``compute(file) -> (table, failures)``: a clip table of the run's
+        value columns (or None) and a list of failure records for parts of
+        the file. An exception means the whole file failed; it is recorded
+        (stage ``"load"`` for audio that cannot be read, else ``"score"``)
+        and the batch goes on.
+    run : RunStore, optional
+        With a run: finished files are skipped, files a killed run left in
+        progress are retried first, and each file is recorded as it finishes.
+    progress : bool
+        Show a ``tqdm.auto`` bar (files).
+    desc : str
+        Label of the bar.
+    progress_callback : callable, optional
+        Called as ``progress_callback(n_done, n_todo, file)`` after each file.
+    raise_errors : bool
+        Let ``compute``'s exceptions propagate instead of recording them.
+
+    Returns
+    -------
+    tables : dict
+        ``{file: table}`` for the files computed in this call.
+    failures : list of dict
+        Their failure records.
+    """
+    files = [str(f) for f in dict.fromkeys(files)]
+    if run is not None:
+        suspects = set(run.suspects())
+        todo = [f for f in files if f in suspects and not run.is_done(f)]
+        todo += [f for f in files if f not in suspects and not run.is_done(f)]
+    else:
+        todo = files
+    bar = tqdm(total=len(todo), desc=desc, unit="file") if progress else None
+    tables, failures = {}, []
+    try:
+        for i, file in enumerate(todo):
+            if run is not None:
+                run.begin(file)
+            try:
+                table, file_failures = compute(file)
+            except Exception as err:  # one bad file never ends the batch
+                if raise_errors:
+                    raise
+                file_failures = [failure_record(file, err, stage=error_stage(err))]
+                if run is not None:
+                    run.fail(file, file_failures)
+            else:
+                tables[file] = table
+                if run is not None:
+                    run.write(file, table, file_failures)
+            failures.extend(file_failures)
+            if bar is not None:
+                bar.update(1)
+            if progress_callback is not None:
+                progress_callback(i + 1, len(todo), file)
+    finally:
+        if bar is not None:
+            bar.close()
+    return tables, failures

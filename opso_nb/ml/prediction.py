@@ -55,7 +55,7 @@ from opso_nb.ml.utils import (
     prepare_network,
 )
 from opso_nb.sample import AudioSample
-from opso_nb.store import RunStore, empty_clip_table, utf8_name
+from opso_nb.store import RunStore, empty_clip_table, error_stage, utf8_name
 from opso_nb.utils import CLIP_INDEX, atomic_write, generate_clip_times_df
 
 __all__ = [
@@ -284,15 +284,6 @@ def _preprocessor_description(preprocessor):
 
 
 # --------------------------------------------------------------------------- reading clips
-def _failure_stage(err) -> str:
-    """"load" when reading the audio failed (anywhere in the exception chain), else "preprocess"."""
-    while err is not None:
-        if isinstance(err, AudioLoadError):
-            return "load"
-        err = err.__cause__
-    return "preprocess"
-
-
 def _tensor_of(sample):
     data = getattr(sample, "data", sample)
     if isinstance(data, np.ndarray):
@@ -332,7 +323,7 @@ class _ChunkDataset:
             except Exception as err:  # any clip that cannot be prepared is reported, never fatal
                 if self.raise_errors:
                     raise
-                failures.append(failure_record(job.file, err, start, end, stage=_failure_stage(err)))
+                failures.append(failure_record(job.file, err, start, end, stage=error_stage(err, "preprocess")))
         data = torch.stack(tensors).contiguous() if tensors else None
         return {"job": j, "lo": lo, "hi": hi, "data": data, "ok": ok, "failures": failures}
 

@@ -561,7 +561,7 @@ from opso_nb.audio import Audio, AudioLoadError, audio_info  # noqa: E402
 from opso_nb.failures import failure_record, failures_frame, summarize_failures  # noqa: E402
 from opso_nb.files import list_audio_files  # noqa: E402
 from opso_nb.spectrogram import Spectrogram  # noqa: E402
-from opso_nb.store import RunStore, empty_clip_table, process_files, utf8_name  # noqa: E402
+from opso_nb.store import RunStore, empty_clip_table, make_clip_index, process_files, utf8_name  # noqa: E402
 
 #: Why a RIBBIT score can be missing (reported per clip, stage "score").
 NON_FINITE_SCORE = ("score is NaN or infinite: the clip has too few spectrogram windows for a pulse-rate "
@@ -641,7 +641,8 @@ def _score_file(path, params_by_species, chunk_duration):
                 scores[n][k] = np.nan
                 failures.append(failure_record(path, f"{n}: {NON_FINITE_SCORE}", clips.start_time.iloc[k],
                                                clips.end_time.iloc[k], stage="score"))
-            columns.append(clips.assign(file=str(path), **{n: scores[n]}).set_index(CLIP_INDEX))
+            index = make_clip_index([str(path)] * len(clips), clips.start_time, clips.end_time)
+            columns.append(pd.DataFrame({n: scores[n]}, index=index))
     table = pd.concat(columns, axis=1) if len(columns) > 1 else columns[0]
     return table[list(params_by_species)], failures
 

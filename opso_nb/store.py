@@ -110,6 +110,7 @@ __all__ = [
     "settings_fingerprint",
     "utf8_name",
     "empty_clip_table",
+    "make_clip_index",
     "remove_stale_temp_files",
     "process_files",
     "error_stage",
@@ -158,11 +159,36 @@ def utf8_name(file) -> str:
     return os.fsencode(file).decode("utf-8", "backslashreplace")
 
 
+def make_clip_index(files, start_times, end_times) -> pd.MultiIndex:
+    """The ``(file, start_time, end_time)`` index of a clip table, for any file names.
+
+    Names that are all valid UTF-8 (nearly always) give pandas' usual string
+    level. Otherwise the level keeps Python strings (object dtype), since
+    pandas >= 3 strings cannot hold the surrogate escapes of such a name:
+    selecting with ``xs``, iterating and comparing work; a few pandas
+    operations (``reset_index``, ``to_csv``) refuse them, so map the level
+    with :func:`utf8_name` before those.
+    """
+    files = list(files)
+    portable = all(_is_utf8(f) for f in set(files))
+    return pd.MultiIndex.from_arrays(
+        [pd.Index(files) if portable else pd.Index(files, dtype=object),
+         pd.Index(np.asarray(start_times, dtype=float)), pd.Index(np.asarray(end_times, dtype=float))],
+        names=CLIP_INDEX)
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def empty_clip_table(columns, dtype="float32") -> pd.DataFrame:
     """A clip table with no rows: index ``(file, start_time, end_time)`` and ``columns`` of ``dtype``."""
-    index = pd.MultiIndex.from_arrays([np.array([], dtype=object), np.array([], float), np.array([], float)],
-                                      names=CLIP_INDEX)
-    return pd.DataFrame(np.zeros((0, len(columns)), dtype=dtype), index=index, columns=list(columns))
+    return pd.DataFrame(np.zeros((0, len(columns)), dtype=dtype), index=make_clip_index([], [], []),
+                        columns=list(columns))
 
 
 def error_stage(error, default: str = "score") -> str:
@@ -650,16 +676,20 @@ class RunStore:
         self._records, self._suspects = {}, {}
 
     def _write_part(self, path: Path, table: pd.DataFrame):
-        flat = table.reset_index() if list(table.index.names) == CLIP_INDEX else table.reset_index(drop=True)
-        missing = [c for c in CLIP_INDEX + self.columns if c not in flat.columns]
+        index = table.index if list(table.index.names) == CLIP_INDEX else \
+            make_clip_index(table["file"], table["start_time"], table["end_time"])
+        missing = [c for c in self.columns if c not in table.columns]
         if missing:
             raise ValueError(f"{path.name}: table lacks columns {missing}")
-        flat = flat[CLIP_INDEX + self.columns].astype({c: self.dtype for c in self.columns})
-        flat["file"] = [utf8_name(f) for f in flat["file"]]
+        # built column by column: reset_index() cannot hold names that are not valid UTF-8 (pandas >= 3)
+        flat = pd.DataFrame({"file": [utf8_name(f) for f in index.get_level_values(0)],
+                             "start_time": index.get_level_values(1).to_numpy(dtype=float),
+                             "end_time": index.get_level_values(2).to_numpy(dtype=float),
+                             **{c: table[c].to_numpy(dtype=self.dtype) for c in self.columns}})
         with atomic_path(path) as tmp:
             if self.format == "parquet":
-                table = pa.Table.from_pandas(flat, schema=_arrow_schema(self.columns, self.dtype), preserve_index=False)
-                pq.write_table(table, tmp)
+                arrow = pa.Table.from_pandas(flat, schema=_arrow_schema(self.columns, self.dtype), preserve_index=False)
+                pq.write_table(arrow, tmp)
             else:
                 flat.to_csv(tmp, index=False)
 
@@ -668,9 +698,10 @@ class RunStore:
         if rec.get("format", "parquet") == "parquet":
             df = pd.read_parquet(path)
         else:
-            df = pd.read_csv(path, dtype={"file": str}).astype({c: self.dtype for c in self.columns})
-        df["file"] = rec["file"]  # the exact name (the part holds its UTF-8 rendering)
-        return df.set_index(CLIP_INDEX)[self.columns]
+            df = pd.read_csv(path, dtype={"file": str})
+        # the exact name from the record (the part holds its UTF-8 rendering)
+        index = make_clip_index([rec["file"]] * len(df), df["start_time"], df["end_time"])
+        return pd.DataFrame({c: df[c].to_numpy(dtype=self.dtype) for c in self.columns}, index=index)
 
     def _write_failures_csv(self):
         failures = self._failures_of(self._records.values())

@@ -55,7 +55,7 @@ from opso_nb.ml.utils import (
     prepare_network,
 )
 from opso_nb.sample import AudioSample
-from opso_nb.store import RunStore, empty_clip_table, error_stage, utf8_name
+from opso_nb.store import RunStore, empty_clip_table, error_stage, make_clip_index, utf8_name
 from opso_nb.utils import CLIP_INDEX, atomic_write, generate_clip_times_df
 
 __all__ = [
@@ -483,9 +483,8 @@ def _non_finite_failures(job, values, failures):
 
 
 def _clip_table(job, values, columns):
-    index = pd.MultiIndex.from_arrays(
-        [np.full(len(job.times), job.file, dtype=object), job.times[:, 0], job.times[:, 1]], names=CLIP_INDEX)
-    return pd.DataFrame(values, index=index, columns=columns)
+    return pd.DataFrame(values, index=make_clip_index([job.file] * len(job.times), job.times[:, 0], job.times[:, 1]),
+                        columns=columns)
 
 
 def _report_failures(failures, invalid_samples_log):
@@ -695,8 +694,16 @@ def _predict_to_store(output, jobs, load_failures, settings, loop, root, output_
         stored, stored_failures = run.read(files=[job.file for job in finished])
         failures.extend(stored_failures.to_dict("records"))
         if return_scores:
-            scores.update({file: table for file, table in stored.groupby(level="file", sort=False)})
+            scores.update(_split_by_file(stored))
     return scores, failures
+
+
+def _split_by_file(table) -> dict:
+    """``{file: rows}`` keeping order (no groupby: it cannot factorize names that are not valid UTF-8)."""
+    rows_of = {}
+    for row, file in enumerate(table.index.get_level_values(0)):
+        rows_of.setdefault(file, []).append(row)
+    return {file: table.iloc[rows] for file, rows in rows_of.items()}
 
 
 def load_prediction_output(output_path, files=None):

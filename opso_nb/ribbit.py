@@ -561,7 +561,7 @@ from opso_nb.audio import Audio, AudioLoadError, audio_info  # noqa: E402
 from opso_nb.failures import failure_record, failures_frame, summarize_failures  # noqa: E402
 from opso_nb.files import list_audio_files  # noqa: E402
 from opso_nb.spectrogram import Spectrogram  # noqa: E402
-from opso_nb.store import RunStore, empty_clip_table, make_clip_index, process_files, utf8_name  # noqa: E402
+from opso_nb.store import RunStore, empty_clip_table, make_clip_index, process_files, utf8_name, write_failures_csv  # noqa: E402
 
 #: Why a RIBBIT score can be missing (reported per clip, stage "score").
 NON_FINITE_SCORE = ("score is NaN or infinite: the clip has too few spectrogram windows for a pulse-rate "
@@ -666,8 +666,7 @@ def _export_csv(csv_path: Path, scores, failures):
     with atomic_write(csv_path, "w", newline="") as fh:
         scores.rename(index=utf8_name, level="file").to_csv(fh)
     if len(failures):
-        with atomic_write(csv_path.with_name(csv_path.stem + ".errors.csv"), "w", newline="") as fh:
-            failures.assign(file=[utf8_name(f) for f in failures["file"]]).to_csv(fh, index=False)
+        write_failures_csv(failures, csv_path.with_name(csv_path.stem + ".errors.csv"))
 
 
 def run_ribbit(files, species_params, out_path=None, resume=True, chunk_duration=300.0, progress=True,

@@ -109,6 +109,7 @@ __all__ = [
     "RunSettingsChanged",
     "settings_fingerprint",
     "utf8_name",
+    "write_failures_csv",
     "empty_clip_table",
     "make_clip_index",
     "remove_stale_temp_files",
@@ -157,6 +158,13 @@ def utf8_name(file) -> str:
     the run's JSON records.
     """
     return os.fsencode(file).decode("utf-8", "backslashreplace")
+
+
+def write_failures_csv(failures: pd.DataFrame, path):
+    """Write a failures table as CSV (atomically), names and messages as valid UTF-8 (:func:`utf8_name`)."""
+    text = {c: [utf8_name(v) for v in failures[c]] for c in ("file", "stage", "error") if c in failures}
+    with atomic_write(path, "w", newline="") as handle:
+        failures.assign(**text).to_csv(handle, index=False)
 
 
 def make_clip_index(files, start_times, end_times) -> pd.MultiIndex:
@@ -484,7 +492,7 @@ class RunStore:
                 self.release(file)
             if self._lock is not None:
                 self._compact()
-                self._write_failures_csv()
+                write_failures_csv(self._failures_of(self._records.values()), self.folder / FAILURES)
         finally:
             self._writable = False
             if self._lock is not None:
@@ -702,12 +710,6 @@ class RunStore:
         # the exact name from the record (the part holds its UTF-8 rendering)
         index = make_clip_index([rec["file"]] * len(df), df["start_time"], df["end_time"])
         return pd.DataFrame({c: df[c].to_numpy(dtype=self.dtype) for c in self.columns}, index=index)
-
-    def _write_failures_csv(self):
-        failures = self._failures_of(self._records.values())
-        failures["file"] = [utf8_name(f) for f in failures["file"]]
-        with atomic_write(self.folder / FAILURES, "w", newline="") as handle:
-            failures.to_csv(handle, index=False)
 
     # ------------------------------------------------------------------ reading
     @staticmethod

@@ -6,6 +6,10 @@ run, only with a network small enough to score hundreds of clips per second.
 """
 from __future__ import annotations
 
+import os
+import struct
+from pathlib import Path
+
 import numpy as np
 import soundfile
 import torch
@@ -62,3 +66,47 @@ def direct_scores(model, file, start, end):
     model.network.eval()
     with torch.no_grad():
         return model.network(sample.data[None]).numpy()[0]
+
+
+# ----------------------------------------------------------------------------- files that break batches
+BAD_KINDS = ("corrupt", "empty", "truncated", "lying", "nan")
+
+
+def write_bad_file(path, kind, duration=2.0, sr=SR, seed=0):
+    """Write one of the files field batches meet, at ``path``.
+
+    corrupt: random bytes named .wav; empty: 0 bytes; truncated: a WAV whose
+    header promises twice the samples it holds (a recorder that lost power);
+    lying: a 16 KB WAV whose header claims 2,147,483,647 Hz (padding a clip
+    of it to full length would need 16 GiB); nan: a float WAV with NaN samples
+    in its second half.
+    """
+    rng = np.random.default_rng(seed)
+    path = Path(path)
+    if kind == "corrupt":
+        path.write_bytes(rng.integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "truncated":
+        write_test_wav(path, duration, sr=sr, seed=seed)
+        data = path.read_bytes()
+        path.write_bytes(data[: 44 + (len(data) - 44) // 2])
+    elif kind == "lying":
+        samples = (rng.standard_normal((16_384 - 44) // 2) * 1000).astype("<i2").tobytes()
+        rate = 2_147_483_647
+        header = (b"RIFF" + struct.pack("<I", 36 + len(samples)) + b"WAVE"
+                  + b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, rate, (rate * 2) % 2**32, 2, 16)
+                  + b"data" + struct.pack("<I", len(samples)))
+        path.write_bytes(header + samples)
+    elif kind == "nan":
+        x = (0.1 * rng.standard_normal(int(duration * sr))).astype(np.float32)
+        x[len(x) // 2:] = np.nan
+        soundfile.write(str(path), x, sr, subtype="FLOAT")
+    else:
+        raise ValueError(f"unknown kind {kind!r}; one of {BAD_KINDS}")
+    return path
+
+
+def non_utf8_path(folder, stem=b"caf\xe9") -> str:
+    """A path (as ``str``, with surrogate escapes) whose name is not valid UTF-8, as on FAT/exFAT SD cards."""
+    return os.fsdecode(os.path.join(os.fsencode(folder), stem + b".wav"))

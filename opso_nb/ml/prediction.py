@@ -55,8 +55,8 @@ from opso_nb.ml.utils import (
     prepare_network,
 )
 from opso_nb.sample import AudioSample
-from opso_nb.store import RunStore, empty_clip_table, error_stage, make_clip_index, utf8_name
-from opso_nb.utils import CLIP_INDEX, atomic_write, generate_clip_times_df
+from opso_nb.store import RunStore, empty_clip_table, error_stage, make_clip_index, write_failures_csv
+from opso_nb.utils import CLIP_INDEX, generate_clip_times_df
 
 __all__ = [
     "predict",
@@ -489,9 +489,7 @@ def _clip_table(job, values, columns):
 
 def _report_failures(failures, invalid_samples_log):
     if invalid_samples_log is not None:
-        log = failures.assign(file=[utf8_name(f) for f in failures["file"]])
-        with atomic_write(invalid_samples_log, "w", newline="") as handle:
-            log.to_csv(handle, index=False)
+        write_failures_csv(failures, invalid_samples_log)
     if len(failures):
         n_score = int((failures["stage"] == "score").sum())
         non_finite = f" ({n_score} with NaN/inf outputs, stage 'score')" if n_score else ""

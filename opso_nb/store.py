@@ -238,8 +238,9 @@ def _signature(file):
 
 
 def _write_json(path: Path, value):
-    # ensure_ascii keeps lone surrogates (non-UTF-8 file names) as \udcxx escapes: exact round trip
-    with atomic_write(path, "w", encoding="ascii") as handle:
+    # ensure_ascii keeps lone surrogates (non-UTF-8 file names) as \udcxx escapes: exact round trip.
+    # No fsync: a record torn by a machine crash reads as missing, and its file is simply redone.
+    with atomic_write(path, "w", fsync=False, encoding="ascii") as handle:
         json.dump(value, handle, ensure_ascii=True, default=str)
 
 
@@ -336,6 +337,7 @@ class RunStore:
         self._guard = threading.Lock()  # begin() may be called from a prefetch thread
         self._begun: dict = {}  # file -> (attempt number, input signature) for files this process started
         self._suspects: dict = {}
+        self._own_ids: set = set()  # records written by this process (known without reading them back)
         self._records = self._load_records()
 
     # ------------------------------------------------------------------ opening
@@ -415,7 +417,7 @@ class RunStore:
             store = cls(root, folder, meta, writable=True, lock=held)
             store.changes = changes
             if lock:
-                store._compact()
+                store._compact(reload=False)  # the records were just read
                 store._collect_suspects(int(max_attempts))
             return store
         except BaseException:
@@ -515,12 +517,19 @@ class RunStore:
                 records[rec["file"]] = rec
         return records
 
-    def _compact(self):
-        """Fold ``records/*.json`` into ``manifest.json`` (atomically), then drop the folded records."""
+    def _compact(self, reload: bool = True):
+        """Fold ``records/*.json`` into ``manifest.json`` (atomically), then drop the folded records.
+
+        ``reload`` reads the records this process did not write (helpers sharing the run may have).
+        """
         folded = sorted(self._records_folder.glob("[!.]*.json"))
         if not folded:
             return
-        self._records = self._load_records()
+        for path in folded if reload else ():
+            if path.stem not in self._own_ids:
+                rec = _read_json(path)
+                if isinstance(rec, dict) and "file" in rec:
+                    self._records[rec["file"]] = rec
         _write_json(self.folder / MANIFEST, {"store_version": STORE_VERSION, "files": self._records})
         for path in folded:  # only after the manifest holds them
             path.unlink(missing_ok=True)
@@ -633,6 +642,7 @@ class RunStore:
         }
         _write_json(self._record_path(file), rec)
         self._records[file] = rec
+        self._own_ids.add(self._record_path(file).stem)
 
     def _finish(self, file, status, part, n_rows, failures, key):
         with self._guard:
@@ -666,12 +676,12 @@ class RunStore:
         if n_rows:
             part = _part_name(file, _file_id(file), self.format)
             self._write_part(self.parts_folder / part, table)
-        self._finish(file, "done", part, n_rows, list(failures_frame(failures).to_dict("records")), key)
+        self._finish(file, "done", part, n_rows, _failure_dicts(failures), key)
 
     def fail(self, file, failures, key: str = ""):
         """Record that the whole of ``file`` failed (it is tried again by the next run); clears its start mark."""
         self._check_writable()
-        self._finish(str(file), "failed", None, 0, list(failures_frame(failures).to_dict("records")), key)
+        self._finish(str(file), "failed", None, 0, _failure_dicts(failures), key)
 
     def reset(self):
         """Forget every result of this run (the next :meth:`is_done` is False for every file)."""
@@ -690,16 +700,15 @@ class RunStore:
         if missing:
             raise ValueError(f"{path.name}: table lacks columns {missing}")
         # built column by column: reset_index() cannot hold names that are not valid UTF-8 (pandas >= 3)
-        flat = pd.DataFrame({"file": [utf8_name(f) for f in index.get_level_values(0)],
-                             "start_time": index.get_level_values(1).to_numpy(dtype=float),
-                             "end_time": index.get_level_values(2).to_numpy(dtype=float),
-                             **{c: table[c].to_numpy(dtype=self.dtype) for c in self.columns}})
+        columns = {"file": [utf8_name(f) for f in index.get_level_values(0)],
+                   "start_time": index.get_level_values(1).to_numpy(dtype=float),
+                   "end_time": index.get_level_values(2).to_numpy(dtype=float),
+                   **{c: table[c].to_numpy(dtype=self.dtype) for c in self.columns}}
         with atomic_path(path) as tmp:
             if self.format == "parquet":
-                arrow = pa.Table.from_pandas(flat, schema=_arrow_schema(self.columns, self.dtype), preserve_index=False)
-                pq.write_table(arrow, tmp)
+                pq.write_table(pa.table(columns, schema=_arrow_schema(self.columns, self.dtype)), tmp)
             else:
-                flat.to_csv(tmp, index=False)
+                pd.DataFrame(columns).to_csv(tmp, index=False)
 
     def _read_part(self, rec) -> pd.DataFrame:
         path = self.parts_folder / rec["part"]
@@ -758,6 +767,11 @@ def _acquire(root: Path, timeout: float) -> filelock.BaseFileLock:
     _write_json(root / (LOCK_NAME + ".owner"), {"pid": os.getpid(), "host": socket.gethostname(),
                                                 "since": time.time()})
     return lock
+
+
+def _failure_dicts(failures) -> list:
+    failures = list(failures)
+    return failures_frame(failures).to_dict("records") if failures else []  # most files have none
 
 
 def _nan_to_none(value):

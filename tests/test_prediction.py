@@ -1,6 +1,7 @@
 """predict(): clip times for overlap/final-clip modes, batching, activations, failures, streaming."""
 from __future__ import annotations
 
+import contextlib
 import shutil
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from opso_nb.ml.prediction import (
+    NetworkOutput,
     PredictionInterrupted,
     PredictionSettings,
     apply_activation,
@@ -314,3 +316,56 @@ def test_streaming_clip_table_with_missing_file_and_changed_preprocessor(model, 
         predict(other, pd.DataFrame(index=idx), output_path=out, progress=False,
                 progress_callback=lambda d, t, f: calls.append(f))
     assert str(wavs[0]) in calls
+
+
+def test_empty_input_gives_empty_table_with_class_columns(model, tmp_path):
+    for samples in ([], pd.DataFrame(index=pd.MultiIndex.from_tuples([], names=["file", "start_time", "end_time"]))):
+        scores, failures = predict(model, samples, return_invalid_samples=True, progress=False)
+        assert scores.shape == (0, 2) and list(scores.columns) == ["frog", "bird"]
+        assert list(scores.index.names) == ["file", "start_time", "end_time"] and len(failures) == 0
+    stored = predict(model, [], output_path=tmp_path / "out", progress=False)
+    assert stored.shape == (0, 2) and list(stored.columns) == ["frog", "bird"]
+
+
+def test_file_shorter_than_a_clip_follows_final_clip(model, tmp_path):
+    """As the manual documents for generate_clip_times_df: a file shorter than one clip is one clip."""
+    short = write_test_wav(tmp_path / "short.wav", 1.2, seed=4)
+    by_mode = {mode: predict(model, [short], final_clip=mode, progress=False)
+               for mode in (None, "remainder", "full", "extend")}
+    for mode in (None, "remainder", "full"):
+        assert by_mode[mode].index.tolist() == [(str(short), 0.0, 1.2)]
+    assert by_mode["extend"].index.tolist() == [(str(short), 0.0, 2.0)]
+    # the preprocessor pads the 1.2 s clip with silence to the model's 2 s: every mode scores the same audio
+    expected = direct_scores(model, short, 0.0, 1.2)
+    for mode, scores in by_mode.items():
+        np.testing.assert_allclose(scores.to_numpy()[0], expected, rtol=1e-5, atol=1e-6, err_msg=str(mode))
+
+
+def test_network_output_hook_reuses_the_loop_and_the_store(model, wavs, tmp_path):
+    """A second kind of output (here: the pooled features before the last layer) runs on the same loop and store."""
+    class PooledFeatures(NetworkOutput):
+        columns = [f"feature_{i}" for i in range(4)]
+        job = "embed"
+
+        def settings(self):
+            return {"output": "pooled_features"}
+
+        @contextlib.contextmanager
+        def running(self):
+            with torch.inference_mode():
+                yield
+
+        def __call__(self, batch):
+            net = model.network
+            return torch.relu(net.bn(net.conv(batch))).mean(dim=(2, 3)).numpy()
+
+    features = predict(model, wavs, network_output=PooledFeatures(), output_path=tmp_path / "out", progress=False)
+    scores = predict(model, wavs, output_path=tmp_path / "out", progress=False)
+    assert list(features.columns) == PooledFeatures.columns and features.index.equals(scores.index)
+    # the last layer applied to the stored features gives the class scores
+    fc = model.network.fc
+    np.testing.assert_allclose(fc(torch.tensor(features.to_numpy())).detach().numpy(), scores.to_numpy(),
+                               rtol=1e-5, atol=1e-6)
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "out").iterdir() if p.is_dir()) == ["embed", "predict"]
+    stored = RunStore.existing(tmp_path / "out", job="embed").read()[0]
+    pd.testing.assert_frame_equal(stored, features)

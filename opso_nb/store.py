@@ -64,20 +64,20 @@ Guarantees
 
 Using it for a new job
 ----------------------
-::
+A job that handles one file at a time needs one function, ``compute(file) ->
+(table, failures)``, and :func:`process_files` does the rest (skip finished
+files, retry suspects first and alone, record failures, progress)::
 
     with RunStore.open(out, settings, job="embed", columns=dims, dtype="float32") as run:
-        for file in run.suspects() + [f for f in files if f not in run.suspects()]:
-            if run.is_done(file):
-                continue
-            run.begin(file)
-            try:
-                table = compute(file)           # indexed by (file, start_time, end_time)
-            except Exception as err:
-                run.fail(file, [failure_record(file, err, stage="load")])
-            else:
-                run.write(file, table)
-        scores, failures = run.read(files)
+        process_files(files, compute, run=run, progress=True)
+        table, failures = run.read(files)
+
+A job with its own loop (prediction streams clips of many files through one
+network) calls the same steps itself: :meth:`RunStore.is_done`,
+:meth:`RunStore.suspects`, :meth:`RunStore.begin` before reading a file,
+then :meth:`RunStore.write` or :meth:`RunStore.fail`. A Dask batch runner
+opens the run in its coordinator (holding the lock) and lets each worker open
+it with ``lock=False`` to write its files' parts and records.
 """
 from __future__ import annotations
 

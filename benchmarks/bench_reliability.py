@@ -173,7 +173,7 @@ def main():
               f"({', '.join(BAD_KINDS)}), tiny CNN, seed {args.seed}, {os.cpu_count()} CPU cores")
         rows = [
             ("clean run: wall time (s)", f"{clean_seconds:.1f}"),
-            ("clean run: files scored / reported", f"{reference.index.get_level_values('file').nunique()} / "
+            ("clean run: files with rows / files reported", f"{reference.index.get_level_values('file').nunique()} / "
                                                    f"{ref_failures['file'].nunique()}"),
             ("kill 1: files done when killed", f"{kills[0][0]} (target {first})" + ("" if kills[0][1] else ", had ended")),
             ("kill 2: files done when killed", f"{kills[1][0]} (target {second})" + ("" if kills[1][1] else ", had ended")),

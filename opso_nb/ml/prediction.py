@@ -33,6 +33,7 @@ import hashlib
 import queue
 import threading
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -246,7 +247,7 @@ def _file_list(samples) -> list:
     else:
         files = [str(f) for f in samples]
     if len(set(files)) != len(files):
-        dupes = sorted({f for f in files if files.count(f) > 1})
+        dupes = sorted(f for f, n in Counter(files).items() if n > 1)
         warnings.warn(f"samples lists some files more than once; scoring each once: {dupes[:3]}", stacklevel=4)
         files = list(dict.fromkeys(files))
     return files

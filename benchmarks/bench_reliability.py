@@ -175,8 +175,8 @@ def main():
             ("clean run: wall time (s)", f"{clean_seconds:.1f}"),
             ("clean run: files with rows / files reported", f"{reference.index.get_level_values('file').nunique()} / "
                                                    f"{ref_failures['file'].nunique()}"),
-            ("kill 1: files done when killed", f"{kills[0][0]} (target {first})" + ("" if kills[0][1] else ", had ended")),
-            ("kill 2: files done when killed", f"{kills[1][0]} (target {second})" + ("" if kills[1][1] else ", had ended")),
+            *[(f"kill {k + 1}: files done when killed", f"{done} (target {target})" + ("" if died else ", had ended"))
+              for k, ((done, died), target) in enumerate(zip(kills, (first, second)))],
             ("final resume: wall time (s)", f"{resume_seconds:.1f}"),
             ("files scored (all clips finite)", str(scored)),
             ("files reported in failures", f"{reported} ({', '.join(f'{v} {k}' for k, v in by_kind.items())})"),

@@ -561,7 +561,14 @@ from opso_nb.audio import Audio, AudioLoadError, audio_info  # noqa: E402
 from opso_nb.failures import failure_record, failures_frame, summarize_failures  # noqa: E402
 from opso_nb.files import list_audio_files  # noqa: E402
 from opso_nb.spectrogram import Spectrogram  # noqa: E402
-from opso_nb.store import RunStore, empty_clip_table, make_clip_index, process_files, utf8_name, write_failures_csv  # noqa: E402
+from opso_nb.store import (  # noqa: E402
+    RunStore,
+    empty_clip_table,
+    make_clip_index,
+    process_files,
+    utf8_name,
+    write_failures_csv,
+)
 
 #: Why a RIBBIT score can be missing (reported per clip, stage "score").
 NON_FINITE_SCORE = ("score is NaN or infinite: the clip has too few spectrogram windows for a pulse-rate "

@@ -88,7 +88,8 @@ def test_adding_a_file_writes_only_that_file(files, tmp_path):
 
 
 def test_bad_files_and_nan_clips_are_in_the_failures_table(files, tmp_path):
-    bad = {kind: str(write_bad_file(tmp_path / f"{kind}.wav", kind, duration=8.0)) for kind in ("corrupt", "empty", "nan")}
+    bad = {kind: str(write_bad_file(tmp_path / f"{kind}.wav", kind, duration=8.0))
+           for kind in ("corrupt", "empty", "nan")}
     with pytest.warns(UserWarning, match="RIBBIT could not score everything"):
         scores, errors = run_ribbit([files[1], *bad.values()], params(), out_path=tmp_path / "out", progress=False)
     assert list(errors.columns) == FAILURE_COLUMNS

@@ -287,7 +287,8 @@ from opso_nb.store import RunStore, make_clip_index
 run = RunStore.open(sys.argv[1], {settings!r}, job="predict", columns={columns!r}, lock=False)
 for f in sys.argv[2:]:
     run.begin(f)
-    run.write(f, pd.DataFrame({{"frog": [1.0, 2.0], "bird": [3.0, 4.0]}}, index=make_clip_index([f, f], [0, 2], [2, 4])))
+    values = {{"frog": [1.0, 2.0], "bird": [3.0, 4.0]}}
+    run.write(f, pd.DataFrame(values, index=make_clip_index([f, f], [0, 2], [2, 4])))
 """
 
 

@@ -131,7 +131,7 @@ class NetworkOutput:
         yield
 
     def __call__(self, batch: torch.Tensor):
-        """Values for a batch: ``batch`` stacks the preprocessor's tensors (``[n, C, H, W]``); returns ``[n, len(columns)]``."""
+        """Values for a batch of stacked preprocessor tensors (``[n, C, H, W]``): ``[n, len(columns)]``."""
         raise NotImplementedError
 
 
@@ -430,7 +430,7 @@ class _InferenceRun:
             self.bar.close()
 
     def run(self, jobs, isolated=False):
-        """Score ``jobs``; ``isolated`` reads one chunk at a time in this thread (for files suspected of killing a run)."""
+        """Score ``jobs``; ``isolated``: one chunk at a time in this thread (files suspected of killing a run)."""
         dataset = _ChunkDataset(jobs, self.preprocessor, self.bypass_augmentations, self.raise_errors,
                                 self.chunk_clips)
         order = _MarkingOrder(dataset, lambda j: self.on_start(jobs[j]))

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import ast
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,19 @@ import pandas as pd
 import param
 import scipy.signal
 
+from opso_nb import __version__
+from opso_nb.audio import Audio, AudioLoadError, audio_info
+from opso_nb.failures import failure_record, failures_frame, summarize_failures
+from opso_nb.files import list_audio_files
+from opso_nb.spectrogram import Spectrogram
+from opso_nb.store import (
+    RunStore,
+    empty_clip_table,
+    make_clip_index,
+    process_files,
+    utf8_name,
+    write_failures_csv,
+)
 from opso_nb.utils import CLIP_INDEX, atomic_write, generate_clip_times_df
 
 __all__ = [
@@ -662,24 +676,6 @@ def plot_ribbit_detail(spectrogram, params: RibbitParams, start_time: float, end
 
 
 # --------------------------------------------------------------------------- many files, many species
-# Imports of this section are kept here, not at the top, while the scoring maths above is being rewritten
-# in parallel (separate merges); they belong with the others once both land.
-import warnings  # noqa: E402
-
-from opso_nb import __version__  # noqa: E402
-from opso_nb.audio import Audio, AudioLoadError, audio_info  # noqa: E402
-from opso_nb.failures import failure_record, failures_frame, summarize_failures  # noqa: E402
-from opso_nb.files import list_audio_files  # noqa: E402
-from opso_nb.spectrogram import Spectrogram  # noqa: E402
-from opso_nb.store import (  # noqa: E402
-    RunStore,
-    empty_clip_table,
-    make_clip_index,
-    process_files,
-    utf8_name,
-    write_failures_csv,
-)
-
 #: Why a RIBBIT score can be missing (reported per clip, stage "score").
 NON_FINITE_SCORE = ("score is NaN or infinite: the clip has too few spectrogram windows for a pulse-rate "
                     "spectrum, or the audio holds NaN/inf samples")
@@ -723,9 +719,9 @@ def _score_group(path, info, names, params_by_species, clips_by_species, window_
             prr = _pulse_range(p.pulse_rate_range)
             _pulse_nyquist_check(prr, amp_rate)
             net = _net_amplitude(spec, _band(p.signal_band, "signal_band"), _noise_bands(p.noise_bands),
-                                 p.spec_clip_range)
+                                 p.spec_clip_range, p.method)
             scores[n][mine] = _clip_scores(net, times, amp_rate, clips_by_species[n].values[mine], prr, p.nfft,
-                                           offset=load_start)
+                                           offset=load_start, method=p.method)
         chunk_start += step
     return scores
 

@@ -161,3 +161,18 @@ def test_kill_9_then_resume_is_exact(files, tmp_path):
                                  progress_callback=lambda i, n, f: calls.append(f))
     assert len(calls) == len(files) - done_before and errors.empty
     pd.testing.assert_frame_equal(resumed, run_ribbit(files, params(), progress=False)[0])
+
+
+@pytest.mark.parametrize("method", ["opensoundscape", "band_mean"])
+def test_folder_scores_equal_whole_spectrogram_scores_for_each_method(files, method):
+    from opso_nb.audio import Audio
+    from opso_nb.ribbit import ribbit
+    from opso_nb.spectrogram import Spectrogram
+
+    p = params(method=method)
+    scores, _ = run_ribbit(files[1:2], p, progress=False)
+    spec = Spectrogram.from_audio(Audio.from_file(files[1]), window_samples=p.window_samples,
+                                  overlap_samples=p.overlap_samples)
+    whole = ribbit(spec, p.signal_band, p.pulse_rate_range, p.clip_duration, noise_bands=p.noise_bands,
+                   method=method)
+    np.testing.assert_allclose(scores.iloc[:, 0].to_numpy(), whole["score"].to_numpy(), rtol=1e-5)

@@ -47,6 +47,7 @@ from opso_nb.audio_io import (
     OpsoLoadAudioInputError,
     audio_info,
     check_allocation,
+    segment_frames,
 )
 from opso_nb.signal_processing import bandpass_filter, butter_bandpass, tdoa
 from opso_nb.utils import atomic_path, generate_clip_times_df, load_metadata
@@ -292,7 +293,7 @@ class Audio:
                 metadata["recording_start_time"] = start_timestamp
             elif metadata is not None and offset and isinstance(metadata.get("recording_start_time"), dt.datetime):
                 metadata["recording_start_time"] += dt.timedelta(seconds=offset)
-            start, stop = _frame_range(shown, info, offset, duration, out_of_bounds_mode, max_duration)
+            start, stop = segment_frames(shown, info, offset, duration, out_of_bounds_mode, max_duration)
             samples = reader.read(start, stop, mono=mono, dtype=dtype, non_finite=non_finite)
         if samples.shape[-1] == 0 and stop > start:
             raise AudioFormatError(shown, "no samples could be decoded (corrupt or truncated file)")
@@ -722,33 +723,6 @@ def _offset_of_timestamp(shown, start_timestamp, metadata) -> float:
             shown, f"start_timestamp {start_timestamp} is before the recording starts ({recording_start})"
         )
     return offset
-
-
-def _frame_range(shown, info, offset, duration, out_of_bounds_mode, max_duration) -> tuple[int, int]:
-    """First and last frame to read for ``offset``/``duration`` (s), applying the out-of-bounds rules."""
-    if offset < 0:
-        raise AudioOutOfBoundsError(shown, f"offset must be >= 0 s, got {offset}")
-    start = int(round(offset * info.sample_rate))
-    if start >= info.frames and start != 0:
-        raise AudioOutOfBoundsError(
-            shown, f"offset {offset} s is past the end of the recording ({info.duration:.3f} s)"
-        )
-    stop = info.frames if duration is None else start + int(round(duration * info.sample_rate))
-    if stop > info.frames:
-        message = (
-            f"requested {offset} s + {duration} s runs past the end of the recording ({info.duration:.3f} s); "
-            f"returning {(info.frames - start) / info.sample_rate:.3f} s"
-        )
-        if out_of_bounds_mode == "raise":
-            raise AudioOutOfBoundsError(shown, message)
-        if out_of_bounds_mode == "warn":
-            warnings.warn(f"{shown}: {message}", stacklevel=3)
-        stop = info.frames
-    if max_duration is not None and (stop - start) / info.sample_rate > max_duration:
-        raise ValueError(
-            f"{shown}: {(stop - start) / info.sample_rate:.1f} s requested, more than max_duration={max_duration} s"
-        )
-    return start, stop
 
 
 def load_channels_as_audio(path, sample_rate=None, resample_type="soxr_hq", dtype=np.float32, offset=0,

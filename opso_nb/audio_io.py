@@ -43,6 +43,7 @@ __all__ = [
     "AudioInfo",
     "audio_info",
     "check_allocation",
+    "segment_frames",
     "AudioLoadError",
     "AudioFileNotFoundError",
     "AudioIsADirectoryError",
@@ -661,6 +662,40 @@ def _check_file_type(st, shown):
         raise AudioNotAFileError(shown, "is not a regular file")
     if st.st_size == 0:
         raise AudioEmptyError(shown, "file is empty (0 bytes)")
+
+
+def segment_frames(shown, info: AudioInfo, offset: float, duration: float | None, out_of_bounds_mode: str = "warn",
+                   max_duration: float | None = None) -> tuple[int, int]:
+    """First and last frame (stop excluded) of the segment ``offset`` to ``offset + duration`` seconds.
+
+    Applies the rules of ``Audio.from_file``: an offset outside the file raises
+    :class:`AudioOutOfBoundsError`; a segment running past the end is cut
+    there, with a warning ("warn"), silently ("ignore") or not at all
+    ("raise"); more than ``max_duration`` seconds raises ValueError.
+    """
+    if offset < 0:
+        raise AudioOutOfBoundsError(shown, f"offset must be >= 0 s, got {offset}")
+    start = int(round(offset * info.sample_rate))
+    if start >= info.frames and start != 0:
+        raise AudioOutOfBoundsError(
+            shown, f"offset {offset} s is past the end of the recording ({info.duration:.3f} s)"
+        )
+    stop = info.frames if duration is None else start + int(round(duration * info.sample_rate))
+    if stop > info.frames:
+        message = (
+            f"requested {offset} s + {duration} s runs past the end of the recording ({info.duration:.3f} s); "
+            f"returning {(info.frames - start) / info.sample_rate:.3f} s"
+        )
+        if out_of_bounds_mode == "raise":
+            raise AudioOutOfBoundsError(shown, message)
+        if out_of_bounds_mode == "warn":
+            warnings.warn(f"{shown}: {message}", stacklevel=4)
+        stop = info.frames
+    if max_duration is not None and (stop - start) / info.sample_rate > max_duration:
+        raise ValueError(
+            f"{shown}: {(stop - start) / info.sample_rate:.1f} s requested, more than max_duration={max_duration} s"
+        )
+    return start, stop
 
 
 def audio_info(path) -> AudioInfo:

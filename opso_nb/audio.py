@@ -673,9 +673,10 @@ class Audio:
                              f"available: {sorted(soundfile.available_formats())}")
         data = self.samples.T if self.samples.ndim == 2 else self.samples
         tags = self._tags(metadata_format)
-        with atomic_path(path) as tmp:
+        # soundfile is handed an open file, not a name: any name the operating system accepts works
+        with atomic_path(path) as tmp, open(tmp, "wb") as stream:
             with soundfile.SoundFile(
-                str(tmp), "w", samplerate=self.sample_rate, channels=1 if data.ndim == 1 else data.shape[1],
+                stream, "w", samplerate=self.sample_rate, channels=1 if data.ndim == 1 else data.shape[1],
                 subtype=soundfile_subtype or subtype, format=file_format,
             ) as handle:
                 for key, value in tags.items():

@@ -224,7 +224,8 @@ def make_clip_df(
             invalid.append(failure_record(name, err, stage="load"))
             continue
         times = generate_clip_times_df(duration, clip_duration, clip_overlap, final_clip, clip_step=clip_step)
-        times.insert(0, "file", name)
+        # object dtype: pandas' default string dtype (pyarrow) cannot hold the surrogate escapes of non-UTF-8 names
+        times.insert(0, "file", pd.Series([name] * len(times), dtype=object))
         times["_source"] = position
         frames.append(times)
     if frames:

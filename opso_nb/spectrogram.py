@@ -399,8 +399,8 @@ class Spectrogram:
         return cls(values, frequencies, stft.times(done), **settings)
 
     @classmethod
-    def from_audio_clips(cls, audio, clip_times, **kwargs) -> list:
-        """Spectrograms of many clips of one Audio, from one short-time transform per run of clips.
+    def from_audio_clips(cls, audio, clip_times, non_finite: str = "raise", **kwargs) -> list:
+        """Spectrograms of many clips of one recording, from one short-time transform per run of clips.
 
         Gives the same values as ``[from_audio(clip, **kwargs) for clip in
         audio.split(...)[0]]`` (clips past the end padded with silence, as
@@ -408,16 +408,19 @@ class Spectrogram:
         clip's start is a whole number of hops from the start of its run
         (5 s clips at 32 kHz with the default 256-sample hop, for example),
         its spectrogram is a slice of the run's transform, and windows shared
-        by overlapping clips are computed once. Other clips are transformed on
+        by overlapping clips are computed once. Other clips start a run of
         their own.
 
         Parameters
         ----------
-        audio : Audio
-            Mono audio.
+        audio : Audio, or path of an audio file
+            Mono audio; a file is read run by run (a few minutes at a time),
+            never whole, and averaged to mono like ``Audio.from_file`` does.
         clip_times : pandas.DataFrame or list of (start, end)
             Clip bounds in seconds: ``start_time``/``end_time`` columns (or
             index levels, as in a clip table), or pairs.
+        non_finite : {"raise", "zero"}
+            NaN/inf samples in a file, as in :meth:`Audio.from_file`.
         **kwargs
             Settings of :meth:`from_audio`.
 
@@ -427,30 +430,44 @@ class Spectrogram:
             One per clip, in the order given; ``times`` relative to each clip's
             start. Sliced spectrograms share memory with their run.
         """
-        if audio.samples.ndim != 1:
-            raise ValueError("Spectrogram.from_audio_clips needs mono audio (load with mono=True)")
         bounds = _clip_bounds(clip_times)
-        stft, post, frequencies, settings = cls._plan(audio.sample_rate, **kwargs)
-        hop, window = stft.hop, stft.window_samples
-        spans = []  # (index, first sample, last sample) of clips that lie inside the audio
+        if isinstance(audio, Audio):
+            if audio.samples.ndim != 1:
+                raise ValueError("Spectrogram.from_audio_clips needs mono audio (load with mono=True)")
+            samples = audio.samples
+            return cls._clips(lambda a, b: samples[a:b], audio.n_samples, audio.sample_rate, bounds, kwargs)
+        with AudioReader(audio) as reader:
+            return cls._clips(lambda a, b: reader.read(a, b, mono=True, non_finite=non_finite), reader.info.frames,
+                              reader.info.sample_rate, bounds, kwargs)
+
+    @classmethod
+    def _clips(cls, read, n_samples, sample_rate, bounds, kwargs) -> list:
+        """from_audio_clips on samples given by ``read(first, stop)``."""
+        stft, post, frequencies, settings = cls._plan(sample_rate, **kwargs)
+        duration = n_samples / sample_rate
+        spans = []  # (index, first sample, stop sample) of the clips that lie inside the audio
         results = [None] * len(bounds)
         for i, (start, end) in enumerate(bounds):
-            a = max(0, audio.time_to_sample(start))
-            b = min(audio.n_samples, audio.time_to_sample(end))
-            if end <= audio.duration + 1e-9 and stft.n_windows(b - a) > 0:
+            a = max(0, int(round(start * sample_rate)))
+            b = min(n_samples, int(round(end * sample_rate)))
+            if end <= duration + 1e-9 and stft.n_windows(b - a) > 0:
                 spans.append((i, a, b))
-            else:  # a padded or too-short clip: exactly what split + from_audio does
-                clip = audio.trim(start, end)
-                if end > audio.duration + 1e-9:
+            else:  # a padded or too-short clip: exactly what trim (+ extend_to) + from_audio does
+                clip = Audio(read(a, max(a, b)), sample_rate)
+                if end > duration + 1e-9:
                     clip = clip.extend_to(end - start)
                 results[i] = cls.from_audio(clip, **kwargs)
-        max_run = max(window, COMPUTE.block_bytes // 4 * 32)  # samples per run: bounded work arrays
+        max_run = max(stft.window_samples, COMPUTE.block_bytes // 4 * 32)  # samples per run: bounded work arrays
         spans.sort(key=lambda span: span[1])
         run = []
         for span in spans + [None]:
-            if run and (span is None or span[1] > run_end or (span[1] - run_start) % hop
+            if run and (span is None or span[1] > run_end or (span[1] - run_start) % stft.hop
                         or span[2] - run_start > max_run):
-                cls._slice_run(audio, run, run_start, run_end, stft, post, frequencies, settings, results)
+                values = cls._empty(len(frequencies), stft.n_windows(run_end - run_start))
+                stft.compute(read(run_start, run_end), values, post=post)
+                for i, a, b in run:
+                    first, count = (a - run_start) // stft.hop, stft.n_windows(b - a)
+                    results[i] = cls(values[:, first: first + count], frequencies, stft.times(count), **settings)
                 run = []
             if span is None:
                 break
@@ -459,17 +476,6 @@ class Spectrogram:
             run.append(span)
             run_end = max(run_end, span[2])
         return results
-
-    @classmethod
-    def _slice_run(cls, audio, run, run_start, run_end, stft, post, frequencies, settings, results):
-        """Transform samples run_start:run_end once and cut each clip's columns out of it."""
-        n_windows = stft.n_windows(run_end - run_start)
-        values = cls._empty(len(frequencies), n_windows)
-        stft.compute(audio.samples[run_start:run_end], values, post=post)
-        for i, a, b in run:
-            first = (a - run_start) // stft.hop
-            count = stft.n_windows(b - a)
-            results[i] = cls(values[:, first: first + count], frequencies, stft.times(count), **settings)
 
     # ---------------------------------------------------------------- geometry
     def __repr__(self):

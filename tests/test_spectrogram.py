@@ -237,6 +237,18 @@ def test_clip_spectrograms_from_one_transform_equal_per_clip_spectrograms(clip_d
                                   .spectrogram, slow[-1].spectrogram)
 
 
+def test_clip_spectrograms_straight_from_a_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(COMPUTE, "block_bytes", 50_000)  # runs of 0.4 M samples: several runs per file
+    path = tmp_path / "stereo.wav"
+    soundfile.write(path, (np.random.default_rng(2).standard_normal((32000 * 40 + 11, 2)) * 0.1).astype(np.float32),
+                    32000, subtype="PCM_16")
+    clips, clip_df = Audio.from_file(path).split(5, clip_overlap=1, final_clip="extend")
+    slow = [MelSpectrogram.from_audio(clip, n_mels=32) for clip in clips]
+    fast = MelSpectrogram.from_audio_clips(path, clip_df, n_mels=32)
+    for s, f in zip(slow, fast, strict=True):
+        np.testing.assert_array_equal(f.spectrogram, s.spectrogram)
+
+
 def test_mel_spectrogram_equals_librosa_reference():
     audio = Audio.from_file(sample_data.birds(), duration=2)
     for kwargs in [dict(n_mels=64), dict(n_mels=40, htk=True, norm=None), dict(n_mels=32, fmin=500, fmax=8000)]:

@@ -25,27 +25,18 @@ import scipy.signal
 import soundfile
 import soxr
 
+# The loading API (limits, errors, reader, audio_info) lives in opso_nb.audio_io and is re-exported here,
+# where OpenSoundscape users look for it.
+from opso_nb import audio_io
 from opso_nb.aru import generate_opso_metadata_str, parse_audiomoth_metadata, parse_opso_metadata
+from opso_nb.audio_io import *  # noqa: F403
 from opso_nb.audio_io import (
-    LIMITS,
-    AudioEmptyError,
-    AudioFileNotFoundError,
     AudioFormatError,
-    AudioHeaderError,
     AudioInfo,
-    AudioIsADirectoryError,
-    AudioLimits,
     AudioLoadError,
-    AudioNonFiniteError,
-    AudioNonFiniteWarning,
-    AudioNotAFileError,
     AudioOutOfBoundsError,
-    AudioPermissionError,
     AudioReader,
-    AudioTooLargeError,
     AudioTruncatedWarning,
-    OpsoLoadAudioInputError,
-    audio_info,
     check_allocation,
     segment_frames,
 )
@@ -54,24 +45,7 @@ from opso_nb.utils import atomic_path, generate_clip_times_df, load_metadata
 
 __all__ = [
     "Audio",
-    "LIMITS",
-    "AudioLimits",
-    "AudioInfo",
-    "audio_info",
-    "AudioLoadError",
     "OpsoLoadAudioInputError",
-    "AudioFileNotFoundError",
-    "AudioIsADirectoryError",
-    "AudioNotAFileError",
-    "AudioPermissionError",
-    "AudioEmptyError",
-    "AudioFormatError",
-    "AudioHeaderError",
-    "AudioTooLargeError",
-    "AudioNonFiniteError",
-    "AudioOutOfBoundsError",
-    "AudioTruncatedWarning",
-    "AudioNonFiniteWarning",
     "load_envelope",
     "load_channels_as_audio",
     "load_metadata",
@@ -83,7 +57,9 @@ __all__ = [
     "estimate_delay",
     "parse_opso_metadata",
     "generate_opso_metadata_str",
+    *audio_io.__all__,
 ]
+OpsoLoadAudioInputError = audio_io.OpsoLoadAudioInputError
 
 _RESAMPLE_QUALITY = {
     "soxr_vhq": "VHQ",

@@ -608,7 +608,7 @@ class Spectrogram:
         if colormap is not None:
             if channels != 3:
                 raise ValueError("a colormap needs channels=3")
-            import matplotlib
+            import matplotlib  # heavy, and only colour images need it
 
             rgba = matplotlib.colormaps[colormap](loudness if not invert else 1 - loudness)
             array = np.moveaxis(rgba[..., :3], -1, 0).astype(np.float32)
@@ -618,11 +618,11 @@ class Spectrogram:
         if return_type == "np":
             return array
         if return_type == "torch":
-            import torch
+            import torch  # heavy: imported only when a tensor is asked for
 
             return torch.from_numpy(np.ascontiguousarray(array))
         if return_type == "pil":
-            from PIL import Image
+            from PIL import Image  # only PIL output needs it
 
             pixels = np.round(array * 255).astype(np.uint8)
             return Image.fromarray(pixels[0] if channels == 1 else np.moveaxis(pixels, 0, -1))
@@ -656,7 +656,7 @@ class Spectrogram:
         -------
         matplotlib.axes.Axes
         """
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # plotting only: scripts and workers never import pyplot
 
         if ax is None:
             _, ax = plt.subplots(figsize=(8, 3.5))

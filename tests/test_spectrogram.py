@@ -312,3 +312,10 @@ def test_image_path_in_float32_equals_the_float64_reference():
     np.testing.assert_allclose(fast[0], slow, atol=1e-6)
     pixels = np.asarray(spec.to_image())
     assert np.abs(pixels.astype(int) - np.round(slow * 255)).max() <= 1
+
+
+def test_fft_threads_do_not_change_values(monkeypatch):
+    audio = Audio.from_file(sample_data.birds(), duration=2)
+    single = Spectrogram.from_audio(audio).spectrogram
+    monkeypatch.setattr(COMPUTE, "fft_workers", 2)
+    np.testing.assert_array_equal(Spectrogram.from_audio(audio).spectrogram, single)

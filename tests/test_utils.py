@@ -225,3 +225,19 @@ def test_audio_modules_take_part_in_no_import_cycle():
     assert "opso_nb.audio" not in graph["opso_nb.utils"]
     for module in mine:
         assert not reaches(module, module), f"{module} imports itself through a cycle"
+
+
+def test_opso_metadata_text_round_trip_and_errors():
+    start = dt.datetime(2020, 4, 4, 10, 25, 2, tzinfo=dt.timezone.utc)
+    text = aru.generate_opso_metadata_str({"recording_start_time": start, "gain": np.int64(2), "note": "é"})
+    back = aru.parse_opso_metadata(text)
+    assert back["recording_start_time"] == start and back["gain"] == 2 and back["note"] == "é"
+    assert back["opso_metadata_version"] == "v0.1"
+    with pytest.raises(ValueError, match="not opso metadata"):
+        aru.parse_opso_metadata("Recorded at 10:25:00 04/04/2020 (UTC) by AudioMoth 24526B065D325963")
+    with pytest.raises(ValueError, match="malformed"):
+        aru.parse_opso_metadata("opso_metadata{not json")
+    with pytest.raises(ValueError, match="version"):
+        aru.generate_opso_metadata_str({}, version="v9")
+    # a broken opso comment does not stop AudioMoth parsing of the rest
+    assert aru.parse_audiomoth_metadata({"comment": "opso_metadata{oops", "artist": "x"})["artist"] == "x"

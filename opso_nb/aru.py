@@ -11,9 +11,24 @@ dict, never an error.
 from __future__ import annotations
 
 import datetime as dt
+import importlib.metadata
 import json
 import re
 from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from opso_nb.utils import hex_to_time, load_metadata
+
+__all__ = [
+    "audiomoth_start_time",
+    "parse_audiomoth_comment",
+    "parse_audiomoth_metadata",
+    "parse_audiomoth_metadata_from_path",
+    "parse_opso_metadata",
+    "generate_opso_metadata_str",
+    "load_metadata",
+    "hex_to_time",
+]
 
 _AUDIOMOTH = re.compile(
     r"Recorded at (?P<time>\d{2}:\d{2}:\d{2}) (?P<date>\d{2}/\d{2}/\d{4}) "
@@ -67,57 +82,109 @@ def parse_audiomoth_comment(comment: str) -> dict:
     return out
 
 
+#: Prefix of the JSON comment written by ``Audio.save(metadata_format="opso")``.
+OPSO_METADATA_PREFIX = "opso_metadata"
+_OPSO_METADATA_VERSIONS = ("v0.1",)
+
+
+def _json_value(value):
+    """JSON-friendly form of a metadata value (datetimes as ISO 8601 text)."""
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return value.tolist()
+    return str(value)
+
+
+def generate_opso_metadata_str(metadata_dictionary: dict, version: str = "v0.1") -> str:
+    """Encode a metadata dict as ``opso_metadata{...}`` text for a file's comment tag.
+
+    Everything in the dict survives a save and reload (see
+    :func:`parse_opso_metadata`): datetimes as ISO 8601 text, numbers as
+    numbers. Two keys are added: ``opso_metadata_version`` and ``opso_nb_version``.
+
+    Parameters
+    ----------
+    metadata_dictionary : dict
+    version : str
+        Layout version; only ``"v0.1"`` exists.
+    """
+    if version not in _OPSO_METADATA_VERSIONS:
+        raise ValueError(f"version must be one of {_OPSO_METADATA_VERSIONS}, got {version!r}")
+    blob = dict(metadata_dictionary)
+    blob["opso_metadata_version"] = version
+    blob["opso_nb_version"] = _package_version()
+    return OPSO_METADATA_PREFIX + json.dumps(blob, default=_json_value)
+
+
+def _package_version() -> str:
+    try:
+        return importlib.metadata.version("opso_nb")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def parse_opso_metadata(comment_string: str) -> dict:
+    """Decode the ``opso_metadata{...}`` comment written by :func:`generate_opso_metadata_str`.
+
+    ``recording_start_time`` comes back as a timezone-aware datetime.
+
+    Raises
+    ------
+    ValueError
+        If the text is not opso metadata, or its JSON is malformed.
+    """
+    if not isinstance(comment_string, str) or not comment_string.startswith(OPSO_METADATA_PREFIX):
+        raise ValueError(f"not opso metadata: the text does not start with {OPSO_METADATA_PREFIX!r}")
+    try:
+        blob = json.loads(comment_string[len(OPSO_METADATA_PREFIX):])
+    except json.JSONDecodeError as err:
+        raise ValueError(f"malformed opso metadata JSON ({err})") from None
+    if not isinstance(blob, dict):
+        raise ValueError("malformed opso metadata: the JSON is not an object")
+    start = blob.get("recording_start_time")
+    if isinstance(start, str):
+        try:
+            blob["recording_start_time"] = dt.datetime.fromisoformat(start)
+        except ValueError:
+            pass
+    return blob
+
+
 def parse_audiomoth_metadata(metadata: dict) -> dict:
     """Add parsed AudioMoth fields to a raw metadata dict (as read by soundfile).
 
-    Also unpacks an ``opso_metadata{...}`` JSON comment. The input is not changed.
+    Also unpacks an ``opso_metadata{...}`` comment (files written by
+    ``Audio.save``): its keys are added and ``comment`` becomes the original
+    comment again. The input is not changed.
+
+    Returns
+    -------
+    dict
+        ``metadata`` plus, when found, ``recording_start_time``, ``device_id``,
+        ``gain_setting``, ``battery_state`` and ``temperature_C`` (see
+        :func:`parse_audiomoth_comment`).
     """
     out = dict(metadata or {})
     comment = out.get("comment") or ""
-    if comment.startswith("opso_metadata"):
+    if isinstance(comment, str) and comment.startswith(OPSO_METADATA_PREFIX):
         try:
-            blob = json.loads(comment[len("opso_metadata"):])
-        except json.JSONDecodeError:
+            blob = parse_opso_metadata(comment)
+        except ValueError:
             blob = {}
         for key, value in blob.items():
-            out.setdefault(key, value) if key != "comment" else None
+            if key != "comment":
+                out.setdefault(key, value)
         comment = blob.get("comment", "")
         out["comment"] = comment
-        if isinstance(out.get("recording_start_time"), str):
-            try:
-                out["recording_start_time"] = dt.datetime.fromisoformat(out["recording_start_time"])
-            except ValueError:
-                pass
-    parsed = parse_audiomoth_comment(comment)
-    for key, value in parsed.items():
+    for key, value in parse_audiomoth_comment(comment if isinstance(comment, str) else "").items():
         out.setdefault(key, value)
     return out
 
 
-def load_metadata(path, raise_exceptions: bool = False) -> dict | None:
-    """Raw header metadata (title, comment, artist, date ...) of an audio file.
-
-    Returns None (or raises, with ``raise_exceptions``) if the file cannot be read.
-    """
-    import soundfile
-
-    try:
-        with soundfile.SoundFile(str(path)) as handle:
-            return handle.copy_metadata()
-    except Exception:
-        if raise_exceptions:
-            raise
-        return None
-
-
-def parse_audiomoth_metadata_from_path(path) -> dict:
+def parse_audiomoth_metadata_from_path(file_path) -> dict:
     """Parsed metadata (see :func:`parse_audiomoth_metadata`) of a file; ``{}`` if unreadable."""
-    return parse_audiomoth_metadata(load_metadata(path) or {})
-
-
-def hex_to_time(s: str) -> dt.datetime:
-    """Convert a hexadecimal Unix time (old AudioMoth file names, e.g. ``5F16A04E``) to UTC."""
-    return dt.datetime.fromtimestamp(int(s, 16), tz=dt.timezone.utc)
+    return parse_audiomoth_metadata(load_metadata(file_path) or {})
 
 
 def audiomoth_start_time(file, filename_timezone: str = "UTC", to_utc: bool = False) -> dt.datetime:
@@ -134,8 +201,6 @@ def audiomoth_start_time(file, filename_timezone: str = "UTC", to_utc: bool = Fa
     to_utc : bool
         Convert the result to UTC.
     """
-    from zoneinfo import ZoneInfo
-
     stem = Path(file).stem
     if re.fullmatch(r"\d{8}_\d{6}", stem):
         naive = dt.datetime.strptime(stem, "%Y%m%d_%H%M%S")

@@ -4,18 +4,52 @@
 windows). Window length trades time resolution against frequency resolution:
 at 32 kHz a 512-sample window is 16 ms long and its bins are 62.5 Hz apart;
 doubling the window halves the bin spacing and doubles the smearing in time.
+
+Values equal ``scipy.signal.spectrogram`` (constant detrend, one-sided,
+``scaling="spectrum"`` or ``"density"``) followed by ``10 * log10`` and
+clipping to ``decibel_limits``, as OpenSoundscape 0.9 documents. They are
+computed in float32, block by block, writing dB values straight into the
+output, so a whole 60-minute recording needs about its output's memory
+(:meth:`Spectrogram.from_audio_file` does not even hold the audio), and the
+spectrograms of consecutive clips come from one short-time transform
+(:meth:`Spectrogram.from_audio_clips`).
 """
 from __future__ import annotations
 
 import warnings
 
 import numpy as np
+import param
+import pandas as pd
 import scipy.fft
 import scipy.signal
 
-from opso_nb.utils import rescale
+from opso_nb.audio import Audio
+from opso_nb.audio_io import AudioReader, check_allocation, segment_frames
+from opso_nb.utils import min_max_scale, rescale
 
-__all__ = ["Spectrogram", "MelSpectrogram", "stft_power"]
+__all__ = ["Spectrogram", "MelSpectrogram", "SpectrogramParams", "SpectrogramInputError", "COMPUTE",
+           "stft_power", "mel_filterbank"]
+
+
+class SpectrogramInputError(TypeError, ValueError):
+    """Invalid arrays or settings given to a Spectrogram (a TypeError, as in OpenSoundscape, and a ValueError)."""
+
+
+class SpectrogramCompute(param.Parameterized):
+    """How spectrograms are computed (not what they contain: values do not depend on these)."""
+
+    fft_workers = param.Integer(default=1, bounds=(-1, None),
+                                doc="Threads per FFT (scipy.fft workers; -1 = all cores). Measured in "
+                                    "benchmarks/bench_audio.py: on 2 shared cores threads do not pay off.")
+    block_bytes = param.Integer(default=2**21, bounds=(2**12, None),
+                                doc="Bytes of audio frames transformed per block (small enough for the CPU cache).")
+    file_block_duration = param.Number(default=60.0, bounds=(1, None),
+                                       doc="Seconds of audio read per block by Spectrogram.from_audio_file.")
+
+
+#: Settings in force for every spectrogram computation.
+COMPUTE = SpectrogramCompute(name="COMPUTE")
 
 
 def _resolve_window(sample_rate, window_samples, window_length_sec, overlap_samples, overlap_fraction, hop_samples):
@@ -26,7 +60,7 @@ def _resolve_window(sample_rate, window_samples, window_length_sec, overlap_samp
         if window_samples & (window_samples - 1):
             warnings.warn(
                 f"window_length_sec={window_length_sec} gives {window_samples} samples, not a power of 2: "
-                "the FFT is slower", stacklevel=3,
+                "the FFT is slower", stacklevel=4,
             )
     if window_samples is None:
         window_samples = 512
@@ -52,13 +86,95 @@ def _resolve_window(sample_rate, window_samples, window_length_sec, overlap_samp
     return window_samples, overlap_samples
 
 
+class _STFT:
+    """One short-time Fourier transform setting: window positions, taper, FFT size and power scaling.
+
+    ``compute`` writes the columns of any run of windows of a signal into an
+    output array, optionally through ``post`` (mel projection, dB), one block
+    of windows at a time, so the values of a window never depend on which
+    block or which signal segment it was computed in.
+    """
+
+    def __init__(self, sample_rate, window_samples, overlap_samples, window_type="hann", fft_size=None,
+                 scaling="spectrum"):
+        self.sample_rate = sample_rate
+        self.window_samples = int(window_samples)
+        self.hop = self.window_samples - int(overlap_samples)
+        self.nfft = int(fft_size) if fft_size else self.window_samples
+        if self.nfft < self.window_samples:
+            raise ValueError(f"fft_size ({self.nfft}) must be >= window_samples ({self.window_samples})")
+        self.window = scipy.signal.get_window(window_type, self.window_samples).astype(np.float32)
+        if scaling == "spectrum":
+            scale = 1.0 / float(self.window.sum(dtype=np.float64)) ** 2
+        elif scaling == "density":
+            scale = 1.0 / (sample_rate * float((self.window.astype(np.float64) ** 2).sum()))
+        else:
+            raise ValueError(f"scaling must be 'spectrum' or 'density', got {scaling!r}")
+        self.scale = np.float32(scale)
+        self.n_freqs = self.nfft // 2 + 1
+        # one-sided spectrum: every bin but DC (and Nyquist for an even FFT) holds two mirrored halves
+        self.doubled = slice(1, self.n_freqs - 1 if self.nfft % 2 == 0 else self.n_freqs)
+        self.frequencies = np.fft.rfftfreq(self.nfft, 1 / sample_rate)
+
+    def n_windows(self, n_samples: int) -> int:
+        return 0 if n_samples < self.window_samples else 1 + (n_samples - self.window_samples) // self.hop
+
+    def times(self, n_windows: int, first_sample: int = 0) -> np.ndarray:
+        """Centre time (s) of each window, relative to the signal start plus ``first_sample``."""
+        return (first_sample + np.arange(n_windows) * self.hop + self.window_samples / 2) / self.sample_rate
+
+    def power_rows(self, frames: np.ndarray) -> np.ndarray:
+        """Power of each row of ``frames`` (windows x samples), shape (windows, frequencies), float32."""
+        tapered = frames - frames.mean(axis=1, keepdims=True, dtype=np.float32)  # constant detrend
+        tapered *= self.window
+        spectrum = scipy.fft.rfft(tapered, n=self.nfft, axis=1, workers=COMPUTE.fft_workers)
+        power = np.square(spectrum.real)
+        power += np.square(spectrum.imag)
+        power *= self.scale
+        power[:, self.doubled] *= 2
+        return power
+
+    def compute(self, samples: np.ndarray, out: np.ndarray, first_column: int = 0, n_windows: int | None = None,
+                post=None) -> int:
+        """Write the columns of ``samples``' windows into ``out[:, first_column:]``; returns how many.
+
+        ``post`` maps a (windows, frequencies) power block to the (windows, rows)
+        block stored (default: the power itself).
+        """
+        samples = np.asarray(samples, dtype=np.float32)
+        total = self.n_windows(len(samples)) if n_windows is None else n_windows
+        if total == 0:
+            return 0
+        frames = np.lib.stride_tricks.sliding_window_view(samples, self.window_samples)[::self.hop]
+        block = max(1, COMPUTE.block_bytes // (4 * self.nfft))
+        for start in range(0, total, block):
+            rows = self.power_rows(frames[start: min(total, start + block)])
+            if post is not None:
+                rows = post(rows)
+            out[:, first_column + start: first_column + start + len(rows)] = rows.T
+        return total
+
+
+def _db_rows(decibel_limits):
+    """``post`` step converting power rows to dB in place, clipped to ``decibel_limits``."""
+    def convert(rows):
+        np.maximum(rows, np.float32(1e-30), out=rows)  # log10(0) -> -300 dB, below any limit
+        np.log10(rows, out=rows)
+        rows *= np.float32(10)
+        if decibel_limits is not None:
+            np.clip(rows, decibel_limits[0], decibel_limits[1], out=rows)
+        return rows
+
+    return convert
+
+
 def stft_power(samples, sample_rate, window_samples=512, overlap_samples=256, window_type="hann",
                fft_size=None, scaling="spectrum"):
     """One-sided power spectrogram of a 1-D signal (same values as ``scipy.signal.spectrogram``).
 
     Each window has its mean removed (constant detrend) and is tapered by
-    ``window_type`` before the FFT. Computed in blocks of windows so memory
-    stays bounded for long signals.
+    ``window_type`` before the FFT. Computed in float32, in blocks of windows,
+    so memory stays bounded by the output for long signals.
 
     Returns
     -------
@@ -67,35 +183,35 @@ def stft_power(samples, sample_rate, window_samples=512, overlap_samples=256, wi
     times : numpy.ndarray
         Centre of each window (s).
     """
-    samples = np.asarray(samples, dtype=np.float32)
-    nfft = int(fft_size) if fft_size else window_samples
-    if nfft < window_samples:
-        raise ValueError(f"fft_size ({nfft}) must be >= window_samples ({window_samples})")
-    hop = window_samples - overlap_samples
-    window = scipy.signal.get_window(window_type, window_samples).astype(np.float32)
-    if scaling == "spectrum":
-        scale = 1.0 / window.sum() ** 2
-    elif scaling == "density":
-        scale = 1.0 / (sample_rate * (window**2).sum())
-    else:
-        raise ValueError(f"scaling must be 'spectrum' or 'density', got {scaling!r}")
-    n_windows = 0 if len(samples) < window_samples else 1 + (len(samples) - window_samples) // hop
-    n_freqs = nfft // 2 + 1
-    power = np.empty((n_freqs, n_windows), dtype=np.float32)
-    if n_windows:
-        frames = np.lib.stride_tricks.sliding_window_view(samples, window_samples)[::hop]
-        block = max(1, 2**22 // nfft)  # ~16 MB of complex values per block
-        for b in range(0, n_windows, block):
-            chunk = frames[b:b + block]
-            chunk = (chunk - chunk.mean(axis=1, keepdims=True)) * window
-            spec = scipy.fft.rfft(chunk, n=nfft, axis=1)
-            p = (spec.real**2 + spec.imag**2) * scale
-            # one-sided: double every bin except DC (and Nyquist for even nfft)
-            p[:, 1:(n_freqs - 1 if nfft % 2 == 0 else n_freqs)] *= 2
-            power[:, b:b + block] = p.T
-    frequencies = np.fft.rfftfreq(nfft, 1 / sample_rate)
-    times = (np.arange(n_windows) * hop + window_samples / 2) / sample_rate
-    return power, frequencies, times
+    stft = _STFT(sample_rate, window_samples, overlap_samples, window_type, fft_size, scaling)
+    n_windows = stft.n_windows(len(samples))
+    check_allocation(stft.n_freqs * n_windows, 4, "the spectrogram")
+    power = np.empty((stft.n_freqs, n_windows), dtype=np.float32)
+    stft.compute(samples, power)
+    return power, stft.frequencies, stft.times(n_windows)
+
+
+def _check_array(value, name, ndim):
+    array = np.asarray(value)
+    if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise SpectrogramInputError(f"{name} must be a numeric np.ndarray, got {type(value).__name__} "
+                                    f"of dtype {array.dtype}")
+    if array.ndim != ndim:
+        shape = "(n_frequencies, n_times)" if ndim == 2 else "(n,)"
+        raise SpectrogramInputError(f"{name} must be a {ndim}-D np.ndarray [shape={shape}], got shape {array.shape}")
+    return array
+
+
+def _check_decibel_limits(decibel_limits):
+    if decibel_limits is None:
+        return None
+    try:
+        low, high = (float(v) for v in decibel_limits)
+    except (TypeError, ValueError):
+        raise SpectrogramInputError(f"decibel_limits must be (min, max) in dB, got {decibel_limits!r}") from None
+    if not (np.isfinite(low) and np.isfinite(high) and low < high):
+        raise SpectrogramInputError(f"decibel_limits must be finite (min, max) with min < max, got {decibel_limits!r}")
+    return (decibel_limits[0], decibel_limits[1])
 
 
 class Spectrogram:
@@ -111,33 +227,37 @@ class Spectrogram:
         Centre time (s) of each column.
     decibel_limits : tuple
         (min, max) dB range the values were clipped to; also the range
-        :meth:`to_image` and :meth:`linear_scale` map from.
+        :meth:`to_image` and :meth:`linear_scale` map from. None for linear power.
     window_samples, overlap_samples, window_type, audio_sample_rate, scaling, dB_scale
         How the spectrogram was made (for reference and resolution arithmetic).
+
+    Raises
+    ------
+    SpectrogramInputError
+        (a TypeError and a ValueError) for arrays that are not numeric, have
+        the wrong number of dimensions or disagreeing lengths, and for
+        ``decibel_limits`` that are not (min, max) with min < max.
     """
 
-    def __init__(self, spectrogram, frequencies, times, window_samples=None, overlap_samples=None,
-                 window_type=None, audio_sample_rate=None, scaling=None, decibel_limits=(-100, -20),
-                 dB_scale=True):
-        spectrogram = np.asarray(spectrogram)
-        frequencies = np.asarray(frequencies)
-        times = np.asarray(times)
-        if spectrogram.ndim != 2:
-            raise ValueError(f"spectrogram must be 2-D (frequencies, times), got shape {spectrogram.shape}")
+    def __init__(self, spectrogram, frequencies, times, decibel_limits=(-100, -20), window_samples=None,
+                 overlap_samples=None, window_type=None, audio_sample_rate=None, scaling=None, dB_scale=True):
+        spectrogram = _check_array(spectrogram, "spectrogram", 2)
+        frequencies = _check_array(frequencies, "frequencies", 1)
+        times = _check_array(times, "times", 1)
         if spectrogram.shape != (len(frequencies), len(times)):
-            raise ValueError(
+            raise SpectrogramInputError(
                 f"spectrogram shape {spectrogram.shape} does not match "
                 f"{len(frequencies)} frequencies x {len(times)} times"
             )
         self.spectrogram = spectrogram
         self.frequencies = frequencies
         self.times = times
+        self.decibel_limits = _check_decibel_limits(decibel_limits)
         self.window_samples = window_samples
         self.overlap_samples = overlap_samples
         self.window_type = window_type
         self.audio_sample_rate = audio_sample_rate
         self.scaling = scaling
-        self.decibel_limits = tuple(decibel_limits) if decibel_limits is not None else None
         self.dB_scale = dB_scale
 
     _default_plot_scale = "linear"
@@ -152,15 +272,44 @@ class Spectrogram:
         fields.update(changes)
         return type(self)(**fields)
 
+    # ---------------------------------------------------------------- creation
+    @classmethod
+    def _plan(cls, sample_rate, window_type="hann", window_samples=None, window_length_sec=None,
+              overlap_samples=None, overlap_fraction=None, fft_size=None, decibel_limits=(-100, -20),
+              dB_scale=True, scaling="spectrum", hop_samples=None, **extra):
+        """(stft, rows post-processing step, output frequencies, constructor settings) for these parameters."""
+        window_samples, overlap_samples = _resolve_window(
+            sample_rate, window_samples, window_length_sec, overlap_samples, overlap_fraction, hop_samples
+        )
+        if dB_scale:
+            decibel_limits = _check_decibel_limits(decibel_limits)
+        stft = _STFT(sample_rate, window_samples, overlap_samples, window_type, fft_size, scaling)
+        post, frequencies = cls._rows_step(stft, **extra)
+        if dB_scale:
+            db = _db_rows(decibel_limits)
+            post = db if post is None else (lambda rows, project=post: db(project(rows)))
+        settings = dict(window_samples=window_samples, overlap_samples=overlap_samples, window_type=window_type,
+                        audio_sample_rate=sample_rate, scaling=scaling,
+                        decibel_limits=decibel_limits if dB_scale else None, dB_scale=dB_scale)
+        return stft, post, frequencies, settings
+
+    @classmethod
+    def _rows_step(cls, stft, **extra):
+        """Projection applied to power rows before dB (none for linear-frequency spectrograms)."""
+        if extra:
+            raise TypeError(f"unexpected argument(s) {sorted(extra)}")
+        return None, stft.frequencies
+
     @classmethod
     def from_audio(cls, audio, window_type="hann", window_samples=None, window_length_sec=None,
                    overlap_samples=None, overlap_fraction=None, fft_size=None, decibel_limits=(-100, -20),
-                   dB_scale=True, scaling="spectrum", hop_samples=None):
+                   dB_scale=True, scaling="spectrum", hop_samples=None, **kwargs):
         """Spectrogram of an :class:`~opso_nb.audio.Audio` object.
 
         Parameters
         ----------
         audio : Audio
+            Mono audio.
         window_type : str
             Taper applied to each window (any ``scipy.signal.get_window`` name).
         window_samples : int, optional
@@ -184,20 +333,149 @@ class Spectrogram:
         """
         if audio.samples.ndim != 1:
             raise ValueError("Spectrogram.from_audio needs mono audio (load with mono=True)")
-        window_samples, overlap_samples = _resolve_window(
-            audio.sample_rate, window_samples, window_length_sec, overlap_samples, overlap_fraction, hop_samples
-        )
-        if audio.n_samples < window_samples:
+        stft, post, frequencies, settings = cls._plan(
+            audio.sample_rate, window_type, window_samples, window_length_sec, overlap_samples, overlap_fraction,
+            fft_size, decibel_limits, dB_scale, scaling, hop_samples, **kwargs)
+        n_windows = stft.n_windows(audio.n_samples)
+        if n_windows == 0:
             raise ValueError(
-                f"audio has {audio.n_samples} samples, fewer than one window ({window_samples} samples)"
+                f"audio has {audio.n_samples} samples, fewer than one window ({stft.window_samples} samples)"
             )
-        power, frequencies, times = stft_power(
-            audio.samples, audio.sample_rate, window_samples, overlap_samples, window_type, fft_size, scaling
-        )
-        if dB_scale:
-            power = _to_db(power, decibel_limits)
-        return cls(power, frequencies, times, window_samples, overlap_samples, window_type,
-                   audio.sample_rate, scaling, decibel_limits if dB_scale else None, dB_scale)
+        values = cls._empty(len(frequencies), n_windows)
+        stft.compute(audio.samples, values, post=post)
+        return cls(values, frequencies, stft.times(n_windows), **settings)
+
+    @staticmethod
+    def _empty(n_rows, n_windows):
+        check_allocation(n_rows * n_windows, 4, f"a spectrogram of {n_rows} x {n_windows} values")
+        return np.empty((n_rows, n_windows), dtype=np.float32)
+
+    @classmethod
+    def from_audio_file(cls, path, offset: float = 0, duration: float | None = None, out_of_bounds_mode: str = "warn",
+                        non_finite: str = "raise", **kwargs):
+        """Spectrogram of a file (or a segment of it), read block by block: the audio is never all in memory.
+
+        Gives the same values as ``from_audio(Audio.from_file(path, offset=offset,
+        duration=duration), **kwargs)`` with the memory of the spectrogram only
+        (a 60-minute 32 kHz recording: 0.46 GB instead of 0.92 GB).
+        Multi-channel files are averaged to mono, as ``Audio.from_file`` does.
+
+        Parameters
+        ----------
+        path : str or Path
+            Audio file.
+        offset, duration : float
+            Segment to transform (s), as in :meth:`Audio.from_file`.
+        out_of_bounds_mode, non_finite : str
+            As in :meth:`Audio.from_file`.
+        **kwargs
+            Spectrogram settings of :meth:`from_audio` (and, for
+            :class:`MelSpectrogram`, the mel settings).
+
+        Returns
+        -------
+        Spectrogram
+            ``times`` are relative to ``offset``.
+        """
+        with AudioReader(path) as reader:
+            info = reader.info
+            start, stop = segment_frames(reader.path, info, float(offset or 0), duration, out_of_bounds_mode)
+            stft, post, frequencies, settings = cls._plan(info.sample_rate, **kwargs)
+            n_windows = stft.n_windows(stop - start)
+            if n_windows == 0:
+                raise ValueError(f"{reader.path}: {stop - start} samples, fewer than one window "
+                                 f"({stft.window_samples} samples)")
+            values = cls._empty(len(frequencies), n_windows)
+            block = max(stft.window_samples, int(COMPUTE.file_block_duration * info.sample_rate))
+            pending = np.zeros(0, dtype=np.float32)
+            done = 0
+            for samples in reader.blocks(start, stop, mono=True, non_finite=non_finite, block_frames=block):
+                pending = np.concatenate([pending, samples])  # leftover of the last block + this block
+                count = min(stft.n_windows(len(pending)), n_windows - done)
+                done += stft.compute(pending, values, done, count, post)
+                pending = pending[count * stft.hop:]
+        if done < n_windows:  # the decoder stopped early (it warned)
+            values = values[:, :done].copy()
+        return cls(values, frequencies, stft.times(done), **settings)
+
+    @classmethod
+    def from_audio_clips(cls, audio, clip_times, non_finite: str = "raise", **kwargs) -> list:
+        """Spectrograms of many clips of one recording, from one short-time transform per run of clips.
+
+        Gives the same values as ``[from_audio(clip, **kwargs) for clip in
+        audio.split(...)[0]]`` (clips past the end padded with silence, as
+        :meth:`Audio.split` does) while transforming every window once: when a
+        clip's start is a whole number of hops from the start of its run
+        (5 s clips at 32 kHz with the default 256-sample hop, for example),
+        its spectrogram is a slice of the run's transform, and windows shared
+        by overlapping clips are computed once. Other clips start a run of
+        their own.
+
+        Parameters
+        ----------
+        audio : Audio, or path of an audio file
+            Mono audio; a file is read run by run (a few minutes at a time),
+            never whole, and averaged to mono like ``Audio.from_file`` does.
+        clip_times : pandas.DataFrame or list of (start, end)
+            Clip bounds in seconds: ``start_time``/``end_time`` columns (or
+            index levels, as in a clip table), or pairs.
+        non_finite : {"raise", "zero"}
+            NaN/inf samples in a file, as in :meth:`Audio.from_file`.
+        **kwargs
+            Settings of :meth:`from_audio`.
+
+        Returns
+        -------
+        list of Spectrogram
+            One per clip, in the order given; ``times`` relative to each clip's
+            start. Sliced spectrograms share memory with their run.
+        """
+        bounds = _clip_bounds(clip_times)
+        if isinstance(audio, Audio):
+            if audio.samples.ndim != 1:
+                raise ValueError("Spectrogram.from_audio_clips needs mono audio (load with mono=True)")
+            samples = audio.samples
+            return cls._clips(lambda a, b: samples[a:b], audio.n_samples, audio.sample_rate, bounds, kwargs)
+        with AudioReader(audio) as reader:
+            return cls._clips(lambda a, b: reader.read(a, b, mono=True, non_finite=non_finite), reader.info.frames,
+                              reader.info.sample_rate, bounds, kwargs)
+
+    @classmethod
+    def _clips(cls, read, n_samples, sample_rate, bounds, kwargs) -> list:
+        """from_audio_clips on samples given by ``read(first, stop)``."""
+        stft, post, frequencies, settings = cls._plan(sample_rate, **kwargs)
+        duration = n_samples / sample_rate
+        spans = []  # (index, first sample, stop sample) of the clips that lie inside the audio
+        results = [None] * len(bounds)
+        for i, (start, end) in enumerate(bounds):
+            a = max(0, int(round(start * sample_rate)))
+            b = min(n_samples, int(round(end * sample_rate)))
+            if end <= duration + 1e-9 and stft.n_windows(b - a) > 0:
+                spans.append((i, a, b))
+            else:  # a padded or too-short clip: exactly what trim (+ extend_to) + from_audio does
+                clip = Audio(read(a, max(a, b)), sample_rate)
+                if end > duration + 1e-9:
+                    clip = clip.extend_to(end - start)
+                results[i] = cls.from_audio(clip, **kwargs)
+        max_run = max(stft.window_samples, COMPUTE.block_bytes // 4 * 32)  # samples per run: bounded work arrays
+        spans.sort(key=lambda span: span[1])
+        run = []
+        for span in spans + [None]:
+            if run and (span is None or span[1] > run_end or (span[1] - run_start) % stft.hop
+                        or span[2] - run_start > max_run):
+                values = cls._empty(len(frequencies), stft.n_windows(run_end - run_start))
+                stft.compute(read(run_start, run_end), values, post=post)
+                for i, a, b in run:
+                    first, count = (a - run_start) // stft.hop, stft.n_windows(b - a)
+                    results[i] = cls(values[:, first: first + count], frequencies, stft.times(count), **settings)
+                run = []
+            if span is None:
+                break
+            if not run:
+                run_start, run_end = span[1], span[2]
+            run.append(span)
+            run_end = max(run_end, span[2])
+        return results
 
     # ---------------------------------------------------------------- geometry
     def __repr__(self):
@@ -269,8 +547,6 @@ class Spectrogram:
 
     def min_max_scale(self, feature_range=(0, 1)):
         """Rescale so the actual minimum and maximum map to ``feature_range``."""
-        from opso_nb.utils import min_max_scale
-
         return self._replace(spectrogram=min_max_scale(self.spectrogram, feature_range).astype(np.float32))
 
     # ---------------------------------------------------------------- measures
@@ -326,13 +602,13 @@ class Spectrogram:
             PIL image (0-255), or float array/tensor [channels, height, width] in [0, 1].
         """
         limits = range or self.decibel_limits or (float(self.spectrogram.min()), float(self.spectrogram.max()))
-        loudness = rescale(self.spectrogram[::-1], limits, (0, 1)).astype(np.float32)
+        loudness = rescale(np.asarray(self.spectrogram[::-1], dtype=np.float32), limits, (0, 1))
         if shape is not None:
             loudness = _resize(loudness, shape)
         if colormap is not None:
             if channels != 3:
                 raise ValueError("a colormap needs channels=3")
-            import matplotlib
+            import matplotlib  # heavy, and only colour images need it
 
             rgba = matplotlib.colormaps[colormap](loudness if not invert else 1 - loudness)
             array = np.moveaxis(rgba[..., :3], -1, 0).astype(np.float32)
@@ -342,31 +618,45 @@ class Spectrogram:
         if return_type == "np":
             return array
         if return_type == "torch":
-            import torch
+            import torch  # heavy: imported only when a tensor is asked for
 
             return torch.from_numpy(np.ascontiguousarray(array))
         if return_type == "pil":
-            from PIL import Image
+            from PIL import Image  # only PIL output needs it
 
             pixels = np.round(array * 255).astype(np.uint8)
             return Image.fromarray(pixels[0] if channels == 1 else np.moveaxis(pixels, 0, -1))
         raise ValueError(f"return_type must be 'pil', 'np' or 'torch', got {return_type!r}")
 
-    def plot(self, ax=None, inline=True, fname=None, show_colorbar=False, range=None, cmap="Greys",
+    def plot(self, inline=True, fname=None, show_colorbar=False, ax=None, range=None, cmap="Greys",
              title=None, freq_scale=None):
         """Plot with matplotlib (time in s on x, frequency in Hz on y).
 
         Parameters
         ----------
-        ax : matplotlib Axes, optional
-            Draw into this axes; a new figure otherwise.
+        inline : bool
+            Accepted for OpenSoundscape compatibility: in a notebook the figure
+            shows by itself at the end of the cell.
         fname : str, optional
             Also save the figure (png/pdf...).
+        show_colorbar : bool
+            Add a colour bar (dB).
+        ax : matplotlib Axes, optional
+            Draw into this axes; a new figure otherwise.
         range : (min, max) dB, optional
             Colour range; default ``decibel_limits``.
-        Returns the Axes.
+        cmap : str
+            Matplotlib colormap (default grey: loud = dark).
+        title : str, optional
+        freq_scale : {"linear", "mel"}, optional
+            Frequency axis; default linear Hz for :class:`Spectrogram`, evenly
+            spaced bands for :class:`MelSpectrogram`.
+
+        Returns
+        -------
+        matplotlib.axes.Axes
         """
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # plotting only: scripts and workers never import pyplot
 
         if ax is None:
             _, ax = plt.subplots(figsize=(8, 3.5))
@@ -394,16 +684,21 @@ class Spectrogram:
         return ax
 
 
-def _to_db(power, decibel_limits):
-    with np.errstate(divide="ignore"):
-        db = 10 * np.log10(np.maximum(power, 1e-30), dtype=np.float32)
-    if decibel_limits is not None:
-        np.clip(db, decibel_limits[0], decibel_limits[1], out=db)
-    return db
+def _clip_bounds(clip_times) -> list:
+    """[(start, end), ...] in seconds from a clip table, a start/end table, or pairs."""
+    if isinstance(clip_times, pd.DataFrame):
+        table = clip_times
+        if not {"start_time", "end_time"} <= set(table.columns):
+            table = table.index.to_frame(index=False)
+        if not {"start_time", "end_time"} <= set(table.columns):
+            raise ValueError("clip_times needs start_time and end_time columns or index levels")
+        return list(zip(table["start_time"].astype(float), table["end_time"].astype(float)))
+    return [(float(start), float(end)) for start, end in clip_times]
 
 
 def _resize(array2d, shape):
     """Bilinear resize of a 2-D float array to (height, width)."""
+    # torch is heavy and only needed when an image is resized: imported on first use
     import torch
 
     t = torch.from_numpy(np.ascontiguousarray(array2d, dtype=np.float32))[None, None]
@@ -412,116 +707,90 @@ def _resize(array2d, shape):
     return out[0, 0].numpy()
 
 
-def _hz_to_mel(f, htk=False):
-    f = np.asarray(f, dtype=float)
-    if htk:
-        return 2595.0 * np.log10(1.0 + f / 700.0)
-    # Slaney: linear below 1 kHz, logarithmic above
-    f_sp = 200.0 / 3
-    mels = f / f_sp
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = np.log(6.4) / 27.0
-    return np.where(f >= min_log_hz, min_log_mel + np.log(np.maximum(f, 1e-12) / min_log_hz) / logstep, mels)
-
-
-def _mel_to_hz(m, htk=False):
-    m = np.asarray(m, dtype=float)
-    if htk:
-        return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
-    f_sp = 200.0 / 3
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = np.log(6.4) / 27.0
-    return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
-
-
 def mel_filterbank(sample_rate, n_fft, n_mels=64, fmin=0.0, fmax=None, norm="slaney", htk=False):
-    """Triangular mel filters, shape (n_mels, n_fft//2 + 1), and their centre frequencies (Hz).
+    """Triangular mel filters (librosa's), shape (n_mels, n_fft//2 + 1), and their centre frequencies (Hz).
 
     ``norm="slaney"`` scales each filter to unit area so wide high filters do
-    not dominate; ``norm=None`` leaves peak height 1.
+    not dominate; ``norm=None`` leaves peak height 1 (any norm
+    ``librosa.filters.mel`` accepts works). ``htk`` selects the HTK mel formula
+    instead of Slaney's.
     """
+    # librosa takes seconds to import and only mel spectrograms need it
+    import librosa
+
     fmax = sample_rate / 2 if fmax is None else fmax
-    fft_freqs = np.fft.rfftfreq(n_fft, 1 / sample_rate)
-    mel_points = _mel_to_hz(np.linspace(_hz_to_mel(fmin, htk), _hz_to_mel(fmax, htk), n_mels + 2), htk)
-    lower, centre, upper = mel_points[:-2, None], mel_points[1:-1, None], mel_points[2:, None]
-    up = (fft_freqs - lower) / np.maximum(centre - lower, 1e-12)
-    down = (upper - fft_freqs) / np.maximum(upper - centre, 1e-12)
-    weights = np.maximum(0, np.minimum(up, down))
-    if norm == "slaney":
-        weights *= (2.0 / (upper - lower))
-    elif norm is not None:
-        raise ValueError(f"norm must be 'slaney' or None, got {norm!r}")
-    return weights.astype(np.float32), mel_points[1:-1]
+    weights = librosa.filters.mel(sr=sample_rate, n_fft=int(n_fft), n_mels=int(n_mels), fmin=fmin, fmax=fmax,
+                                  htk=htk, norm=norm, dtype=np.float32)
+    centres = librosa.mel_frequencies(n_mels=int(n_mels) + 2, fmin=fmin, fmax=fmax, htk=htk)[1:-1]
+    return weights, centres
 
 
 class MelSpectrogram(Spectrogram):
     """Spectrogram with mel-spaced frequency rows (closer to how pitch is perceived).
 
-    ``frequencies`` holds the centre frequency (Hz) of each mel band.
+    ``frequencies`` holds the centre frequency (Hz) of each mel band. As in
+    OpenSoundscape, the power spectrogram is scipy's and only the filter bank
+    comes from librosa (``librosa.filters.mel``).
     """
 
     _default_plot_scale = "mel"
 
     @classmethod
+    def _rows_step(cls, stft, n_mels=64, norm="slaney", htk=False, fmin=0.0, fmax=None, f_min=None, f_max=None,
+                   mel_scale=None):
+        fmin = fmin if f_min is None else f_min
+        fmax = fmax if f_max is None else f_max
+        if mel_scale is not None:
+            if mel_scale not in ("htk", "slaney"):
+                raise ValueError(f"mel_scale must be 'htk' or 'slaney', got {mel_scale!r}")
+            htk = mel_scale == "htk"
+        weights, centres = mel_filterbank(stft.sample_rate, stft.nfft, n_mels, fmin, fmax, norm, htk)
+        weights_t = np.ascontiguousarray(weights.T)
+        return (lambda rows: rows @ weights_t), centres
+
+    @classmethod
     def from_audio(cls, audio, window_type="hann", window_samples=None, window_length_sec=None,
                    overlap_samples=None, overlap_fraction=None, fft_size=None, decibel_limits=(-100, -20),
                    dB_scale=True, scaling="spectrum", n_mels=64, norm="slaney", htk=False, hop_samples=None,
-                   fmin=0.0, fmax=None):
+                   fmin=0.0, fmax=None, **kwargs):
         """Mel spectrogram of an Audio object.
 
         Same parameters as :meth:`Spectrogram.from_audio`, plus ``n_mels``
         (number of mel bands; more than about window_samples/10 gives empty
         bands), ``norm`` ("slaney" or None), ``htk`` (HTK mel formula instead
-        of Slaney's) and ``fmin``/``fmax`` (Hz).
+        of Slaney's) and ``fmin``/``fmax`` (Hz; also spelled ``f_min``/``f_max``,
+        and ``mel_scale="htk"``/``"slaney"`` for ``htk``, as in newer
+        OpenSoundscape).
         """
-        linear = Spectrogram.from_audio(
-            audio, window_type, window_samples, window_length_sec, overlap_samples, overlap_fraction,
-            fft_size, decibel_limits, dB_scale=False, scaling=scaling, hop_samples=hop_samples,
-        )
-        n_fft = (len(linear.frequencies) - 1) * 2
-        weights, centres = mel_filterbank(audio.sample_rate, n_fft, n_mels, fmin, fmax, norm, htk)
-        if weights.shape[1] != len(linear.frequencies):  # odd fft size
-            weights = weights[:, : len(linear.frequencies)]
-        mel = weights @ linear.spectrogram
-        if dB_scale:
-            mel = _to_db(mel, decibel_limits)
-        return cls(mel, centres, linear.times, linear.window_samples, linear.overlap_samples, window_type,
-                   audio.sample_rate, scaling, decibel_limits if dB_scale else None, dB_scale)
+        return super().from_audio(audio, window_type, window_samples, window_length_sec, overlap_samples,
+                                  overlap_fraction, fft_size, decibel_limits, dB_scale, scaling, hop_samples,
+                                  n_mels=n_mels, norm=norm, htk=htk, fmin=fmin, fmax=fmax, **kwargs)
 
 
-try:
-    import param as _param
-except ImportError:  # param is a core dependency; keep spectrograms usable without it
-    _param = None
+class SpectrogramParams(param.Parameterized):
+    """Tunable spectrogram settings; ``pn.Param(SpectrogramParams())`` renders them as widgets.
 
-if _param is not None:
+    ``make(audio)`` builds the spectrogram these settings describe.
+    """
 
-    class SpectrogramParams(_param.Parameterized):
-        """Tunable spectrogram settings; ``pn.Param(SpectrogramParams())`` renders them as widgets.
+    scale = param.Selector(default="linear", objects=["linear", "mel"], doc="Frequency axis: linear Hz or mel bands")
+    window_samples = param.Selector(default=512, objects=[128, 256, 512, 1024, 2048, 4096],
+                                    doc="Samples per FFT window: longer = finer frequency, coarser time")
+    overlap_fraction = param.Number(default=0.5, bounds=(0, 0.95), step=0.05,
+                                    doc="Fraction of each window shared with the next")
+    window_type = param.Selector(default="hann", objects=["hann", "hamming", "blackman", "boxcar"])
+    decibel_limits = param.Range(default=(-100, -20), bounds=(-160, 20), doc="dB range shown (and clipped to)")
+    frequency_range = param.Range(default=(0, 24000), bounds=(0, 96000), doc="Frequency band shown (Hz)")
+    n_mels = param.Integer(default=64, bounds=(8, 256), doc="Mel bands (mel scale only)")
 
-        ``make(audio)`` builds the spectrogram these settings describe.
-        """
-
-        scale = _param.Selector(default="linear", objects=["linear", "mel"], doc="Frequency axis: linear Hz or mel bands")
-        window_samples = _param.Selector(default=512, objects=[128, 256, 512, 1024, 2048, 4096],
-                                         doc="Samples per FFT window: longer = finer frequency, coarser time")
-        overlap_fraction = _param.Number(default=0.5, bounds=(0, 0.95), step=0.05,
-                                         doc="Fraction of each window shared with the next")
-        window_type = _param.Selector(default="hann", objects=["hann", "hamming", "blackman", "boxcar"])
-        decibel_limits = _param.Range(default=(-100, -20), bounds=(-160, 20), doc="dB range shown (and clipped to)")
-        frequency_range = _param.Range(default=(0, 24000), bounds=(0, 96000), doc="Frequency band shown (Hz)")
-        n_mels = _param.Integer(default=64, bounds=(8, 256), doc="Mel bands (mel scale only)")
-
-        def make(self, audio) -> Spectrogram:
-            """Spectrogram (or MelSpectrogram) of ``audio`` with these settings, cropped to ``frequency_range``."""
-            common = dict(window_type=self.window_type, window_samples=self.window_samples,
-                          overlap_fraction=self.overlap_fraction, decibel_limits=tuple(self.decibel_limits))
-            nyquist = audio.sample_rate / 2
-            low, high = self.frequency_range
-            high = min(high, nyquist)
-            if self.scale == "mel":
-                return MelSpectrogram.from_audio(audio, n_mels=self.n_mels, fmin=min(low, high - 1), fmax=high, **common)
-            spec = Spectrogram.from_audio(audio, **common)
-            return spec.bandpass(min(low, high - 1), high)
+    def make(self, audio) -> Spectrogram:
+        """Spectrogram (or MelSpectrogram) of ``audio`` with these settings, cropped to ``frequency_range``."""
+        common = dict(window_type=self.window_type, window_samples=self.window_samples,
+                      overlap_fraction=self.overlap_fraction, decibel_limits=tuple(self.decibel_limits))
+        nyquist = audio.sample_rate / 2
+        low, high = self.frequency_range
+        high = min(high, nyquist)
+        if self.scale == "mel":
+            return MelSpectrogram.from_audio(audio, n_mels=self.n_mels, fmin=min(low, high - 1), fmax=high, **common)
+        spec = Spectrogram.from_audio(audio, **common)
+        return spec.bandpass(min(low, high - 1), high)

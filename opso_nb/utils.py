@@ -1,7 +1,12 @@
-"""Small helpers shared across opso_nb: clip-time tables, atomic writes, rescaling."""
+"""Small helpers shared across opso_nb: clip-time tables, atomic writes, rescaling, OpenSoundscape's utilities.
+
+Clip tables are pandas DataFrames indexed by ``(file, start_time, end_time)``
+(:data:`CLIP_INDEX`), the one shape that carries clips through opso_nb.
+"""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import math
 import os
 from pathlib import Path
@@ -9,11 +14,46 @@ from typing import Iterable
 
 import numpy as np
 import pandas as pd
+import scipy.special
+
+from opso_nb.audio_io import AudioLoadError, AudioReader, audio_info, display_path
+from opso_nb.failures import failure_record, failures_frame
+
+__all__ = [
+    "CLIP_INDEX",
+    "FINAL_CLIP_MODES",
+    "GetDurationError",
+    "atomic_path",
+    "atomic_write",
+    "binarize",
+    "generate_clip_times_df",
+    "hex_to_time",
+    "identity",
+    "inrange",
+    "isNan",
+    "jitter",
+    "linear_scale",
+    "load_metadata",
+    "make_clip_df",
+    "min_max_scale",
+    "overlap",
+    "overlap_fraction",
+    "rescale",
+    "rescale_features",
+    "sigmoid",
+    "validate_clip_table",
+]
 
 FINAL_CLIP_MODES = (None, "remainder", "full", "extend")
 
 #: Index names of the clip table used everywhere in opso_nb.
 CLIP_INDEX = ["file", "start_time", "end_time"]
+
+_EPS = 1e-9  # seconds; absorbs float noise such as 0.1 + 0.2 != 0.3 in clip arithmetic
+
+
+class GetDurationError(AudioLoadError, ValueError):
+    """The duration of a file could not be read from its header (raised by :func:`make_clip_df`)."""
 
 
 def _check_final_clip(final_clip):
@@ -33,6 +73,10 @@ def generate_clip_times_df(
 ) -> pd.DataFrame:
     """Start and end times of evenly spaced clips covering ``full_duration``.
 
+    Clips start every ``clip_duration - clip_overlap`` seconds, from 0 while the
+    start lies inside the audio; ``final_clip`` decides what happens to the
+    clips that would run past the end.
+
     Parameters
     ----------
     full_duration : float
@@ -42,13 +86,15 @@ def generate_clip_times_df(
     clip_overlap : float
         Seconds shared by consecutive clips; negative values leave gaps.
     final_clip : {None, "remainder", "full", "extend"}
-        What to do with time left over after the last full clip:
-        ``None`` drops it; ``"remainder"`` makes a shorter last clip ending at
-        ``full_duration``; ``"full"`` makes a full-length last clip ending at
-        ``full_duration`` (overlapping the previous one more); ``"extend"`` makes
-        a full-length clip that runs past ``full_duration``.
-        Audio shorter than one clip gives a single clip: ``(0, full_duration)``,
-        or ``(0, clip_duration)`` with ``"extend"``.
+        Clips that would end after ``full_duration``:
+        ``None`` drops them; ``"remainder"`` cuts them at ``full_duration``
+        (shorter clips); ``"full"`` moves them back to end at ``full_duration``
+        (more overlap with the previous clip; duplicates are dropped);
+        ``"extend"`` keeps them running past ``full_duration`` (the audio is
+        padded with silence).
+        Audio shorter than one clip gives one clip: ``(0, full_duration)``, or
+        ``(0, clip_duration)`` with ``"extend"`` (as the OpenSoundscape 0.9
+        manual documents; zero-length audio gives no clip).
     rounding_precision : int or None
         Decimals to round times to (avoids 4.999999 style float noise).
     clip_step : float, optional
@@ -62,11 +108,13 @@ def generate_clip_times_df(
 
     Examples
     --------
-    >>> generate_clip_times_df(12, 5, final_clip="remainder").values.tolist()
-    [[0.0, 5.0], [5.0, 10.0], [10.0, 12.0]]
+    >>> generate_clip_times_df(10.5, 5, final_clip="remainder").values.tolist()
+    [[0.0, 5.0], [5.0, 10.0], [10.0, 10.5]]
+    >>> generate_clip_times_df(10.5, 5, final_clip="full").values.tolist()
+    [[0.0, 5.0], [5.0, 10.0], [5.5, 10.5]]
     """
     _check_final_clip(final_clip)
-    if clip_duration is None or clip_duration <= 0:
+    if clip_duration is None or not clip_duration > 0:
         raise ValueError(f"clip_duration must be > 0 seconds, got {clip_duration}")
     if full_duration is None or not np.isfinite(full_duration) or full_duration < 0:
         raise ValueError(f"full_duration must be a finite number >= 0, got {full_duration}")
@@ -75,28 +123,42 @@ def generate_clip_times_df(
         raise ValueError(
             f"clip_overlap ({clip_overlap} s) must be smaller than clip_duration ({clip_duration} s)"
         )
-    eps = 1e-9
-    if full_duration <= clip_duration + eps:
-        end = clip_duration if final_clip == "extend" else full_duration
-        rows = [(0.0, end)] if full_duration > 0 or final_clip == "extend" else []
+    if full_duration <= _EPS:
+        starts = ends = np.zeros(0)
+    elif full_duration < clip_duration - _EPS:  # shorter than one clip: the whole audio is the clip
+        starts = np.zeros(1)
+        ends = np.array([clip_duration if final_clip == "extend" else full_duration], dtype=float)
     else:
-        n_full = int(math.floor((full_duration - clip_duration) / step + eps)) + 1
-        starts = np.arange(n_full) * step
-        rows = [(s, s + clip_duration) for s in starts]
-        last_end = rows[-1][1]
-        next_start = n_full * step
-        if last_end < full_duration - eps and final_clip is not None:
-            if final_clip == "full":
-                rows.append((full_duration - clip_duration, full_duration))
-            elif next_start < full_duration - eps:
-                if final_clip == "remainder":
-                    rows.append((next_start, full_duration))
-                elif final_clip == "extend":
-                    rows.append((next_start, next_start + clip_duration))
-    df = pd.DataFrame(rows, columns=["start_time", "end_time"], dtype=float)
+        starts = np.arange(math.ceil((full_duration - _EPS) / step)) * step
+        ends = starts + clip_duration
+        past_end = ends > full_duration + _EPS
+        if final_clip is None:
+            starts, ends = starts[~past_end], ends[~past_end]
+        elif final_clip == "remainder":
+            ends = np.minimum(ends, full_duration)
+        elif final_clip == "full":
+            starts = np.where(past_end, full_duration - clip_duration, starts)
+            ends = starts + clip_duration
+    df = pd.DataFrame({"start_time": starts, "end_time": ends}, dtype=float)
     if rounding_precision is not None:
         df = df.round(rounding_precision)
+    if final_clip == "full":
+        df = df.drop_duplicates(ignore_index=True)
     return df
+
+
+def _files_and_labels(files):
+    """(list of file paths, label table indexed by file or None) from make_clip_df's ``files`` argument."""
+    if isinstance(files, pd.DataFrame):
+        labels = files
+        if isinstance(labels.index, pd.MultiIndex):
+            labels = labels.reset_index(level=[n for n in labels.index.names if n != labels.index.names[0]],
+                                        drop=True)
+        labels = labels[~labels.index.duplicated(keep="first")]  # documented: the first row of a file wins
+        return list(labels.index), labels
+    if isinstance(files, (str, bytes, os.PathLike)):
+        return [files], None
+    return list(files), None
 
 
 def make_clip_df(
@@ -105,59 +167,77 @@ def make_clip_df(
     clip_overlap: float = 0,
     final_clip: str | None = None,
     return_invalid_samples: bool = False,
-    raise_errors: bool = False,
+    raise_exceptions: bool = False,
     clip_step: float | None = None,
+    raise_errors: bool | None = None,
 ):
-    """Clip table (file, start_time, end_time) for a list of audio files.
+    """Clip table (file, start_time, end_time) for a list of audio files, or for a table of file labels.
 
     Durations are read from file headers, never by loading the samples, so a
     folder of 10-hour recordings is listed in milliseconds.
 
     Parameters
     ----------
-    files : iterable of str or Path
-        Audio files.
+    files : iterable of paths, or pandas.DataFrame
+        Audio files (any name the operating system accepts). A DataFrame
+        indexed by file path is a label table: its columns are copied to every
+        clip of the file (the first row wins if a file appears twice).
     clip_duration, clip_overlap, final_clip, clip_step
         As in :func:`generate_clip_times_df` (seconds).
     return_invalid_samples : bool
-        If True also return the files that could not be read.
-    raise_errors : bool
-        Raise :class:`opso_nb.audio.AudioLoadError` on the first unreadable
-        file instead of skipping it.
+        Also return the files that could not be read.
+    raise_exceptions : bool
+        Raise :class:`GetDurationError` (an :class:`~opso_nb.audio.AudioLoadError`)
+        on the first unreadable file instead of skipping it.
+    raise_errors : bool, optional
+        Older opso_nb spelling of ``raise_exceptions``.
 
     Returns
     -------
     pandas.DataFrame
-        Empty-columned DataFrame indexed by (file, start_time, end_time);
-        with ``return_invalid_samples`` a tuple ``(df, invalid)`` where
-        ``invalid`` is a DataFrame with columns ``file`` and ``error``.
-    """
-    from opso_nb.audio import AudioLoadError, audio_info
+        Indexed by (file, start_time, end_time); the label columns of a label
+        table, no columns otherwise. Unreadable files are left out (see
+        ``docs/differences/audio.md``). With ``return_invalid_samples`` a tuple
+        ``(df, invalid)`` where ``invalid`` is a failures table
+        (:mod:`opso_nb.failures`: file, start_time, end_time, stage, error),
+        one row per unreadable file.
 
-    if isinstance(files, (str, Path)):
-        files = [files]
+    Examples
+    --------
+    >>> from opso_nb import sample_data
+    >>> make_clip_df([sample_data.birds()], 5).index.get_level_values("end_time").tolist()
+    [5.0, 10.0]
+    """
+    if raise_errors is not None:
+        raise_exceptions = raise_errors
+    paths, labels = _files_and_labels(files)
     frames = []
     invalid = []
-    for f in files:
+    for position, f in enumerate(paths):
+        name = display_path(f)
         try:
             duration = audio_info(f).duration
         except AudioLoadError as err:
-            if raise_errors:
-                raise
-            invalid.append((str(f), str(err)))
+            if raise_exceptions:
+                raise GetDurationError(err.path, err.reason) from err
+            invalid.append(failure_record(name, err, stage="load"))
             continue
-        times = generate_clip_times_df(
-            duration, clip_duration, clip_overlap, final_clip, clip_step=clip_step
-        )
-        times.insert(0, "file", str(f))
+        times = generate_clip_times_df(duration, clip_duration, clip_overlap, final_clip, clip_step=clip_step)
+        # object dtype: pandas' default string dtype (pyarrow) cannot hold the surrogate escapes of non-UTF-8 names
+        times.insert(0, "file", pd.Series([name] * len(times), dtype=object))
+        times["_source"] = position
         frames.append(times)
     if frames:
         df = pd.concat(frames, ignore_index=True)
     else:
-        df = pd.DataFrame(columns=CLIP_INDEX)
-    df = df.set_index(CLIP_INDEX)
+        df = pd.DataFrame({"file": pd.Series(dtype=object), "start_time": pd.Series(dtype=float),
+                           "end_time": pd.Series(dtype=float), "_source": pd.Series(dtype=int)})
+    if labels is not None:
+        copied = labels.iloc[df["_source"].to_numpy()].reset_index(drop=True)
+        df = pd.concat([df, copied], axis=1)
+    df = df.drop(columns="_source").set_index(CLIP_INDEX)
     if return_invalid_samples:
-        return df, pd.DataFrame(invalid, columns=["file", "error"])
+        return df, failures_frame(invalid)
     return df
 
 
@@ -219,15 +299,22 @@ def atomic_path(path, fsync: bool = True):
 
 
 def rescale(x, in_range, out_range=(0, 1), clip=True):
-    """Linearly map values from ``in_range`` to ``out_range`` (optionally clipping)."""
-    x = np.asarray(x, dtype=float)
+    """Linearly map values from ``in_range`` to ``out_range`` (optionally clipping).
+
+    float32 input stays float32 (spectrogram images do not need float64);
+    anything else is computed in float64.
+    """
+    x = np.asarray(x)
+    if x.dtype != np.float32:
+        x = x.astype(np.float64)
     in_lo, in_hi = in_range
     out_lo, out_hi = out_range
     if in_hi == in_lo:
         raise ValueError(f"in_range must span a non-zero interval, got {in_range}")
-    y = (x - in_lo) / (in_hi - in_lo) * (out_hi - out_lo) + out_lo
+    scale = x.dtype.type((out_hi - out_lo) / (in_hi - in_lo))
+    y = (x - x.dtype.type(in_lo)) * scale + x.dtype.type(out_lo)
     if clip:
-        y = np.clip(y, min(out_lo, out_hi), max(out_lo, out_hi))
+        np.clip(y, min(out_lo, out_hi), max(out_lo, out_hi), out=y)
     return y
 
 
@@ -243,6 +330,128 @@ def min_max_scale(array, feature_range=(0, 1)):
     if hi == lo:
         return np.full_like(array, feature_range[0], dtype=float)
     return rescale(array, (lo, hi), feature_range, clip=False)
+
+
+def rescale_features(X, rescaling_vector=None):
+    """Divide each feature (column) by its maximum, or by a given vector (to rescale new data like old).
+
+    Parameters
+    ----------
+    X : array-like, shape (n_samples, n_features)
+    rescaling_vector : array-like, shape (n_features,), optional
+        Divisors; default the column maxima of ``X``.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        The rescaled features and the rescaling vector.
+
+    Examples
+    --------
+    >>> rescale_features([[1.0, -4.0], [2.0, 2.0]])[0].tolist()
+    [[0.5, -2.0], [1.0, 1.0]]
+    """
+    X = np.asarray(X, dtype=float)
+    vector = X.max(axis=0) if rescaling_vector is None else np.asarray(rescaling_vector, dtype=float)
+    return X / vector, vector
+
+
+def isNan(x) -> bool:
+    """True if ``x`` is NaN (a value that is not equal to itself); works for any scalar, also strings."""
+    return bool(x != x)
+
+
+def sigmoid(x):
+    """Logistic function ``1 / (1 + exp(-x))`` (numerically stable for large ``|x|``)."""
+    return scipy.special.expit(x)
+
+
+def binarize(x, threshold) -> list:
+    """``[1 if value > threshold else 0 for value in x]`` (strictly greater)."""
+    return [1 if value > threshold else 0 for value in x]
+
+
+def identity(x):
+    """Return ``x`` unchanged."""
+    return x
+
+
+def inrange(x, r) -> bool:
+    """True if ``r[0] <= x <= r[1]`` (both ends included)."""
+    return bool(r[0] <= x <= r[1])
+
+
+def _check_range(r, name):
+    if r[0] > r[1]:
+        raise ValueError(f"{name} must be (low, high) with low <= high, got {tuple(r)}")
+
+
+def overlap(r1, r2) -> float:
+    """Length of the overlap of two ranges ``(low, high)``; 0 if they do not overlap.
+
+    Examples
+    --------
+    >>> overlap((0, 5), (3, 10))
+    2
+    """
+    _check_range(r1, "r1")
+    _check_range(r2, "r2")
+    return max(0, min(r1[1], r2[1]) - max(r1[0], r2[0]))
+
+
+def overlap_fraction(r1, r2) -> float:
+    """Fraction of range ``r1`` covered by range ``r2`` (0 to 1).
+
+    Raises
+    ------
+    ValueError
+        If ``r1`` has zero length.
+    """
+    length = r1[1] - r1[0]
+    if length == 0:
+        raise ValueError(f"r1 has zero length {tuple(r1)}: its overlap fraction is undefined")
+    return overlap(r1, r2) / length
+
+
+def jitter(x, width, distribution: str = "gaussian"):
+    """``x`` plus random noise: Gaussian with standard deviation ``width``, or uniform on [-width, width].
+
+    Uses numpy's global random state (seed it with ``numpy.random.seed`` for
+    repeatable jitter). Works on scalars and arrays of any shape.
+    """
+    if distribution == "gaussian":
+        noise = np.random.normal(0, width, np.shape(x))
+    elif distribution == "uniform":
+        noise = np.random.uniform(-width, width, np.shape(x))
+    else:
+        raise ValueError(f"distribution must be 'gaussian' or 'uniform', got {distribution!r}")
+    return x + noise
+
+
+def hex_to_time(s: str) -> dt.datetime:
+    """UTC time of a hexadecimal Unix timestamp (old AudioMoth file names, e.g. ``"5F16A04E"``).
+
+    Examples
+    --------
+    >>> hex_to_time("5F16A04E").isoformat()
+    '2020-07-21T07:59:10+00:00'
+    """
+    return dt.datetime.fromtimestamp(int(s, 16), tz=dt.timezone.utc)
+
+
+def load_metadata(path, raise_exceptions: bool = False) -> dict | None:
+    """Raw header tags (title, comment, artist, date ...) of an audio file.
+
+    Returns None (or raises the :class:`~opso_nb.audio.AudioLoadError`, with
+    ``raise_exceptions``) if the file cannot be read.
+    """
+    try:
+        with AudioReader(path) as reader:
+            return reader.metadata()
+    except AudioLoadError:
+        if raise_exceptions:
+            raise
+        return None
 
 
 def validate_clip_table(df: pd.DataFrame, name: str = "clip table") -> pd.DataFrame:

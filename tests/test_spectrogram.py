@@ -131,3 +131,191 @@ def test_spectrogram_params_make():
 def test_too_short_audio_raises():
     with pytest.raises(ValueError, match="fewer than one window"):
         Spectrogram.from_audio(Audio(np.zeros(100), 32000))
+
+
+# ---------------------------------------------------------------- wave 2: slow references, librosa, validation
+import tracemalloc  # noqa: E402
+
+import librosa  # noqa: E402
+import soundfile  # noqa: E402
+
+from opso_nb.spectrogram import COMPUTE, SpectrogramInputError  # noqa: E402
+
+#: dB tolerance of the float32 block computation against float64 scipy (the dB image is stored in float32).
+DB_TOLERANCE = 2e-3
+
+
+def scipy_reference_db(samples, sr, window_samples=512, overlap_samples=256, window="hann", nfft=None,
+                       scaling="spectrum", limits=(-100, -20)):
+    """The slow reference: scipy.signal.spectrogram in float64, 10*log10, clipped (OpenSoundscape 0.9's definition)."""
+    _, _, power = scipy.signal.spectrogram(np.asarray(samples, dtype=np.float64), fs=sr, window=window,
+                                           nperseg=window_samples, noverlap=overlap_samples, nfft=nfft,
+                                           scaling=scaling)
+    with np.errstate(divide="ignore"):
+        db = 10 * np.log10(power)
+    return np.clip(db, *limits) if limits else db
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(),
+        dict(window_samples=1024, overlap_samples=512, window_type="hamming"),
+        dict(window_samples=300, overlap_samples=100, fft_size=512),
+        dict(window_samples=255, overlap_samples=0, fft_size=257),  # odd FFT: no Nyquist bin
+        dict(window_samples=512, overlap_samples=384, scaling="density"),
+    ],
+)
+def test_float32_blocks_equal_the_float64_scipy_reference(kwargs, monkeypatch):
+    monkeypatch.setattr(COMPUTE, "block_bytes", 20_000)  # many blocks: boundaries must not show
+    audio = Audio.from_file(sample_data.birds(), duration=3)
+    spec = Spectrogram.from_audio(audio, **kwargs)
+    reference = scipy_reference_db(audio.samples, audio.sample_rate, kwargs.get("window_samples", 512),
+                                   kwargs.get("overlap_samples", 256), kwargs.get("window_type", "hann"),
+                                   kwargs.get("fft_size"), kwargs.get("scaling", "spectrum"))
+    assert spec.spectrogram.dtype == np.float32
+    np.testing.assert_allclose(spec.spectrogram, reference, atol=DB_TOLERANCE)
+    _, ref_times, _ = scipy.signal.spectrogram(audio.samples, fs=audio.sample_rate, nperseg=spec.window_samples,
+                                               noverlap=spec.overlap_samples)
+    np.testing.assert_allclose(spec.times, ref_times)
+
+
+def test_whole_file_spectrogram_streams_with_identical_values(tmp_path, monkeypatch):
+    monkeypatch.setattr(COMPUTE, "file_block_duration", 1.3)  # blocks that cut windows in two
+    rng = np.random.default_rng(1)
+    stereo = (rng.standard_normal((32000 * 9 + 77, 2)) * 0.1).astype(np.float32)
+    path = tmp_path / "stereo.flac"
+    soundfile.write(path, stereo, 32000, subtype="PCM_24")
+    for kwargs in [dict(), dict(window_samples=1000, overlap_samples=300)]:
+        expected = Spectrogram.from_audio(Audio.from_file(path, offset=1.5, duration=6), **kwargs)
+        streamed = Spectrogram.from_audio_file(path, offset=1.5, duration=6, **kwargs)
+        np.testing.assert_array_equal(streamed.spectrogram, expected.spectrogram)
+        np.testing.assert_array_equal(streamed.times, expected.times)
+    mel = MelSpectrogram.from_audio_file(path, n_mels=40, window_samples=1024)
+    np.testing.assert_array_equal(mel.spectrogram, MelSpectrogram.from_audio(
+        Audio.from_file(path), n_mels=40, window_samples=1024).spectrogram)
+
+
+def test_whole_file_spectrogram_memory_is_about_its_output(tmp_path, monkeypatch):
+    monkeypatch.setattr(COMPUTE, "file_block_duration", 10.0)
+    path = tmp_path / "long.wav"
+    soundfile.write(path, (np.random.default_rng(0).standard_normal(32000 * 120) * 0.1).astype(np.float32), 32000,
+                    subtype="PCM_16")
+    tracemalloc.start()
+    try:
+        spec = Spectrogram.from_audio_file(path)
+        _, streamed_peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        before, _ = tracemalloc.get_traced_memory()  # spec is still alive: count from here
+        audio = Audio.from_file(path)
+        spec2 = Spectrogram.from_audio(audio)
+        _, loaded_peak = tracemalloc.get_traced_memory()
+        loaded_peak -= before
+    finally:
+        tracemalloc.stop()
+    output = spec.spectrogram.nbytes  # 257 x 14999 float32 = 15.4 MB; the audio is 15.4 MB too
+    work = 12 * 2**20  # a few 10 s blocks of audio and FFT work arrays, whatever the recording's length
+    assert streamed_peak < output + work < output + audio.samples.nbytes  # the audio is never all in memory
+    assert loaded_peak < audio.samples.nbytes + output + work  # no float64 or second full-size copy
+    np.testing.assert_array_equal(spec.spectrogram, spec2.spectrogram)
+
+
+@pytest.mark.parametrize("clip_duration, overlap, final_clip, window",
+                         [(5, 2.5, "extend", 512), (2, 0, "full", 512), (3.3, 0, "remainder", 300), (1.25, 0.5, None, 64)])
+def test_clip_spectrograms_from_one_transform_equal_per_clip_spectrograms(clip_duration, overlap, final_clip, window):
+    audio = Audio.from_file(sample_data.audiomoth_1min(), duration=21.7)
+    clips, clip_df = audio.split(clip_duration, clip_overlap=overlap, final_clip=final_clip)
+    slow = [Spectrogram.from_audio(clip, window_samples=window) for clip in clips]
+    fast = Spectrogram.from_audio_clips(audio, clip_df, window_samples=window)
+    assert len(fast) == len(slow)
+    for s, f in zip(slow, fast):
+        assert f.shape == s.shape
+        np.testing.assert_array_equal(f.spectrogram, s.spectrogram)
+        np.testing.assert_array_equal(f.times, s.times)
+    pairs = list(zip(clip_df.start_time, clip_df.end_time))
+    np.testing.assert_array_equal(Spectrogram.from_audio_clips(audio, pairs[::-1], window_samples=window)[0]
+                                  .spectrogram, slow[-1].spectrogram)
+
+
+def test_clip_spectrograms_straight_from_a_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(COMPUTE, "block_bytes", 50_000)  # runs of 0.4 M samples: several runs per file
+    path = tmp_path / "stereo.wav"
+    soundfile.write(path, (np.random.default_rng(2).standard_normal((32000 * 40 + 11, 2)) * 0.1).astype(np.float32),
+                    32000, subtype="PCM_16")
+    clips, clip_df = Audio.from_file(path).split(5, clip_overlap=1, final_clip="extend")
+    slow = [MelSpectrogram.from_audio(clip, n_mels=32) for clip in clips]
+    fast = MelSpectrogram.from_audio_clips(path, clip_df, n_mels=32)
+    for s, f in zip(slow, fast, strict=True):
+        np.testing.assert_array_equal(f.spectrogram, s.spectrogram)
+
+
+def test_mel_spectrogram_equals_librosa_reference():
+    audio = Audio.from_file(sample_data.birds(), duration=2)
+    for kwargs in [dict(n_mels=64), dict(n_mels=40, htk=True, norm=None), dict(n_mels=32, fmin=500, fmax=8000)]:
+        mel = MelSpectrogram.from_audio(audio, window_samples=1024, dB_scale=False, **kwargs)
+        _, _, power = scipy.signal.spectrogram(audio.samples.astype(np.float64), fs=audio.sample_rate,
+                                               window="hann", nperseg=1024, noverlap=512, scaling="spectrum")
+        fmin, fmax = kwargs.get("fmin", 0.0), kwargs.get("fmax", audio.sample_rate / 2)
+        reference = librosa.feature.melspectrogram(S=power, sr=audio.sample_rate, n_fft=1024,
+                                                   n_mels=kwargs["n_mels"], fmin=fmin, fmax=fmax,
+                                                   htk=kwargs.get("htk", False), norm=kwargs.get("norm", "slaney"))
+        np.testing.assert_allclose(mel.spectrogram, reference, rtol=2e-3, atol=1e-12)
+        np.testing.assert_allclose(mel.frequencies, librosa.mel_frequencies(
+            kwargs["n_mels"] + 2, fmin=fmin, fmax=fmax, htk=kwargs.get("htk", False))[1:-1])
+    # known Slaney mel scale: 200/3 Hz per mel below 1 kHz (15 mel), 27 mels per factor 6.4 above
+    centres = MelSpectrogram.from_audio(audio, n_mels=40, fmax=8000).frequencies
+    top = 15 + 27 * np.log(8) / np.log(6.4)  # 8 kHz in mels
+    step = top / 41  # 40 bands: 42 evenly spaced edges from 0 to 8 kHz
+    np.testing.assert_allclose(centres[:3], [step * 200 / 3, 2 * step * 200 / 3, 3 * step * 200 / 3], rtol=1e-9)
+    newer = MelSpectrogram.from_audio(audio, n_mels=40, f_min=0, f_max=8000, mel_scale="slaney")
+    np.testing.assert_array_equal(newer.frequencies, centres)
+
+
+def test_constructor_validation_errors():
+    z = np.zeros((3, 4))
+    good = (np.arange(3.0), np.arange(4.0))
+    for args, message in [
+        ((np.array([["a", "b"]]), np.arange(1.0), np.arange(2.0)), "numeric"),
+        ((np.zeros(3), *good), "2-D"),
+        ((z, np.zeros((3, 1)), good[1]), "1-D"),
+        ((z, np.arange(2.0), good[1]), "does not match"),
+        ((z, good[0], np.arange(5.0)), "does not match"),
+    ]:
+        with pytest.raises(TypeError, match=message):
+            Spectrogram(*args)
+        with pytest.raises(ValueError, match=message):
+            Spectrogram(*args)
+    for limits in [(-20, -100), (-100,), "loud", (-100, np.nan)]:
+        with pytest.raises(SpectrogramInputError, match="decibel_limits"):
+            Spectrogram(z, *good, limits)
+    spec = Spectrogram(z, *good, (-90, -10))  # decibel_limits is the 4th argument, as in OpenSoundscape 0.9
+    assert spec.decibel_limits == (-90, -10) and spec.window_samples is None
+    assert Spectrogram([[1, 2]], [0.0], [0.0, 1.0]).shape == (1, 2)  # array-likes are accepted
+
+
+def test_plots_accept_the_documented_arguments(tmp_path):
+    import matplotlib.pyplot as plt
+
+    spec = Spectrogram.from_audio(tone(3000))
+    ax = spec.plot(inline=False, fname=tmp_path / "spec.png", show_colorbar=True)
+    assert (tmp_path / "spec.png").stat().st_size > 1000 and len(ax.figure.axes) == 2
+    ax = MelSpectrogram.from_audio(tone(3000)).plot(True, tmp_path / "mel.pdf", False)
+    assert (tmp_path / "mel.pdf").exists() and ax.get_ylabel().startswith("frequency")
+    plt.close("all")
+
+
+def test_image_path_in_float32_equals_the_float64_reference():
+    spec = Spectrogram.from_audio(Audio.from_file(sample_data.birds(), duration=2))
+    fast = spec.to_image(return_type="np")
+    slow = 1 - np.clip((spec.spectrogram[::-1].astype(np.float64) + 100) / 80, 0, 1)
+    assert fast.dtype == np.float32
+    np.testing.assert_allclose(fast[0], slow, atol=1e-6)
+    pixels = np.asarray(spec.to_image())
+    assert np.abs(pixels.astype(int) - np.round(slow * 255)).max() <= 1
+
+
+def test_fft_threads_do_not_change_values(monkeypatch):
+    audio = Audio.from_file(sample_data.birds(), duration=2)
+    single = Spectrogram.from_audio(audio).spectrogram
+    monkeypatch.setattr(COMPUTE, "fft_workers", 2)
+    np.testing.assert_array_equal(Spectrogram.from_audio(audio).spectrogram, single)

@@ -510,7 +510,7 @@ def audio_add_noise(audio, noise_dB=-30, signal_dB=0, color="white"):
     seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
     noise = Audio.noise(audio.duration, audio.sample_rate, color=color, dBFS=_uniform(noise_dB), seed=seed)
     noise = noise._new(noise.samples[: audio.n_samples])
-    return mix([audio.apply_gain(_uniform(signal_dB)), noise], duration=audio.duration)
+    return mix([audio.apply_gain(_uniform(signal_dB)), noise], duration=audio.duration, gain=0)
 
 
 @_builtin

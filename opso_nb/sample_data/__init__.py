@@ -14,7 +14,11 @@ Examples
 """
 from __future__ import annotations
 
+import struct
 from pathlib import Path
+
+import numpy as np
+import soundfile
 
 #: Folder that holds all bundled example data.
 DATA_DIR = Path(__file__).resolve().parent
@@ -95,3 +99,39 @@ def localization_folder() -> Path:
 def corrupt_folder() -> Path:
     """Deliberately broken WAV files, for demonstrating and testing error handling."""
     return DATA_DIR / "corrupt"
+
+
+def write_broken_examples(folder) -> list[Path]:
+    """Write three broken files that the bundled ``corrupt`` folder lacks, for demonstrating error messages.
+
+    Deterministic (always the same bytes):
+
+    * ``lying_header.wav``: a 16 KB WAV whose header claims 2,147,483,647 Hz
+      (padding a 1 s clip of it would need 8 GiB);
+    * ``nan_samples.wav``: 2 s of 32-bit float audio with a NaN at 1.5 s;
+    * ``field_notes.mp3``: a text file with an audio name.
+
+    Parameters
+    ----------
+    folder : str or Path
+        Where to write them (created if needed).
+
+    Returns
+    -------
+    list of Path
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rate = 2_147_483_647
+    samples = (np.sin(np.arange(8000) / 5) * 8000).astype("<i2").tobytes()
+    fmt = struct.pack("<HHIIHH", 1, 1, rate, (rate * 2) % 2**32, 2, 16)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", len(samples)) + samples
+    lying = folder / "lying_header.wav"
+    lying.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    values = (0.1 * np.sin(2 * np.pi * 440 * np.arange(16000) / 8000)).astype(np.float32)
+    values[12000] = np.nan
+    nan_file = folder / "nan_samples.wav"
+    soundfile.write(nan_file, values, 8000, subtype="FLOAT")
+    notes = folder / "field_notes.mp3"
+    notes.write_text("Site 4, 05:12: wood thrush, ovenbird; recorder battery low\n" * 20)
+    return [lying, nan_file, notes]

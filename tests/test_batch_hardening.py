@@ -16,7 +16,6 @@ import pandas as pd
 import pytest
 import torch
 
-from opso_nb.audio import AudioLoadError, audio_info
 from opso_nb.ml.prediction import load_prediction_output, predict
 from opso_nb.store import RunStore, StoreLocked, utf8_name
 from tests._prediction_stub import BAD_KINDS, non_utf8_path, tiny_model, write_bad_file, write_test_wav
@@ -108,14 +107,10 @@ def test_a_folder_of_bad_files_finishes_and_reports_each(good_files, tmp_path):
     # the truncated file is scored from the samples it has (with a warning), like OpenSoundscape
     assert str(folder / "truncated.wav") not in reasons
     assert scores.xs(str(folder / "truncated.wav"), level="file").notna().all().all()
-    # the non-UTF-8 name is kept exactly: scored like its twin when audio can open it, else reported
-    try:
-        audio_info(odd)
-    except AudioLoadError:
-        assert odd in reasons
-    else:
-        np.testing.assert_array_equal(scores.xs(odd, level="file").to_numpy(),
-                                      scores.xs(good_in_folder[0], level="file").to_numpy())
+    # the non-UTF-8 name is kept exactly and scored like its same-content twin
+    assert odd not in reasons
+    np.testing.assert_array_equal(scores.xs(odd, level="file").to_numpy(),
+                                  scores.xs(good_in_folder[0], level="file").to_numpy())
     assert_no_silent_nan(scores, failures)
 
 
@@ -140,36 +135,16 @@ def test_non_utf8_file_name_never_aborts_and_round_trips(good_files, tmp_path):
     odd = non_utf8_path(tmp_path)
     shutil.copy(good_files[1], odd)
     log = tmp_path / "invalid.csv"
-    with pytest.warns(UserWarning) if _unreadable(odd) else _no_warning():
-        scores, failures = predict(tiny_model(), [odd, good_files[1]], output_path=tmp_path / "out",
-                                   return_invalid_samples=True, invalid_samples_log=log, progress=False)
+    scores, failures = predict(tiny_model(), [odd, good_files[1]], output_path=tmp_path / "out",
+                               return_invalid_samples=True, invalid_samples_log=log, progress=False)
     stored, stored_failures = load_prediction_output(tmp_path / "out")
-    if _unreadable(odd):  # audio cannot open such names yet: reported under the exact name
-        assert failures["file"].tolist() == [odd] and stored_failures["file"].tolist() == [odd]
-        assert pd.read_csv(log)["file"].tolist() == [utf8_name(odd)]
-    else:
-        assert scores.index.get_level_values("file").unique().tolist() == [odd, good_files[1]]
-        np.testing.assert_array_equal(scores.xs(odd, level="file").to_numpy(),
-                                      scores.xs(good_files[1], level="file").to_numpy())
+    assert failures.empty and stored_failures.empty
+    assert scores.index.get_level_values("file").unique().tolist() == [odd, good_files[1]]
+    np.testing.assert_array_equal(scores.xs(odd, level="file").to_numpy(),
+                                  scores.xs(good_files[1], level="file").to_numpy())
     assert stored.index.get_level_values("file").unique().tolist() == \
         scores.index.get_level_values("file").unique().tolist()
     assert utf8_name(odd).endswith("caf\\xe9.wav")
-
-
-def _unreadable(path) -> bool:
-    try:
-        audio_info(path)
-    except AudioLoadError:
-        return True
-    return False
-
-
-class _no_warning:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 # ----------------------------------------------------------------------------- a file that kills the run

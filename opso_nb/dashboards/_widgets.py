@@ -1,23 +1,125 @@
-"""Building blocks shared by the dashboards: spectrogram plot, audio player, file picker.
+"""Building blocks shared by the dashboards: spectrogram plot, audio player, folder box, save box, messages.
 
-Nothing here does science; it only draws what :mod:`opso_nb` computes.
+Nothing here does science; it only draws what :mod:`opso_nb` computes and checks
+paths against the :class:`opso_nb.workspace.Workspace`.
 """
 from __future__ import annotations
 
 import io
+import math
+import weakref
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import panel as pn
 import param
-from bokeh.models import ColumnDataSource, LinearColorMapper
+from bokeh.models import ColorBar, ColumnDataSource, ImportedStyleSheet, InlineStyleSheet, LinearColorMapper
+from bokeh.palettes import Greys256
 from bokeh.plotting import figure
 
-AUDIO_PATTERNS = ("*.wav", "*.WAV", "*.flac", "*.FLAC", "*.mp3", "*.MP3", "*.ogg", "*.OGG")
+from opso_nb.failures import summarize_failures
+from opso_nb.files import AUDIO_EXTENSIONS, is_audio_file
+from opso_nb.workspace import PathRefused, Workspace, check_recordings
 
 #: Most image columns sent to the browser for one spectrogram (time is max-pooled above this).
 MAX_IMAGE_COLUMNS = 1600
 
+
+# ----------------------------------------------------------------------------- offline stylesheets
+
+_SHEETS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # document -> {url: InlineStyleSheet}
+
+
+def _inline_css(url: str):
+    from panel.io.resources import CDN_DIST, DIST_DIR
+
+    if not url.startswith(CDN_DIST):
+        return None
+    path = DIST_DIR / url[len(CDN_DIST):].split("?")[0]
+    return path.read_text(encoding="utf-8") if path.is_file() else None
+
+
+def _inline_stylesheets_hook(viewable, root, changed=None, old_models=None):
+    """Replace Panel's CDN stylesheets by inline copies when rendered in a kernel (Voila, Jupyter).
+
+    ``pn.extension(inline=True)`` inlines Panel's JavaScript, but with
+    ``comms="ipywidgets"`` (what Voila needs) the component stylesheets still
+    point at cdn.holoviz.org, so an offline page loses its styles. ``panel serve``
+    serves them itself and is left alone. One stylesheet object per URL and
+    document is shared by all models, so each CSS file is sent once.
+    """
+    from panel.config import config
+    from panel.io.state import state
+
+    if not config.inline or (state.curdoc is not None and state.curdoc.session_context is not None):
+        return
+    from bokeh.models import UIElement
+
+    doc = root.document
+    cache = _SHEETS.setdefault(doc, {}) if doc is not None else {}
+    scope = root
+    if changed is not None:
+        models = getattr(changed, "_models", {}).get(root.ref["id"])
+        scope = models[0] if models else root
+    for model in scope.select({"type": UIElement}):
+        sheets, replaced = [], False
+        for sheet in model.stylesheets:
+            if isinstance(sheet, ImportedStyleSheet):
+                if sheet.url not in cache:
+                    css = _inline_css(sheet.url)
+                    cache[sheet.url] = InlineStyleSheet(css=css) if css is not None else None
+                if cache[sheet.url] is not None:
+                    sheet, replaced = cache[sheet.url], True
+            sheets.append(sheet)
+        if replaced:
+            model.stylesheets = sheets
+
+
+def install_offline_stylesheets() -> None:
+    """Register :func:`_inline_stylesheets_hook` with Panel (idempotent; done when :mod:`opso_nb.dashboards` loads)."""
+    hooks = pn.viewable.Viewable._preprocessing_hooks
+    if _inline_stylesheets_hook not in hooks:
+        hooks.append(_inline_stylesheets_hook)
+
+
+# ----------------------------------------------------------------------------- formatting
+
+def time_decimals(resolution: float) -> int:
+    """Decimals that show a time whose resolution is ``resolution`` seconds (0 to 3).
+
+    >>> time_decimals(0.016), time_decimals(1.0), time_decimals(0.25)
+    (2, 0, 2)
+    """
+    if not resolution or not math.isfinite(resolution) or resolution <= 0:
+        return 2
+    return int(min(3, max(0, math.ceil(-math.log10(resolution) - 1e-9))))
+
+
+def format_seconds(value: float, resolution: float = 0.01) -> str:
+    """``value`` seconds rounded to what ``resolution`` (s) resolves, e.g. ``2.30`` for 2.298 at 0.016 s."""
+    return f"{float(value):.{time_decimals(resolution)}f}"
+
+
+def failure_text(failures: pd.DataFrame, what: str = "file", limit: int = 5) -> str:
+    """Markdown naming each failed file (base name) with its reason; "" when there are none.
+
+    Built on :func:`opso_nb.failures.summarize_failures`, so every dashboard words it the same way.
+    """
+    if failures is None or len(failures) == 0:
+        return ""
+    short = failures.assign(file=failures["file"].map(lambda f: Path(str(f)).name))
+    return f"**{failures['file'].nunique()} {what}(s) could not be read.** " + summarize_failures(short, limit=limit)
+
+
+def name_list(paths, limit: int = 5) -> str:
+    """``"a.wav, b.wav, c.wav and 4 more"``: base names, the count of the rest said out loud."""
+    names = [Path(str(p)).name for p in paths]
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+# ----------------------------------------------------------------------------- spectrogram
 
 def _pool_columns(values: np.ndarray, max_columns: int) -> np.ndarray:
     """Max-pool along time so at most ``max_columns`` columns remain (keeps short loud calls visible)."""
@@ -32,7 +134,7 @@ def _pool_columns(values: np.ndarray, max_columns: int) -> np.ndarray:
 
 
 class SpectrogramPlot:
-    """A bokeh figure showing one spectrogram, updated in place with :meth:`update`.
+    """A bokeh figure showing one spectrogram with a colour bar in dB, updated in place with :meth:`update`.
 
     Parameters
     ----------
@@ -44,32 +146,37 @@ class SpectrogramPlot:
     """
 
     def __init__(self, height: int = 300, width: int | None = None, palette: str = "Greys256", title=None):
-        kwargs = dict(height=height, title=title, x_axis_label="time (s)", y_axis_label="frequency (Hz)",
+        kwargs = dict(height=height, title=title or "", x_axis_label="time (s)", y_axis_label="frequency (Hz)",
                       tools="pan,xwheel_zoom,box_zoom,reset,save", toolbar_location="right")
         if width is None:
             kwargs["sizing_mode"] = "stretch_width"
         else:
             kwargs["width"] = width
         self.figure = figure(**kwargs)
+        self._title = title or ""
         if palette == "Greys256":
-            from bokeh.palettes import Greys256
-
             # Greys256 runs black -> white; reversed, loud (high dB) is drawn black as in field guides
             palette = list(reversed(Greys256))
         self.color_mapper = LinearColorMapper(palette=palette, low=-100, high=-20)
         self.source = ColumnDataSource(data=dict(image=[np.zeros((2, 2), dtype=np.float32)], x=[0], y=[0], dw=[1], dh=[1]))
         self.figure.image(image="image", x="x", y="y", dw="dw", dh="dh", source=self.source,
                           color_mapper=self.color_mapper)
+        self.color_bar = ColorBar(color_mapper=self.color_mapper, title="dB", width=10, label_standoff=6,
+                                  title_standoff=6)
+        self.figure.add_layout(self.color_bar, "right")
         self.figure.x_range.range_padding = 0
         self.figure.y_range.range_padding = 0
         #: number of times :meth:`update` drew a spectrogram (tests and apps read it)
         self.n_updates = 0
+        #: True while the plot shows nothing valid (after :meth:`clear`)
+        self.cleared = True
 
     def update(self, spectrogram, time_offset: float = 0.0) -> None:
         """Show ``spectrogram``; its times are shifted by ``time_offset`` seconds (segment start in the file)."""
         values = _pool_columns(np.asarray(spectrogram.spectrogram, dtype=np.float32), MAX_IMAGE_COLUMNS)
         times, freqs = spectrogram.times, spectrogram.frequencies
         if len(times) == 0 or len(freqs) == 0:
+            self.clear("the window holds no complete spectrogram column")
             return
         step_t = spectrogram.window_step if len(times) > 1 else 1.0
         x0 = float(times[0] - step_t / 2 + time_offset)
@@ -87,15 +194,27 @@ class SpectrogramPlot:
         self.source.data = dict(image=[values], x=[x0], y=[y0], dw=[dw], dh=[dh])
         self.figure.x_range.start, self.figure.x_range.end = x0, x0 + dw
         self.figure.y_range.start, self.figure.y_range.end = y0, y0 + dh
+        self.figure.title.text = self._title
+        self.figure.title.text_color = "black"
         self.n_updates += 1
+        self.cleared = False
+
+    def clear(self, reason: str = "") -> None:
+        """Remove the image (no stale picture under an error) and say why in the title."""
+        self.source.data = dict(image=[np.full((2, 2), np.nan, dtype=np.float32)], x=[0], y=[0], dw=[1], dh=[1])
+        self.figure.title.text = f"No spectrogram: {reason}" if reason else "No spectrogram"
+        self.figure.title.text_color = "#b00020"
+        self.cleared = True
 
 
 def spectrogram_figure(spectrogram, height: int = 300, title=None, time_offset: float = 0.0):
-    """A bokeh figure of one spectrogram (x: time in s, y: frequency in Hz)."""
+    """A bokeh figure of one spectrogram (x: time in s, y: frequency in Hz, colour bar in dB)."""
     plot = SpectrogramPlot(height=height, title=title)
     plot.update(spectrogram, time_offset=time_offset)
     return plot.figure
 
+
+# ----------------------------------------------------------------------------- messages
 
 def message_alert(alert_type: str = "danger") -> pn.pane.Alert:
     """A hidden, full-width Alert for errors or warnings; see :func:`show_message`."""
@@ -107,6 +226,8 @@ def show_message(alert: pn.pane.Alert, message: str | None) -> None:
     alert.object = message or ""
     alert.visible = bool(message)
 
+
+# ----------------------------------------------------------------------------- audio
 
 def audio_to_wav_bytes(audio) -> bytes:
     """16-bit WAV bytes of an Audio object (peak-normalized so quiet field audio is audible)."""
@@ -139,49 +260,186 @@ def set_player_audio(pane: pn.pane.Audio, audio) -> None:
     pane.object = audio_to_wav_bytes(audio)  # Panel base64-encodes bytes as a WAV data URL
 
 
+def clear_player(pane: pn.pane.Audio) -> None:
+    """Empty a player (0.1 s of silence), so it never plays audio of a file no longer shown."""
+    from opso_nb.audio import Audio
+
+    set_player_audio(pane, Audio.silence(0.1, 8000))
+
+
+# ----------------------------------------------------------------------------- folders and files
+
 class FolderFilePicker(param.Parameterized):
-    """Pick an audio file inside one folder; the choice can never leave the folder.
+    """Pick a file inside one folder of the workspace; neither can leave the workspace.
+
+    The folder box accepts a path typed by the user (absolute, or relative to the
+    first data folder); one outside the :class:`~opso_nb.workspace.Workspace` is
+    refused and :attr:`problem` says why (the file list is then empty). *Browse*
+    offers the data folders and the sub-folders of the current one. Audio files
+    whose header cannot be read are listed in :attr:`failures` with the reason
+    (``check_audio=True``).
 
     Parameters
     ----------
     folder : str or Path
-        Folder to list (not recursive unless ``recursive``).
-    patterns : tuple of str
-        Glob patterns of files to offer.
+        Folder to list first (trusted: added to the workspace's data folders).
+    extensions : tuple of str
+        Lower-case extensions of the files offered (default: audio).
+    recursive : bool
+        Also list files in sub-folders.
+    workspace : Workspace, optional
+        Default :meth:`Workspace.from_env` plus ``folder``.
+    check_audio : bool
+        Read each audio file's header when the folder changes and report unreadable ones.
     """
 
-    folder = param.String(default="", doc="Folder with recordings")
-    file = param.Selector(default=None, objects=[], check_on_set=True, allow_None=True,
-                          doc="Recording (relative to the folder)")
+    folder = param.String(default="", label="Folder",
+                          doc="Folder to open: type a path inside the data folders, or pick one under Browse")
+    browse = param.Selector(default="", objects=[""], label="Browse",
+                            doc="The data folders, and the folder above and the sub-folders of the current one")
+    file = param.Selector(default=None, objects=[], check_on_set=True, allow_None=True, label="File",
+                          doc="File in the folder (name relative to the folder)")
     recursive = param.Boolean(default=False, doc="Also list files in sub-folders")
 
-    def __init__(self, folder=None, patterns=AUDIO_PATTERNS, **params):
-        self._patterns = tuple(patterns)
+    def __init__(self, folder=None, extensions=AUDIO_EXTENSIONS, workspace: Workspace | None = None,
+                 check_audio: bool = False, **params):
+        self._extensions = tuple(e.lower() for e in extensions)
+        self._check_audio = check_audio
+        self.workspace = workspace if workspace is not None else Workspace.from_env([folder])
+        #: Why the folder cannot be listed ("" when it can).
+        self.problem = ""
+        #: Files of the folder whose header could not be read (failures table; ``check_audio`` only).
+        self.failures = pd.DataFrame(columns=["file", "start_time", "end_time", "stage", "error"])
+        self._root: Path | None = None
         super().__init__(**params)
         if folder is not None:
             self.folder = str(folder)
         self._refresh()
 
+    @param.depends("browse", watch=True)
+    def _on_browse(self):
+        if self.browse and self.browse != self.folder:
+            self.folder = self.browse
+
     @param.depends("folder", "recursive", watch=True)
     def _refresh(self):
-        root = Path(self.folder).expanduser() if self.folder else None
-        names = []
-        if root is not None and root.is_dir():
-            found = set()
-            for pattern in self._patterns:
-                found.update(root.rglob(pattern) if self.recursive else root.glob(pattern))
-            names = sorted(str(p.relative_to(root)) for p in found if p.is_file())
+        names, self.problem, self._root = [], "", None
+        self.failures = self.failures.iloc[0:0]
+        if self.folder:
+            try:
+                self._root = self.workspace.readable(self.folder, kind="dir")
+            except PathRefused as err:
+                self.problem = str(err)
+        else:
+            self.problem = "type a folder in the folder box"
+        if self._root is not None:
+            pattern = "**/*" if self.recursive else "*"
+            try:
+                found = [p for p in self._root.glob(pattern)
+                         if p.is_file() and is_audio_file(p, self._extensions)]
+            except OSError as err:
+                found, self.problem = [], f"{self.folder}: cannot list the folder ({err})"
+            names = sorted(str(p.relative_to(self._root)) for p in found)
+            if self._check_audio and names:
+                _, self.failures = check_recordings([self._root / n for n in names])
+            if not names and not self.problem:
+                kinds = ", ".join(self._extensions)
+                self.problem = f"no files ({kinds}) in {self._root}"
+        choices = [""] + self.workspace.browse_choices(self._root)
+        with param.parameterized.discard_events(self):
+            self.param.browse.objects = choices
+            self.browse = ""
         self.param.file.objects = names
         if self.file not in names:
             self.file = names[0] if names else None
 
     @property
+    def root(self) -> Path | None:
+        """The resolved folder, or None when it was refused or is missing."""
+        return self._root
+
+    @property
     def path(self) -> Path | None:
         """Absolute path of the chosen file (checked to lie inside the folder)."""
-        if self.file is None:
+        if self.file is None or self._root is None:
             return None
-        root = Path(self.folder).expanduser().resolve()
-        full = (root / self.file).resolve()
-        if root not in full.parents:
-            raise ValueError(f"{self.file!r} is outside the folder {root}")
+        full = (self._root / self.file).resolve()
+        if self._root not in full.parents:
+            raise ValueError(f"{self.file!r} is outside the folder {self._root}")
         return full
+
+    def failure_of(self, path) -> str | None:
+        """The recorded reason ``path`` cannot be read, if :attr:`failures` has one."""
+        if path is None or not len(self.failures):
+            return None
+        match = self.failures[self.failures["file"] == str(path)]
+        return None if match.empty else str(match["error"].iloc[0])
+
+    def widgets(self, names=("folder", "browse", "file"), **overrides) -> pn.Param:
+        """The picker's widgets (folder as a text box)."""
+        widgets = {"folder": pn.widgets.TextInput, "browse": pn.widgets.Select, **overrides}
+        return pn.Param(self, parameters=list(names), show_name=False, widgets=widgets)
+
+
+class SaveBox(param.Parameterized):
+    """A file name inside the output folder, a save button, and the absolute path of what was written.
+
+    :meth:`save` checks the name with :meth:`Workspace.output_path` first: a path that
+    escapes the output folder is refused with a message and nothing is created.
+
+    Parameters
+    ----------
+    workspace : Workspace
+    writer : callable
+        ``writer(path) -> Path or list`` writes the file(s) at the checked absolute path.
+    default : str
+        Default name, relative to the output folder.
+    label : str
+        Button label.
+    folder : bool
+        The name is a folder that ``writer`` fills (created first).
+    """
+
+    path = param.String(default="", label="Save as",
+                        doc="File name inside the output folder (sub-folders allowed, e.g. 'ribbit/toad.json')")
+
+    def __init__(self, workspace: Workspace, writer, default: str, label: str = "Save", folder: bool = False,
+                 **params):
+        super().__init__(**params)
+        self.workspace = workspace
+        self._writer = writer
+        self._folder = folder
+        self.path = default
+        self.button = pn.widgets.Button(name=label, button_type="primary")
+        self.button.on_click(lambda *_: self.save())
+        self.status = pn.pane.Markdown(f"Saves under the output folder `{workspace.output_dir}`.",
+                                       sizing_mode="stretch_width")
+        #: Absolute path of the last successful save (None before, or after a refused one).
+        self.saved: Path | None = None
+
+    def save(self):
+        """Check the name, write, and show the absolute path; returns the writer's result (None if refused/failed)."""
+        self.saved = None
+        try:
+            target = self.workspace.output_path(self.path)
+        except PathRefused as err:
+            self.status.object = f"**Not saved:** {err}"
+            return None
+        try:
+            (target if self._folder else target.parent).mkdir(parents=True, exist_ok=True)
+            result = self._writer(target)
+        except (OSError, ValueError) as err:
+            self.status.object = f"**Not saved:** {type(err).__name__}: {err}"
+            return None
+        self.saved = target
+        self.status.object = f"Saved to `{target}`"
+        return result
+
+    def panel(self) -> pn.Column:
+        return pn.Column(pn.Param(self, parameters=["path"], show_name=False,
+                                  widgets={"path": pn.widgets.TextInput}),
+                         self.button, self.status, sizing_mode="stretch_width")
+
+
+# every dashboard imports this module: from then on its pages need nothing from a CDN
+install_offline_stylesheets()

@@ -1,0 +1,313 @@
+"""Where the dashboards (and notebooks) may read, and the one folder they write to.
+
+A *workspace* is two things:
+
+- the **data folders**: the folders a dashboard may browse and read. By default
+  the bundled example data (:data:`opso_nb.sample_data.DATA_DIR`) plus the
+  folders named in ``$OPSO_NB_DATA`` (several joined with ``os.pathsep``, as in
+  ``PATH``), which ``python -m opso_nb.apps --data ~/recordings`` sets. The
+  output folder is readable too (trained models, demo data, earlier results).
+- the **output folder**: every file a dashboard writes goes under it
+  (:func:`default_output_dir`: ``$OPSO_NB_OUTPUT``, else ``opso_nb_runs`` at the
+  root of a source checkout, else ``./opso_nb_runs``). Notebooks 04 and 05 use
+  the same folder, so a model trained in a notebook is offered by the
+  prediction explorer and the other way round.
+
+Paths typed by a user are checked before anything is read or created: ``..``
+that climbs out, absolute paths elsewhere, symbolic links that point outside,
+over-long paths and NUL characters are refused with a :class:`PathRefused`
+error whose message says why. Nothing is ever written inside the installed
+package.
+
+Examples
+--------
+>>> from opso_nb.workspace import Workspace
+>>> ws = Workspace(data_dirs=[], output_dir="/tmp/opso_nb_example_runs")
+>>> ws.output_path("ribbit/toad.json")
+PosixPath('/tmp/opso_nb_example_runs/ribbit/toad.json')
+>>> ws.output_path("../elsewhere.json")
+Traceback (most recent call last):
+...
+opso_nb.workspace.PathRefused: '../elsewhere.json' is outside the output folder /tmp/opso_nb_example_runs; ...
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from opso_nb.audio import AudioLoadError, audio_info
+from opso_nb.failures import failure_record, failures_frame
+from opso_nb.files import is_audio_file, list_audio_files
+from opso_nb.sample_data import DATA_DIR as BUNDLED_DATA_DIR
+
+__all__ = [
+    "DATA_ENV", "OUTPUT_ENV", "OUTPUT_DIR_NAME", "PACKAGE_DIR", "PathRefused", "Workspace", "check_recordings",
+    "default_output_dir", "source_checkout", "user_data_dirs",
+]
+
+#: Environment variable naming extra data folders (``os.pathsep``-separated).
+DATA_ENV = "OPSO_NB_DATA"
+#: Environment variable naming the output folder.
+OUTPUT_ENV = "OPSO_NB_OUTPUT"
+#: Name of the default output folder.
+OUTPUT_DIR_NAME = "opso_nb_runs"
+#: The installed ``opso_nb`` package: never written to.
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+#: Longest path accepted (characters); Linux refuses longer ones anyway (PATH_MAX).
+MAX_PATH_CHARS = 4096
+#: Longest single file or folder name accepted (bytes; NAME_MAX on common file systems).
+MAX_NAME_BYTES = 255
+
+
+class PathRefused(ValueError):
+    """A path a user typed is not allowed (outside the workspace, too long, malformed)."""
+
+
+def source_checkout() -> Path | None:
+    """Root of the source checkout opso_nb is imported from, or None for an installed package.
+
+    A checkout is recognised by ``pyproject.toml`` and a ``notebooks`` folder next
+    to the package folder.
+    """
+    root = PACKAGE_DIR.parent
+    if (root / "pyproject.toml").is_file() and (root / "notebooks").is_dir():
+        return root
+    return None
+
+
+def default_output_dir() -> Path:
+    """The output folder shared by notebooks and dashboards (absolute; not created here).
+
+    ``$OPSO_NB_OUTPUT`` if set; otherwise ``opso_nb_runs`` at the root of a source
+    checkout (so notebooks, whose working folder is ``notebooks/``, and the
+    dashboards, served from the root, agree); otherwise ``./opso_nb_runs`` in the
+    current working folder.
+    """
+    env = os.environ.get(OUTPUT_ENV, "").strip()
+    if env:
+        return Path(env).expanduser().absolute()
+    checkout = source_checkout()
+    return (checkout if checkout is not None else Path.cwd()) / OUTPUT_DIR_NAME
+
+
+def user_data_dirs() -> list[Path]:
+    """The data folders named in ``$OPSO_NB_DATA`` (absolute, in order; empty entries skipped)."""
+    raw = os.environ.get(DATA_ENV, "")
+    return [Path(p).expanduser().absolute() for p in raw.split(os.pathsep) if p.strip()]
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def _check_text(text: str) -> None:
+    if "\x00" in text:
+        raise PathRefused("the path contains a NUL character")
+    if len(text) > MAX_PATH_CHARS:
+        raise PathRefused(f"the path is {len(text)} characters long (at most {MAX_PATH_CHARS} are accepted)")
+    for part in Path(text).parts:
+        if len(os.fsencode(part)) > MAX_NAME_BYTES:
+            raise PathRefused(f"a folder or file name in the path is longer than {MAX_NAME_BYTES} bytes "
+                              f"({part[:40]}...)")
+
+
+def _resolve(text: str, base: Path) -> Path:
+    path = Path(text).expanduser()
+    if not path.is_absolute():
+        path = base / path
+    try:
+        return path.resolve()  # follows symbolic links: a link pointing outside ends up outside
+    except (OSError, RuntimeError) as err:  # RuntimeError: a symbolic-link loop
+        raise PathRefused(f"{text!r} cannot be resolved ({err})") from None
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 20] + "..." + text[-17:]
+
+
+class Workspace:
+    """The data folders a dashboard may read and the output folder it writes to.
+
+    Parameters
+    ----------
+    data_dirs : list of str or Path, optional
+        Folders users may browse (default: ``$OPSO_NB_DATA``). Missing ones are kept
+        (they may appear later) but never created.
+    output_dir : str or Path, optional
+        Where everything is written (default :func:`default_output_dir`). Must not
+        lie inside the installed package.
+    include_bundled : bool
+        Also allow the bundled example data (read only).
+
+    Raises
+    ------
+    PathRefused
+        The output folder lies inside the installed package.
+    """
+
+    def __init__(self, data_dirs=None, output_dir=None, include_bundled: bool = True):
+        dirs = user_data_dirs() if data_dirs is None else [Path(d).expanduser() for d in data_dirs]
+        roots = [Path(d).absolute().resolve() for d in dirs]
+        if include_bundled:
+            roots.append(BUNDLED_DATA_DIR.resolve())
+        self.data_dirs: tuple[Path, ...] = tuple(dict.fromkeys(roots))
+        out = Path(output_dir).expanduser() if output_dir is not None else default_output_dir()
+        self.output_dir: Path = out.absolute().resolve()
+        if _inside(self.output_dir, PACKAGE_DIR) or _inside(PACKAGE_DIR, self.output_dir):
+            raise PathRefused(f"the output folder {self.output_dir} would be inside (or contain) the installed "
+                              f"opso_nb package {PACKAGE_DIR}; choose another one")
+
+    @classmethod
+    def from_env(cls, extra_data_dirs=()) -> "Workspace":
+        """The workspace of ``$OPSO_NB_DATA`` and ``$OPSO_NB_OUTPUT``, plus ``extra_data_dirs``.
+
+        Dashboards built in Python with an explicit folder pass it here: code that
+        names a folder is trusted to read it; only typed paths are checked.
+        """
+        extra = [Path(d).expanduser() for d in extra_data_dirs if d is not None and str(d) != ""]
+        return cls(data_dirs=user_data_dirs() + extra)
+
+    def __repr__(self):
+        return f"Workspace(data_dirs={[str(d) for d in self.data_dirs]}, output_dir={str(self.output_dir)!r})"
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def readable_roots(self) -> tuple[Path, ...]:
+        """Data folders plus the output folder."""
+        return tuple(dict.fromkeys(self.data_dirs + (self.output_dir,)))
+
+    @property
+    def user_dirs(self) -> tuple[Path, ...]:
+        """The data folders other than the bundled examples."""
+        bundled = BUNDLED_DATA_DIR.resolve()
+        return tuple(d for d in self.data_dirs if d != bundled)
+
+    def start_folder(self, default) -> Path:
+        """The folder a dashboard opens on: the first user data folder if one was named, else ``default``."""
+        for d in self.user_dirs:
+            if d.is_dir():
+                return d
+        return Path(default)
+
+    def readable(self, path, kind: str | None = None) -> Path:
+        """Check that ``path`` lies inside a data folder (or the output folder); return it resolved.
+
+        Parameters
+        ----------
+        path : str or Path
+            Absolute, or relative to the first data folder.
+        kind : {"dir", "file", None}
+            Also require an existing folder / file.
+
+        Raises
+        ------
+        PathRefused
+            Naming the path and the reason.
+        """
+        text = os.fspath(path)
+        if not text.strip():
+            raise PathRefused("no path given")
+        _check_text(text)
+        resolved = _resolve(text, self.data_dirs[0] if self.data_dirs else self.output_dir)
+        if not any(_inside(resolved, root) for root in self.readable_roots):
+            roots = ", ".join(str(r) for r in self.readable_roots)
+            raise PathRefused(f"{_short(text)!r} is outside the data folders ({roots}); start the dashboards with "
+                              f"`python -m opso_nb.apps --data FOLDER` to add a folder")
+        if kind == "dir" and not resolved.is_dir():
+            raise PathRefused(f"{_short(text)!r}: " + ("not a folder" if resolved.exists() else "no such folder"))
+        if kind == "file" and not resolved.is_file():
+            raise PathRefused(f"{_short(text)!r}: " + ("not a file" if resolved.exists() else "no such file"))
+        return resolved
+
+    def browse_choices(self, current=None) -> list[str]:
+        """Folders offered for browsing: every data folder, the current folder, its parent and sub-folders.
+
+        Only existing folders inside the workspace are listed (hidden ones skipped), sorted
+        within each group; at most 200 sub-folders.
+        """
+        choices = [d for d in self.readable_roots if d.is_dir()]
+        if current:
+            try:
+                here = self.readable(current, kind="dir")
+            except PathRefused:
+                here = None
+            if here is not None:
+                if here.parent != here and any(_inside(here.parent, r) for r in self.readable_roots):
+                    choices.append(here.parent)
+                choices.append(here)
+                try:
+                    subs = sorted(p for p in here.iterdir() if p.is_dir() and not p.name.startswith("."))
+                except OSError:
+                    subs = []
+                choices.extend(subs[:200])
+        return [str(p) for p in dict.fromkeys(choices)]
+
+    # ------------------------------------------------------------------ writing
+    def output_path(self, path) -> Path:
+        """Check that ``path`` lies inside the output folder; return it resolved. Creates nothing.
+
+        Parameters
+        ----------
+        path : str or Path
+            Relative to the output folder (``"ribbit/toad.json"``), or absolute inside it.
+
+        Raises
+        ------
+        PathRefused
+            The path escapes the output folder (``..``, an absolute path elsewhere, a
+            symbolic link pointing out), is the output folder itself, lies in the
+            installed package, is too long or malformed.
+        """
+        text = os.fspath(path)
+        if not text.strip():
+            raise PathRefused("no file name given")
+        _check_text(text)
+        resolved = _resolve(text, self.output_dir)
+        if not _inside(resolved, self.output_dir):
+            raise PathRefused(f"{_short(text)!r} is outside the output folder {self.output_dir}; give a name "
+                              f"relative to it, such as 'results/my_file'")
+        if _inside(resolved, PACKAGE_DIR):
+            raise PathRefused(f"{_short(text)!r} is inside the installed opso_nb package; refusing to write there")
+        if resolved == self.output_dir:
+            raise PathRefused("give a file or folder name inside the output folder, not the output folder itself")
+        return resolved
+
+    def prepare_output(self, path, folder: bool = False) -> Path:
+        """:meth:`output_path`, then create the folders needed to write there (``folder``: the path itself too)."""
+        resolved = self.output_path(path)
+        (resolved if folder else resolved.parent).mkdir(parents=True, exist_ok=True)
+        return resolved
+
+
+def check_recordings(files, limit: int = 5000) -> tuple[list[str], pd.DataFrame]:
+    """Read the header of each audio file; return (readable files, failures table).
+
+    Only headers are read (:func:`opso_nb.audio.audio_info`), so a folder of long
+    recordings is checked in moments. The failures table has the
+    :mod:`opso_nb.failures` columns, one row per unreadable file with the reason
+    (stage ``"load"``). Beyond ``limit`` files, the rest are returned unchecked.
+    """
+    files = [str(f) for f in files]
+    good, failures = [], []
+    for i, f in enumerate(files):
+        if i >= limit:
+            good.extend(files[i:])
+            break
+        try:
+            audio_info(f)
+        except AudioLoadError as err:
+            failures.append(failure_record(f, err))
+            continue
+        good.append(f)
+    return good, failures_frame(failures)
+
+
+def audio_files_in(folder, recursive: bool = False) -> list[str]:
+    """Audio files in ``folder`` (see :func:`opso_nb.files.list_audio_files`); [] if it is not a folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return [f for f in list_audio_files(folder, recursive=recursive) if is_audio_file(f)]

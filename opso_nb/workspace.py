@@ -217,9 +217,11 @@ class Workspace:
             raise PathRefused(f"{_short(text)!r} is outside the data folders ({roots}); start the dashboards with "
                               f"`python -m opso_nb.apps --data FOLDER` to add a folder")
         if kind == "dir" and not resolved.is_dir():
-            raise PathRefused(f"{_short(text)!r}: " + ("not a folder" if resolved.exists() else "no such folder"))
+            raise PathRefused(f"{_short(text)!r} is not a folder"
+                              + (" (it is a file)" if resolved.exists() else " (nothing exists there)"))
         if kind == "file" and not resolved.is_file():
-            raise PathRefused(f"{_short(text)!r}: " + ("not a file" if resolved.exists() else "no such file"))
+            raise PathRefused(f"{_short(text)!r} is not a file"
+                              + (" (it is a folder)" if resolved.exists() else " (nothing exists there)"))
         return resolved
 
     def browse_choices(self, current=None) -> list[str]:
@@ -311,3 +313,124 @@ def audio_files_in(folder, recursive: bool = False) -> list[str]:
     if not folder.is_dir():
         return []
     return [f for f in list_audio_files(folder, recursive=recursive) if is_audio_file(f)]
+
+
+# ----------------------------------------------------------------------------- clips from a user's folder
+
+#: Kinds of labelled (or unlabelled) clips a folder can provide, see :func:`clip_sources`.
+CLASS_FOLDERS = "one sub-folder per class"
+RAVEN_TABLES = "recordings with Raven tables"
+RECORDINGS = "recordings (unlabelled clips)"
+
+
+def clip_sources(folder) -> list[str]:
+    """What :func:`load_clips` can read from ``folder``, most specific first.
+
+    ``CLASS_FOLDERS`` when sub-folders hold audio files (each sub-folder's name is
+    a class), ``RAVEN_TABLES`` when recordings are paired with annotation tables by
+    name, the name of every CSV file in the folder (a clip-label table), and
+    ``RECORDINGS`` when the folder holds audio files.
+    """
+    from opso_nb.annotations import pair_audio_and_tables
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    out = []
+    subs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if any(audio_files_in(s) for s in subs):
+        out.append(CLASS_FOLDERS)
+    recordings = audio_files_in(folder)
+    if recordings and len(pair_audio_and_tables(folder).pairs):
+        out.append(RAVEN_TABLES)
+    out.extend(sorted(p.name for p in folder.glob("*.csv") if p.is_file() and not p.name.startswith(".")))
+    if recordings:
+        out.append(RECORDINGS)
+    return out
+
+
+def load_clips(folder, source: str, clip_duration: float, clip_overlap: float = 0.0,
+               min_label_overlap: float = 0.25, max_files: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Clips of ``folder`` as a clip table, and the files that could not be read.
+
+    Parameters
+    ----------
+    folder : str or Path
+    source : str
+        One of :func:`clip_sources`: ``CLASS_FOLDERS`` (every recording in sub-folder
+        ``c`` is cut into clips labelled 1 for class ``c``, 0 for the others),
+        ``RAVEN_TABLES`` (recordings cut into clips, labelled from their boxes with
+        :meth:`~opso_nb.annotations.BoxedAnnotations.one_hot_clip_labels`), a CSV file
+        name (read with :func:`opso_nb.ml.training_run.read_labels_table`; relative
+        paths are relative to the CSV) or ``RECORDINGS`` (clips without labels).
+    clip_duration, clip_overlap : float
+        Seconds.
+    min_label_overlap : float
+        Seconds of a box inside a clip for a label of 1 (``RAVEN_TABLES``).
+    max_files : int, optional
+        Use only the first recordings (previews).
+
+    Returns
+    -------
+    (clips, failures)
+        ``clips`` is indexed by (file, start_time, end_time) with one 0/1 column
+        per class (none for ``RECORDINGS``); ``failures`` has the
+        :mod:`opso_nb.failures` columns, one row per unreadable recording.
+
+    Raises
+    ------
+    ValueError
+        Naming the folder or table and the problem (no recordings, a malformed CSV).
+    """
+    import warnings
+
+    from opso_nb.annotations import pair_audio_and_tables
+    from opso_nb.utils import CLIP_INDEX, make_clip_df
+
+    folder = Path(folder)
+    cut = dict(clip_duration=float(clip_duration), clip_overlap=float(clip_overlap))
+    if source == CLASS_FOLDERS:
+        subs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        per_class = {s.name: audio_files_in(s) for s in subs}
+        per_class = {c: f[:max_files] if max_files else f for c, f in per_class.items() if f}
+        frames, failures = [], []
+        for name, files in per_class.items():
+            good, bad = check_recordings(files)
+            failures.append(bad)
+            clips = make_clip_df(good, **cut)
+            for other in per_class:
+                clips[other] = int(other == name)
+            frames.append(clips)
+        clips = pd.concat(frames) if frames else pd.DataFrame(columns=CLIP_INDEX).set_index(CLIP_INDEX)
+        if not len(clips):
+            raise ValueError(f"{folder}: no readable recording in its class sub-folders")
+        return clips.astype(int), pd.concat(failures, ignore_index=True) if failures else failures_frame()
+    if source == RAVEN_TABLES:
+        pairing = pair_audio_and_tables(folder)
+        pairs = pairing.pairs.iloc[:max_files] if max_files else pairing.pairs
+        good, failures = check_recordings(pairs["audio_file"])
+        if not good:
+            raise ValueError(f"{folder}: none of the recordings with an annotation table can be read")
+        keep = pairs[pairs["audio_file"].isin(good)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # boxes beyond a recording's end label no clip: expected
+            boxes = type(pairing)(pairs=keep).load(errors="skip")
+            clips = boxes.one_hot_clip_labels(min_label_overlap=min_label_overlap, audio_files=good, **cut)
+        return clips.astype(int), failures
+    if source == RECORDINGS:
+        files = audio_files_in(folder)
+        good, failures = check_recordings(files[:max_files] if max_files else files)
+        if not good:
+            raise ValueError(f"{folder}: no readable recording")
+        return make_clip_df(good, **cut), failures
+    from opso_nb.ml.training_run import read_labels_table
+
+    table = folder / source
+    if table.suffix.lower() != ".csv" or table.parent != folder or not table.is_file():
+        raise ValueError(f"{source!r} is not a clip source of {folder} (choose one of {clip_sources(folder)})")
+    clips = read_labels_table(table)
+    if clips.index.nlevels == 1:  # file-level labels: one clip per whole file
+        raise ValueError(f"{table}: the clip table needs start_time and end_time columns (seconds)")
+    files = list(dict.fromkeys(clips.index.get_level_values("file")))
+    good, failures = check_recordings(files)
+    return clips[clips.index.get_level_values("file").isin(good)], failures

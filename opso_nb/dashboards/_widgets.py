@@ -108,7 +108,10 @@ def failure_text(failures: pd.DataFrame, what: str = "file", limit: int = 5) -> 
     """
     if failures is None or len(failures) == 0:
         return ""
-    short = failures.assign(file=failures["file"].map(lambda f: Path(str(f)).name))
+    names = failures["file"].map(lambda f: Path(str(f)).name)
+    # the reason usually repeats the full path: the base name is enough next to it
+    errors = [str(e).replace(str(f), n) for f, n, e in zip(failures["file"], names, failures["error"])]
+    short = failures.assign(file=names, error=errors)
     return f"**{failures['file'].nunique()} {what}(s) could not be read.** " + summarize_failures(short, limit=limit)
 
 
@@ -269,34 +272,90 @@ def clear_player(pane: pn.pane.Audio) -> None:
 
 # ----------------------------------------------------------------------------- folders and files
 
-class FolderFilePicker(param.Parameterized):
-    """Pick a file inside one folder of the workspace; neither can leave the workspace.
+class FolderBox(param.Parameterized):
+    """A folder box that cannot leave the workspace, with a *Browse* list of nearby folders.
 
-    The folder box accepts a path typed by the user (absolute, or relative to the
-    first data folder); one outside the :class:`~opso_nb.workspace.Workspace` is
-    refused and :attr:`problem` says why (the file list is then empty). *Browse*
-    offers the data folders and the sub-folders of the current one. Audio files
-    whose header cannot be read are listed in :attr:`failures` with the reason
-    (``check_audio=True``).
+    The box accepts a path typed by the user (absolute, or relative to the first
+    data folder); one outside the :class:`~opso_nb.workspace.Workspace` (or
+    missing, too long, malformed) is refused: :attr:`root` is then None and
+    :attr:`problem` says why. *Browse* offers the data folders, and the folder
+    above and the sub-folders of the current one.
 
     Parameters
     ----------
     folder : str or Path
-        Folder to list first (trusted: added to the workspace's data folders).
-    extensions : tuple of str
-        Lower-case extensions of the files offered (default: audio).
-    recursive : bool
-        Also list files in sub-folders.
+        Folder to open first (trusted: added to the workspace's data folders when
+        no workspace is given).
     workspace : Workspace, optional
         Default :meth:`Workspace.from_env` plus ``folder``.
-    check_audio : bool
-        Read each audio file's header when the folder changes and report unreadable ones.
     """
 
     folder = param.String(default="", label="Folder",
                           doc="Folder to open: type a path inside the data folders, or pick one under Browse")
     browse = param.Selector(default="", objects=[""], label="Browse",
                             doc="The data folders, and the folder above and the sub-folders of the current one")
+
+    def __init__(self, folder=None, workspace: Workspace | None = None, **params):
+        self.workspace = workspace if workspace is not None else Workspace.from_env([folder])
+        #: Why the folder cannot be opened ("" when it can).
+        self.problem = ""
+        self._root: Path | None = None
+        super().__init__(**params)
+        if folder is not None:
+            self.folder = str(folder)
+        self._check_folder()
+
+    @param.depends("browse", watch=True)
+    def _on_browse(self):
+        if self.browse and self.browse != self.folder:
+            self.folder = self.browse
+
+    @param.depends("folder", watch=True, on_init=False)
+    def _check_folder(self):
+        self.problem, self._root = "", None
+        if not self.folder:
+            self.problem = "type a folder in the folder box"
+        else:
+            try:
+                self._root = self.workspace.readable(self.folder, kind="dir")
+            except PathRefused as err:
+                self.problem = str(err)
+        with param.parameterized.discard_events(self):
+            self.param.browse.objects = [""] + self.workspace.browse_choices(self._root)
+            self.browse = ""
+        self._folder_checked()
+
+    def _folder_checked(self):
+        """Called after every folder change, once :attr:`root` and :attr:`problem` are set (for subclasses)."""
+
+    @property
+    def root(self) -> Path | None:
+        """The resolved folder, or None when it was refused or is missing."""
+        return self._root
+
+    def widgets(self, names=("folder", "browse"), **overrides) -> pn.Param:
+        """The box's widgets (folder as a text box)."""
+        widgets = {"folder": pn.widgets.TextInput, "browse": pn.widgets.Select, **overrides}
+        return pn.Param(self, parameters=list(names), show_name=False, widgets=widgets)
+
+
+class FolderFilePicker(FolderBox):
+    """Pick a file inside a folder of the workspace (see :class:`FolderBox`); the file cannot leave the folder.
+
+    Audio files whose header cannot be read are listed in :attr:`failures` with the
+    reason (``check_audio=True``).
+
+    Parameters
+    ----------
+    folder : str or Path
+        Folder to list first.
+    extensions : tuple of str
+        Lower-case extensions of the files offered (default: audio).
+    workspace : Workspace, optional
+    check_audio : bool
+        Read each audio file's header when the folder changes and report unreadable ones.
+    """
+
     file = param.Selector(default=None, objects=[], check_on_set=True, allow_None=True, label="File",
                           doc="File in the folder (name relative to the folder)")
     recursive = param.Boolean(default=False, doc="Also list files in sub-folders")
@@ -305,58 +364,31 @@ class FolderFilePicker(param.Parameterized):
                  check_audio: bool = False, **params):
         self._extensions = tuple(e.lower() for e in extensions)
         self._check_audio = check_audio
-        self.workspace = workspace if workspace is not None else Workspace.from_env([folder])
-        #: Why the folder cannot be listed ("" when it can).
-        self.problem = ""
         #: Files of the folder whose header could not be read (failures table; ``check_audio`` only).
         self.failures = pd.DataFrame(columns=["file", "start_time", "end_time", "stage", "error"])
-        self._root: Path | None = None
-        super().__init__(**params)
-        if folder is not None:
-            self.folder = str(folder)
+        super().__init__(folder=folder, workspace=workspace, **params)
+
+    def _folder_checked(self):
         self._refresh()
 
-    @param.depends("browse", watch=True)
-    def _on_browse(self):
-        if self.browse and self.browse != self.folder:
-            self.folder = self.browse
-
-    @param.depends("folder", "recursive", watch=True)
+    @param.depends("recursive", watch=True)
     def _refresh(self):
-        names, self.problem, self._root = [], "", None
+        names = []
         self.failures = self.failures.iloc[0:0]
-        if self.folder:
-            try:
-                self._root = self.workspace.readable(self.folder, kind="dir")
-            except PathRefused as err:
-                self.problem = str(err)
-        else:
-            self.problem = "type a folder in the folder box"
         if self._root is not None:
             pattern = "**/*" if self.recursive else "*"
             try:
-                found = [p for p in self._root.glob(pattern)
-                         if p.is_file() and is_audio_file(p, self._extensions)]
+                found = [p for p in self._root.glob(pattern) if p.is_file() and is_audio_file(p, self._extensions)]
             except OSError as err:
                 found, self.problem = [], f"{self.folder}: cannot list the folder ({err})"
             names = sorted(str(p.relative_to(self._root)) for p in found)
             if self._check_audio and names:
                 _, self.failures = check_recordings([self._root / n for n in names])
             if not names and not self.problem:
-                kinds = ", ".join(self._extensions)
-                self.problem = f"no files ({kinds}) in {self._root}"
-        choices = [""] + self.workspace.browse_choices(self._root)
-        with param.parameterized.discard_events(self):
-            self.param.browse.objects = choices
-            self.browse = ""
+                self.problem = f"no files ({', '.join(self._extensions)}) in {self._root}"
         self.param.file.objects = names
         if self.file not in names:
             self.file = names[0] if names else None
-
-    @property
-    def root(self) -> Path | None:
-        """The resolved folder, or None when it was refused or is missing."""
-        return self._root
 
     @property
     def path(self) -> Path | None:
@@ -376,9 +408,7 @@ class FolderFilePicker(param.Parameterized):
         return None if match.empty else str(match["error"].iloc[0])
 
     def widgets(self, names=("folder", "browse", "file"), **overrides) -> pn.Param:
-        """The picker's widgets (folder as a text box)."""
-        widgets = {"folder": pn.widgets.TextInput, "browse": pn.widgets.Select, **overrides}
-        return pn.Param(self, parameters=list(names), show_name=False, widgets=widgets)
+        return super().widgets(names, **overrides)
 
 
 class SaveBox(param.Parameterized):
@@ -410,26 +440,29 @@ class SaveBox(param.Parameterized):
         self._writer = writer
         self._folder = folder
         self.path = default
-        self.button = pn.widgets.Button(name=label, button_type="primary")
+        self.button = pn.widgets.Button(name=label, color="primary")
         self.button.on_click(lambda *_: self.save())
         self.status = pn.pane.Markdown(f"Saves under the output folder `{workspace.output_dir}`.",
                                        sizing_mode="stretch_width")
         #: Absolute path of the last successful save (None before, or after a refused one).
         self.saved: Path | None = None
 
-    def save(self):
-        """Check the name, write, and show the absolute path; returns the writer's result (None if refused/failed)."""
+    def save(self, raise_errors: bool = False):
+        """Check the name, write, and show the absolute path; returns the writer's result.
+
+        A refused name or a failed write is shown next to the button; it returns None,
+        or raises (``raise_errors``: :class:`~opso_nb.workspace.PathRefused`, OSError, ...).
+        """
         self.saved = None
         try:
             target = self.workspace.output_path(self.path)
-        except PathRefused as err:
-            self.status.object = f"**Not saved:** {err}"
-            return None
-        try:
             (target if self._folder else target.parent).mkdir(parents=True, exist_ok=True)
             result = self._writer(target)
-        except (OSError, ValueError) as err:
-            self.status.object = f"**Not saved:** {type(err).__name__}: {err}"
+        except Exception as err:  # any writer error is shown, never a traceback in the page
+            self.status.object = f"**Not saved:** {err}" if isinstance(err, PathRefused) else \
+                f"**Not saved:** {type(err).__name__}: {err}"
+            if raise_errors:
+                raise
             return None
         self.saved = target
         self.status.object = f"Saved to `{target}`"

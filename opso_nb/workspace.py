@@ -434,3 +434,106 @@ def load_clips(folder, source: str, clip_duration: float, clip_overlap: float = 
     files = list(dict.fromkeys(clips.index.get_level_values("file")))
     good, failures = check_recordings(files)
     return clips[clips.index.get_level_values("file").isin(good)], failures
+
+
+# ----------------------------------------------------------------------------- a recorder array in a folder
+
+def _csv_columns(path: Path) -> set[str]:
+    try:
+        return {str(c).strip().lower() for c in pd.read_csv(path, nrows=0, skipinitialspace=True).columns}
+    except Exception:  # not a readable CSV: simply not offered
+        return set()
+
+
+def array_tables(folder) -> tuple[list[str], list[str]]:
+    """Names of the CSV files in ``folder`` that can be recorder positions, and those that can be detections.
+
+    Positions have columns ``file`` and ``x``, ``y`` (metres) or ``lat``, ``lon``;
+    detections have ``file``, ``start_time`` and ``end_time`` (plus one 0/1 column per class).
+    """
+    folder = Path(folder)
+    positions, detections = [], []
+    for csv in sorted(folder.glob("*.csv")) if folder.is_dir() else []:
+        cols = _csv_columns(csv)
+        if "file" in cols and ({"x", "y"} <= cols or {"lat", "lon"} <= cols):
+            positions.append(csv.name)
+        if {"file", "start_time", "end_time"} <= cols:
+            detections.append(csv.name)
+    return positions, detections
+
+
+def _match_files(listed, folder: Path, table: Path) -> tuple[dict, list[str]]:
+    """Map file names written in ``table`` to recordings: as written (relative to the table), else by base name."""
+    by_name = {Path(f).name: f for f in audio_files_in(folder)}
+    mapping, missing = {}, []
+    for name in dict.fromkeys(str(f).strip() for f in listed):
+        as_written = Path(name) if Path(name).is_absolute() else table.parent / name
+        if as_written.is_file():
+            mapping[name] = str(as_written.resolve())
+        elif Path(name).name in by_name:
+            mapping[name] = by_name[Path(name).name]
+        else:
+            missing.append(name)
+    return mapping, missing
+
+
+def read_array_folder(folder, positions_csv: str, detections_csv: str | None = None, clip_duration: float = 1.0,
+                      max_clips: int = 5000) -> dict:
+    """Recorder positions and detections of a folder of synchronized recordings, ready to localize.
+
+    File names in the tables are matched to the recordings as written (relative to
+    the table) or, failing that, by base name, so tables written on another computer
+    still work. Without a detections table every clip of ``clip_duration`` seconds of
+    every recording is a candidate (class ``"sound"``): the localization's
+    cross-correlation and residual filters then decide.
+
+    Returns
+    -------
+    dict
+        ``file_coords`` (indexed by recording path, columns x, y[, z]), ``detections``
+        (clip table, one 0/1 column per class), ``failures`` (unreadable recordings,
+        :mod:`opso_nb.failures` columns) and ``missing`` (names in the tables without
+        a recording).
+
+    Raises
+    ------
+    ValueError
+        A table cannot be read, names no recording, or there would be more than
+        ``max_clips`` candidate clips.
+    """
+    from opso_nb.utils import CLIP_INDEX, make_clip_df
+
+    folder = Path(folder)
+    table = folder / positions_csv
+    try:
+        coords = pd.read_csv(table, skipinitialspace=True)
+    except Exception as err:
+        raise ValueError(f"{table}: cannot read the recorder positions ({err})") from None
+    coords.columns = [str(c).strip().lower() for c in coords.columns]
+    if "file" not in coords.columns:
+        raise ValueError(f"{table}: the recorder positions need a 'file' column; it has {list(coords.columns)}")
+    mapping, missing = _match_files(coords["file"], folder, table)
+    good, failures = check_recordings(list(dict.fromkeys(mapping.values())))
+    coords["file"] = coords["file"].astype(str).str.strip().map(mapping)
+    coords = coords[coords["file"].isin(good)].set_index("file")
+    if len(coords) < 2:
+        raise ValueError(f"{table}: fewer than two listed recordings exist in {folder} and can be read "
+                         f"(missing: {missing[:5]})")
+    if detections_csv:
+        det_table = folder / detections_csv
+        try:
+            det = pd.read_csv(det_table, skipinitialspace=True)
+        except Exception as err:
+            raise ValueError(f"{det_table}: cannot read the detections ({err})") from None
+        det.columns = [str(c).strip() for c in det.columns]
+        det_map, det_missing = _match_files(det["file"], folder, det_table)
+        missing += [m for m in det_missing if m not in missing]
+        det["file"] = det["file"].astype(str).str.strip().map(det_map)
+        detections = det[det["file"].isin(coords.index)].set_index(CLIP_INDEX)
+    else:
+        detections = make_clip_df(list(coords.index), clip_duration)
+        if len(detections) > max_clips:
+            raise ValueError(f"{len(detections)} clips of {clip_duration} s to localize (at most {max_clips}): "
+                             "give a detections table, or a longer clip length")
+        detections["sound"] = 1
+    return {"file_coords": coords, "detections": detections, "failures": failures, "missing": missing}

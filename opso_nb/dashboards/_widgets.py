@@ -440,7 +440,7 @@ class SaveBox(param.Parameterized):
         self._writer = writer
         self._folder = folder
         self.path = default
-        self.button = pn.widgets.Button(name=label, color="primary")
+        self.button = pn.widgets.Button(label=label, color="primary")
         self.button.on_click(lambda *_: self.save())
         self.status = pn.pane.Markdown(f"Saves under the output folder `{workspace.output_dir}`.",
                                        sizing_mode="stretch_width")

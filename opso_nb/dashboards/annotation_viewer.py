@@ -77,12 +77,14 @@ class AnnotationViewer(pn.viewable.Viewer):
         Folders that may be browsed (default :meth:`Workspace.from_env` plus ``folder``).
     """
 
-    recording = param.Selector(default=None, objects=[], doc="Recording (paired with its table by name)")
+    recording = param.Selector(default=None, objects=[], allow_None=True, check_on_set=True,
+                               doc="Recording (paired with its table by name)")
     start_time = param.Number(default=0.0, bounds=(0, None), step=1.0, doc="Start of the window (s)")
     window_duration = param.Number(default=10.0, bounds=(1.0, 60.0), step=1.0, doc="Length of the window (s)")
     max_frequency = param.Number(default=10000.0, bounds=(500.0, None), step=500.0, doc="Top of the spectrogram (Hz)")
     classes = param.ListSelector(default=[], objects=[], doc="Classes to show")
-    box = param.Selector(default=None, objects=[], doc="Box to listen to")
+    box = param.Selector(default=None, objects=[], allow_None=True, check_on_set=True,
+                         doc="Box to listen to (or click it on the spectrogram)")
     bandpass_box_audio = param.Boolean(default=False, doc="Filter the box audio to the box's frequencies")
     clip_duration = param.Number(default=3.0, bounds=(0.1, 60.0), step=0.5, doc="Clip length (s)")
     clip_overlap = param.Number(default=0.0, bounds=(0.0, None), step=0.5, doc="Overlap of consecutive clips (s)")

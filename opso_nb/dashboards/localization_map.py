@@ -108,9 +108,9 @@ class LocalizationMap(pn.viewable.Viewer):
         self.count = pn.pane.Markdown("", sizing_mode="stretch_width")
         self.detail_title = pn.pane.Markdown("Click a position on the map to review that event.")
         self.detail = pn.Column(sizing_mode="stretch_width")
-        self.localize_button = pn.widgets.Button(name="Localize", color="primary",
+        self.localize_button = pn.widgets.Button(label="Localize", color="primary",
                                                  description="Localize the calls of the folder with these settings")
-        self.demo_button = pn.widgets.Button(name="Simulated demo array", color="light",
+        self.demo_button = pn.widgets.Button(label="Simulated demo array", color="light",
                                              description="A simulated 6-recorder array whose true call positions "
                                                          "are known (grey crosses)")
         self.localize_button.on_click(lambda *_: self.localize_folder())

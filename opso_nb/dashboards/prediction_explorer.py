@@ -189,8 +189,8 @@ class PredictionExplorer(pn.viewable.Viewer):
 
     def _pick_newest_model(self, rescan: bool = False):
         """Select the newest ``best.model`` (the last training run), refreshing the list first if asked."""
-        if rescan:
-            self.model_picker._refresh()
+        if rescan:  # the folder may have appeared since (the first training run creates it)
+            self.model_picker._check_folder()
         root = self.model_picker.root
         best = [f for f in self.model_picker.param.file.objects if Path(f).name == "best.model"]
         if best and root is not None:
@@ -316,6 +316,14 @@ class PredictionExplorer(pn.viewable.Viewer):
         n_files = 0 if self.scores is None else self.scores.index.get_level_values("file").nunique()
         verb = {"done": "Finished", "stopped": "Stopped (run again to resume)", "failed": "Failed"}[final]
         failures = failure_text(self.invalid, "recording")
+        if not n_files:
+            invalid = self.invalid
+            self.clear_results("no scores: see the message above")
+            show_message(self.error, f"No scores in `{out}`: no recording could be scored."
+                         + (f"  \n{failures}" if failures else ""))
+            self.invalid = invalid
+            self.status.object = f"{verb}: 0 file(s) scored."
+            return
         self.status.object = f"{verb}: {n_files} file(s) scored, results in `{out}`" + (
             f"  \n{failures}" if failures else "")
         if final == "done":

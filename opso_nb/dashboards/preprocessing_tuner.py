@@ -108,7 +108,7 @@ class PreprocessingTuner(pn.viewable.Viewer):
         self.renders = 0
         self._grid = pn.pane.HTML("", name="Samples", sizing_mode="stretch_width")
         self._status = pn.pane.Markdown("", name="Status")
-        self._redraw_button = pn.widgets.Button(name="Re-draw augmentations", color="primary")
+        self._redraw_button = pn.widgets.Button(label="Re-draw augmentations", color="primary")
         self._redraw_button.on_click(lambda event: self._new_seed())
         self.save_box = SaveBox(self.workspace, self._write_config, default=str(config_path), label="Export config")
         self._export_button = self.save_box.button

@@ -23,7 +23,12 @@ POLL_MS = 300
 #: Folder (inside the output folder) that *Make demo data* writes to.
 DEMO_FOLDER = "demo_data"
 
-_EMPTY_CURVES = dict(epoch=[], train_loss=[], valid_loss=[], train_map=[], valid_map=[], valid_auc=[], valid_f1=[])
+_CURVE_COLUMNS = ("epoch", "train_loss", "valid_loss", "train_map", "valid_map", "valid_auc", "valid_f1")
+
+
+def _empty_curves() -> dict:
+    # new lists every time: ColumnDataSource.stream appends to the lists it was given
+    return {column: [] for column in _CURVE_COLUMNS}
 
 
 class TrainingMonitor(pn.viewable.Viewer):
@@ -75,7 +80,7 @@ class TrainingMonitor(pn.viewable.Viewer):
         self.folder_box = FolderBox(folder=str(start), workspace=self.workspace)
         self.data_status = pn.pane.Markdown("", sizing_mode="stretch_width")
 
-        self.curves = ColumnDataSource(data=dict(_EMPTY_CURVES), name="training_curves")
+        self.curves = ColumnDataSource(data=_empty_curves(), name="training_curves")
         self.loss_figure = figure(height=260, sizing_mode="stretch_width", title="loss per epoch",
                                   x_axis_label="epoch", y_axis_label="loss", toolbar_location=None)
         self.metric_figure = figure(height=260, sizing_mode="stretch_width", title="validation metrics per epoch",
@@ -154,7 +159,10 @@ class TrainingMonitor(pn.viewable.Viewer):
         """Write a tiny synthetic two-class dataset to the output folder and select it."""
         folder = self.workspace.output_dir / DEMO_FOLDER
         make_tone_dataset(folder, n_per_class=6, duration=1.0)
-        self.folder_box.folder = str(folder)
+        if self.folder_box.folder == str(folder):
+            self.folder_box.param.trigger("folder")  # same text, new content: check and read it again
+        else:
+            self.folder_box.folder = str(folder)
         if "labels.csv" in self.param.source.objects:
             self.source = "labels.csv"
         self.status.object = f"Demo data written to `{folder}` (12 one-second clips, two tone classes)."
@@ -215,7 +223,7 @@ class TrainingMonitor(pn.viewable.Viewer):
     def poll(self):
         """Apply queued training events to the view (runs on the server's thread)."""
         if self._reset_curves:
-            self.curves.data = dict(_EMPTY_CURVES)
+            self.curves.data = _empty_curves()
             self._reset_curves = False
         for ev in self.session.drain_events():
             self._apply(ev)

@@ -93,7 +93,9 @@ def server_command(notebook: Path, server: str, port: int, cull_idle_timeout: in
                    cull_interval: int | None = None) -> tuple[list[str], str]:
     """Command line and URL to serve ``notebook`` with ``server`` ("voila" or "panel") on ``port``.
 
-    The options are those of ``python -m opso_nb.apps`` (template, kernel culling, session expiry).
+    ``notebook`` may be a folder: Voila then lists it, ``panel serve`` serves every
+    notebook in it (the URL is the server's root; add ``<name>``). The options are
+    those of ``python -m opso_nb.apps`` (template, kernel culling, session expiry).
     """
     from opso_nb.apps import CULL_IDLE_TIMEOUT, CULL_INTERVAL, panel_options, voila_options
 
@@ -105,9 +107,11 @@ def server_command(notebook: Path, server: str, port: int, cull_idle_timeout: in
                *voila_options(cull_idle_timeout or CULL_IDLE_TIMEOUT, cull_interval or CULL_INTERVAL)]
         return cmd, f"http://127.0.0.1:{port}/"
     if server == "panel":
-        cmd = [str(bin_dir / "panel"), "serve", str(notebook), "--port", str(port), "--address", "127.0.0.1",
+        # a folder: every notebook in it, each at /<name> (one server process, imports shared)
+        notebooks = sorted(str(p) for p in notebook.glob("*.ipynb")) if notebook.is_dir() else [str(notebook)]
+        cmd = [str(bin_dir / "panel"), "serve", *notebooks, "--port", str(port), "--address", "127.0.0.1",
                "--allow-websocket-origin", f"127.0.0.1:{port}", *panel_options()]
-        return cmd, f"http://127.0.0.1:{port}/{notebook.stem}"
+        return cmd, f"http://127.0.0.1:{port}/" + ("" if notebook.is_dir() else notebook.stem)
     raise ValueError(f"server must be 'voila' or 'panel', got {server!r}")
 
 

@@ -5,6 +5,7 @@ paths against the :class:`opso_nb.workspace.Workspace`.
 """
 from __future__ import annotations
 
+import functools
 import io
 import math
 import weakref
@@ -81,6 +82,22 @@ def install_offline_stylesheets() -> None:
     hooks = pn.viewable.Viewable._preprocessing_hooks
     if _inline_stylesheets_hook not in hooks:
         hooks.append(_inline_stylesheets_hook)
+
+
+def bokeh_callback(method):
+    """Let ``method`` change Bokeh models (data sources, ranges, titles) directly, whatever event called it.
+
+    In ``panel serve``, Panel handles some widget events (Enter in a text box, some
+    button clicks) outside the document lock, and Bokeh then refuses direct model
+    changes. Inside :func:`panel.io.unlocked` the changes are collected and sent
+    together. In a kernel (Voila, Jupyter) this changes nothing.
+    """
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        with pn.io.unlocked():
+            return method(*args, **kwargs)
+
+    return wrapper
 
 
 # ----------------------------------------------------------------------------- formatting
@@ -215,6 +232,24 @@ def spectrogram_figure(spectrogram, height: int = 300, title=None, time_offset: 
     plot = SpectrogramPlot(height=height, title=title)
     plot.update(spectrogram, time_offset=time_offset)
     return plot.figure
+
+
+# ----------------------------------------------------------------------------- widgets with help
+
+def help_widget(obj: param.Parameterized, name: str, widget_type, label: str | None = None,
+                help_text: str | None = None, **kwargs):
+    """A widget for parameter ``name`` of ``obj`` with a plain-language label and a hover help text.
+
+    Text boxes and selects show the help behind their own "?" icon; sliders have none
+    in Panel, so a :class:`panel.widgets.TooltipIcon` is put next to them.
+    ``help_text`` defaults to the parameter's doc.
+    """
+    text = help_text or obj.param[name].doc or ""
+    widget = widget_type.from_param(obj.param[name], name=label or obj.param[name].label, **kwargs)
+    if "description" in widget.param:
+        widget.description = text
+        return widget
+    return pn.Row(widget, pn.widgets.TooltipIcon(value=text, margin=(22, 0, 0, -8)), sizing_mode="stretch_width")
 
 
 # ----------------------------------------------------------------------------- messages

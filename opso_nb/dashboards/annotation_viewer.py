@@ -28,6 +28,7 @@ from opso_nb.dashboards._widgets import (
     FolderBox,
     SpectrogramPlot,
     audio_player,
+    bokeh_callback,
     clear_player,
     failure_text,
     message_alert,
@@ -205,6 +206,7 @@ class AnnotationViewer(pn.viewable.Viewer):
             self.classes = []
         self.status.object = status
 
+    @bokeh_callback
     def _scan_folder(self, prefer=None):
         folder = self.folder_box.root
         if folder is None:
@@ -241,6 +243,7 @@ class AnnotationViewer(pn.viewable.Viewer):
         else:
             self.recording = choice
 
+    @bokeh_callback
     def _load_recording(self):
         if self.recording is None or self.pairing is None:
             return
@@ -280,6 +283,7 @@ class AnnotationViewer(pn.viewable.Viewer):
             self.max_frequency = min(10000.0, info.sample_rate / 2)
         self._draw()
 
+    @bokeh_callback
     def _draw(self):
         if self._audio_path is None:
             return

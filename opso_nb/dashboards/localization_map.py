@@ -16,7 +16,9 @@ from opso_nb.dashboards._widgets import (
     FolderBox,
     SpectrogramPlot,
     audio_player,
+    bokeh_callback,
     failure_text,
+    help_widget,
     message_alert,
     name_list,
     show_message,
@@ -152,6 +154,7 @@ class LocalizationMap(pn.viewable.Viewer):
         show_message(self.error, message)
         self.set_events([], None, None)
 
+    @bokeh_callback
     def load_demo(self):
         """Simulate the demo array (into a temporary folder) and show its localized events."""
         workdir = tempfile.mkdtemp(prefix="opso_nb_localization_demo_")
@@ -161,6 +164,7 @@ class LocalizationMap(pn.viewable.Viewer):
         self.set_events(demo["events"], demo["file_coords"], demo["truth"])
         self.source_note.object = "Showing the **simulated demo array** (true call positions: grey crosses)."
 
+    @bokeh_callback
     def localize_folder(self):
         """Localize the folder's calls with the chosen tables and settings; errors are shown, not raised."""
         root = self.folder_box.root
@@ -190,6 +194,7 @@ class LocalizationMap(pn.viewable.Viewer):
         self.source_note.object = (f"Localized {len(localized) + len(unlocalized)} candidate event(s) from "
                                    f"`{root}` ({self.positions_csv}, {self.detections_csv}).")
 
+    @bokeh_callback
     def set_events(self, events, file_coords=None, truth=None):
         """Show ``events`` (and the recorders and true positions) on the map; filters are reset to fit them."""
         self.events = list(events)
@@ -321,10 +326,11 @@ class LocalizationMap(pn.viewable.Viewer):
         )
         controls = pn.Column(
             "### Filters",
-            pn.Param(self, parameters=["residual_threshold", "cc_threshold", "classes", "time_range",
-                                       "merge_distance"], show_name=False,
-                     widgets={"classes": pn.widgets.CheckBoxGroup, "time_range": pn.widgets.RangeSlider,
-                              "residual_threshold": pn.widgets.FloatSlider, "cc_threshold": pn.widgets.FloatSlider}),
+            help_widget(self, "residual_threshold", pn.widgets.FloatSlider),
+            help_widget(self, "cc_threshold", pn.widgets.FloatSlider),
+            pn.Param(self, parameters=["classes"], show_name=False, widgets={"classes": pn.widgets.CheckBoxGroup}),
+            help_widget(self, "time_range", pn.widgets.RangeSlider),
+            help_widget(self, "merge_distance", pn.widgets.FloatSlider),
             source,
             width=320,
         )

@@ -17,8 +17,10 @@ from opso_nb.dashboards._widgets import (
     SaveBox,
     SpectrogramPlot,
     audio_player,
+    bokeh_callback,
     clear_player,
     failure_text,
+    help_widget,
     message_alert,
     set_player_audio,
     show_message,
@@ -198,6 +200,7 @@ class RibbitExplorer(pn.viewable.Viewer):
         self.status.object = status
         self.clip_status.object = ""
 
+    @bokeh_callback
     def _load_file(self):
         show_message(self.warning, failure_text(self.picker.failures, "recording"))
         path = self.picker.path
@@ -227,6 +230,7 @@ class RibbitExplorer(pn.viewable.Viewer):
         self._on_noise_widgets()
         self._load_window()
 
+    @bokeh_callback
     def _load_window(self):
         path = self.picker.path
         if path is None or not self._duration:
@@ -255,6 +259,7 @@ class RibbitExplorer(pn.viewable.Viewer):
         )
         self._rescore()
 
+    @bokeh_callback
     def _rescore(self):
         if self._spec is None:
             return
@@ -359,26 +364,25 @@ class RibbitExplorer(pn.viewable.Viewer):
     # ------------------------------------------------------------------ layout
     def __panel__(self):
         p = self.ribbit_params
-        range_slider = {"type": pn.widgets.RangeSlider}
-        labelled = {name: {"name": label, "description": help_text}
-                    for name, (label, help_text) in PARAMETER_HELP.items()}
+
+        def helped(obj, name, widget_type, **kwargs):
+            label, text = PARAMETER_HELP.get(name, (None, None))
+            return help_widget(obj, name, widget_type, label=label, help_text=text, **kwargs)
+
+        range_slider = pn.widgets.RangeSlider
         controls = pn.Column(
             self.picker.widgets(),
             pn.Param(self, parameters=["start_time", "window_duration"], show_name=False,
                      widgets={"start_time": pn.widgets.FloatInput, "window_duration": pn.widgets.FloatSlider}),
-            pn.Param(p, parameters=["signal_band", "pulse_rate_range"], show_name=False,
-                     widgets={"signal_band": {**range_slider, "step": 50, **labelled["signal_band"]},
-                              "pulse_rate_range": {**range_slider, "step": 0.5, **labelled["pulse_rate_range"]}}),
-            pn.Param(self, parameters=["use_noise_band_1", "noise_band_1", "use_noise_band_2", "noise_band_2"],
-                     show_name=False, widgets={"noise_band_1": {**range_slider, "step": 50},
-                                               "noise_band_2": {**range_slider, "step": 50}}),
-            pn.Param(p, parameters=["clip_duration", "clip_overlap", "spec_clip_range"], show_name=False,
-                     widgets={"clip_duration": {"type": pn.widgets.FloatSlider, "start": 0.25, "end": 10,
-                                                "step": 0.25, **labelled["clip_duration"]},
-                              "clip_overlap": {"type": pn.widgets.FloatSlider, "start": 0, "end": 5, "step": 0.25,
-                                               **labelled["clip_overlap"]},
-                              "spec_clip_range": {**range_slider, "start": -160, "end": 0, "step": 1,
-                                                  **labelled["spec_clip_range"]}}),
+            helped(p, "signal_band", range_slider, step=50),
+            helped(p, "pulse_rate_range", range_slider, step=0.5),
+            pn.Param(self, parameters=["use_noise_band_1"], show_name=False),
+            helped(self, "noise_band_1", range_slider, step=50),
+            pn.Param(self, parameters=["use_noise_band_2"], show_name=False),
+            helped(self, "noise_band_2", range_slider, step=50),
+            helped(p, "clip_duration", pn.widgets.FloatSlider, start=0.25, end=10, step=0.25),
+            helped(p, "clip_overlap", pn.widgets.FloatSlider, start=0, end=5, step=0.25),
+            helped(p, "spec_clip_range", range_slider, start=-160, end=0, step=1),
             pn.Param(self, parameters=["selected_clip"], show_name=False,
                      widgets={"selected_clip": pn.widgets.IntInput}),
             self.save_box.panel(),

@@ -16,6 +16,7 @@ from opso_nb.dashboards._widgets import (
     FolderFilePicker,
     SpectrogramPlot,
     audio_player,
+    bokeh_callback,
     clear_player,
     failure_text,
     format_seconds,
@@ -95,6 +96,7 @@ class SpectrogramExplorer(pn.viewable.Viewer):
         clear_player(self.player)
         self.status.object = status
 
+    @bokeh_callback
     def _load_file(self):
         show_message(self.warning, failure_text(self.picker.failures, "recording"))
         path = self.picker.path
@@ -129,6 +131,7 @@ class SpectrogramExplorer(pn.viewable.Viewer):
             centre = float(event.x) - self.window_duration / 2
             self.start_time = float(np.clip(centre, 0, max(0.0, self._duration - 0.1)))
 
+    @bokeh_callback
     def _draw_window(self):
         path = self.picker.path
         if path is None or not self._duration:

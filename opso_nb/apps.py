@@ -31,7 +31,8 @@ No leaks: ``panel serve``
     Bokeh sessions whose page was closed are discarded after
     ``--unused-session-lifetime`` (default 15 000 ms), checked every
     ``--check-unused-sessions`` (default 5 000 ms). ``/rest/session_info``
-    (``--rest-session-info``) reports the live sessions.
+    (``--rest-session-info``, with ``--session-history 1000``) reports the live
+    sessions.
 
 Offline
     Voila's stock "lab" template links Font Awesome from a CDN; the dashboards
@@ -62,6 +63,9 @@ CULL_INTERVAL = 30
 #: Milliseconds an unused ``panel serve`` session lives, and between two checks for them.
 UNUSED_SESSION_LIFETIME_MS = 15_000
 CHECK_UNUSED_SESSIONS_MS = 5_000
+
+#: Sessions ``/rest/session_info`` remembers (a small record each; the live count is exact).
+SESSION_HISTORY = 1000
 
 #: Name of the Voila template the dashboards are served with.
 VOILA_TEMPLATE = "opso_nb"
@@ -143,7 +147,8 @@ def panel_options(unused_session_lifetime_ms: int = UNUSED_SESSION_LIFETIME_MS,
                   check_unused_sessions_ms: int = CHECK_UNUSED_SESSIONS_MS) -> list[str]:
     """``panel serve`` options shared by ``make panel`` and the browser tests: session expiry, session info."""
     return ["--unused-session-lifetime", str(int(unused_session_lifetime_ms)),
-            "--check-unused-sessions", str(int(check_unused_sessions_ms)), "--rest-session-info"]
+            "--check-unused-sessions", str(int(check_unused_sessions_ms)),
+            "--rest-session-info", "--session-history", str(SESSION_HISTORY)]
 
 
 def serve_command(server: str = "voila", port: int = 8866, address: str = "127.0.0.1", apps_dir=APPS_DIR,

@@ -271,18 +271,32 @@ def test_panel_stylesheets_are_inlined_outside_a_server():
         return [s.url for m in root.select({"type": UIElement}) for s in m.stylesheets
                 if isinstance(s, ImportedStyleSheet) and s.url.startswith(CDN_DIST)]
 
+    from panel.reactive import Reactive
+
     old_inline = pn.config.inline
     hooks = pn.viewable.Viewable._preprocessing_hooks
+    wrapped = (Reactive._update_model, Reactive._get_properties)
     try:
         pn.config.inline = True
+        # Panel alone links its CSS from the CDN
         hooks.remove(_widgets._inline_stylesheets_hook)
+        Reactive._update_model, Reactive._get_properties = (f.__wrapped__ for f in wrapped)
         assert cdn_links(pn.Column(pn.pane.Alert("x"), pn.widgets.Select(options=["a"])).get_root(Document()))
+        Reactive._update_model, Reactive._get_properties = wrapped
         _widgets.install_offline_stylesheets()
         root = pn.Column(pn.pane.Alert("x"), pn.widgets.Select(options=["a"])).get_root(Document())
         assert cdn_links(root) == []
         # one shared stylesheet object per CSS file and document
         sheets = [s for m in root.select({"type": UIElement}) for s in m.stylesheets]
         assert len({id(s) for s in sheets if "alert" in getattr(s, "css", "")}) == 1
+        # stylesheets sent again with later updates (a pane's new text, the loading spinner) are inlined too
+        layout = pn.Column(pn.pane.Markdown("x"), pn.widgets.TextInput(value="a"))
+        root = layout.get_root(Document())
+        layout[0].object = "y"
+        layout[0].loading = True
+        layout[1].stylesheets = [".x {color: red}"]
+        assert cdn_links(root) == []
     finally:
         pn.config.inline = old_inline
+        Reactive._update_model, Reactive._get_properties = wrapped
         _widgets.install_offline_stylesheets()

@@ -33,55 +33,105 @@ _SHEETS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # document -
 
 
 def _inline_css(url: str):
-    from panel.io.resources import CDN_DIST, DIST_DIR
+    """Text of one of Panel's own stylesheets, linked from its CDN or its server path; None for others."""
+    from panel.io.resources import CDN_DIST, DIST_DIR, LOCAL_DIST
 
-    if not url.startswith(CDN_DIST):
-        return None
-    path = DIST_DIR / url[len(CDN_DIST):].split("?")[0]
-    return path.read_text(encoding="utf-8") if path.is_file() else None
+    url = url.split("?")[0]
+    for prefix in (CDN_DIST, LOCAL_DIST):
+        if url.startswith(prefix):
+            path = DIST_DIR / url[len(prefix):]
+            return path.read_text(encoding="utf-8") if path.is_file() else None
+    return None
+
+
+def _inlining(doc) -> bool:
+    """True when Panel renders into a kernel (Voila, Jupyter) with ``inline=True``; not under ``panel serve``."""
+    from panel.config import config
+
+    return bool(config.inline) and getattr(doc, "session_context", None) is None
+
+
+def _inline_sheets(sheets, doc) -> tuple[list, bool]:
+    """``sheets`` with every CDN ImportedStyleSheet replaced by an inline copy (one per URL and document)."""
+    cache = _SHEETS.setdefault(doc, {}) if doc is not None else {}
+    out, replaced = [], False
+    for sheet in sheets:
+        if isinstance(sheet, ImportedStyleSheet):
+            if sheet.url not in cache:
+                css = _inline_css(sheet.url)
+                cache[sheet.url] = InlineStyleSheet(css=css) if css is not None else None
+            if cache[sheet.url] is not None:
+                sheet, replaced = cache[sheet.url], True
+        out.append(sheet)
+    return out, replaced
 
 
 def _inline_stylesheets_hook(viewable, root, changed=None, old_models=None):
-    """Replace Panel's CDN stylesheets by inline copies when rendered in a kernel (Voila, Jupyter).
+    """Replace Panel's CDN stylesheets of newly rendered models by inline copies (kernels only).
 
     ``pn.extension(inline=True)`` inlines Panel's JavaScript, but with
     ``comms="ipywidgets"`` (what Voila needs) the component stylesheets still
     point at cdn.holoviz.org, so an offline page loses its styles. ``panel serve``
-    serves them itself and is left alone. One stylesheet object per URL and
-    document is shared by all models, so each CSS file is sent once.
+    serves them itself and is left alone.
     """
-    from panel.config import config
-    from panel.io.state import state
-
-    if not config.inline or (state.curdoc is not None and state.curdoc.session_context is not None):
-        return
     from bokeh.models import UIElement
 
-    doc = root.document
-    cache = _SHEETS.setdefault(doc, {}) if doc is not None else {}
+    if not _inlining(root.document):
+        return
     scope = root
     if changed is not None:
         models = getattr(changed, "_models", {}).get(root.ref["id"])
         scope = models[0] if models else root
     for model in scope.select({"type": UIElement}):
-        sheets, replaced = [], False
-        for sheet in model.stylesheets:
-            if isinstance(sheet, ImportedStyleSheet):
-                if sheet.url not in cache:
-                    css = _inline_css(sheet.url)
-                    cache[sheet.url] = InlineStyleSheet(css=css) if css is not None else None
-                if cache[sheet.url] is not None:
-                    sheet, replaced = cache[sheet.url], True
-            sheets.append(sheet)
+        sheets, replaced = _inline_sheets(model.stylesheets, root.document)
         if replaced:
             model.stylesheets = sheets
 
 
+def _inline_in_update(update_model):
+    """Wrap ``Reactive._update_model``: stylesheets sent with a parameter change are inlined too."""
+    @functools.wraps(update_model)
+    def wrapper(self, events, msg, root, model, doc, comm):
+        if "stylesheets" in msg and _inlining(doc):
+            msg["stylesheets"] = _inline_sheets(msg["stylesheets"], doc)[0]
+        return update_model(self, events, msg, root, model, doc, comm)
+
+    wrapper.opso_nb_inline = True
+    return wrapper
+
+
+def _inline_in_properties(get_properties):
+    """Wrap ``Reactive._get_properties``: what panes re-send on every update (their full properties)."""
+    @functools.wraps(get_properties)
+    def wrapper(self, doc, *args, **kwargs):
+        properties = get_properties(self, doc, *args, **kwargs)
+        if "stylesheets" in properties and _inlining(doc):
+            properties["stylesheets"] = _inline_sheets(properties["stylesheets"], doc)[0]
+        return properties
+
+    wrapper.opso_nb_inline = True
+    return wrapper
+
+
 def install_offline_stylesheets() -> None:
-    """Register :func:`_inline_stylesheets_hook` with Panel (idempotent; done when :mod:`opso_nb.dashboards` loads)."""
+    """Inline Panel's stylesheets in kernels (idempotent; done when :mod:`opso_nb.dashboards` loads).
+
+    Panel builds stylesheet links in several places; three cover them all: a
+    preprocessing hook for models as they are first rendered (with their design),
+    and wrappers of ``Reactive._get_properties`` (panes re-send all their
+    properties on every update) and ``Reactive._update_model`` (parameter changes,
+    the loading spinner). The browser tests fail on any request to another
+    machine, so a Panel release that moves these places is noticed.
+    """
+    from panel.reactive import Reactive
+
     hooks = pn.viewable.Viewable._preprocessing_hooks
     if _inline_stylesheets_hook not in hooks:
         hooks.append(_inline_stylesheets_hook)
+    if not getattr(Reactive._update_model, "opso_nb_inline", False):
+        Reactive._update_model = _inline_in_update(Reactive._update_model)
+    if not getattr(Reactive._get_properties, "opso_nb_inline", False):
+        Reactive._get_properties = _inline_in_properties(Reactive._get_properties)
 
 
 def bokeh_callback(method):

@@ -33,14 +33,18 @@ opso_nb.workspace.PathRefused: '../elsewhere.json' is outside the output folder 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import pandas as pd
 
+from opso_nb.annotations import pair_audio_and_tables
 from opso_nb.audio import AudioLoadError, audio_info
 from opso_nb.failures import failure_record, failures_frame
 from opso_nb.files import is_audio_file, list_audio_files
+from opso_nb.ml.training_run import read_labels_table
 from opso_nb.sample_data import DATA_DIR as BUNDLED_DATA_DIR
+from opso_nb.utils import CLIP_INDEX, make_clip_df
 
 __all__ = [
     "DATA_ENV", "OUTPUT_ENV", "OUTPUT_DIR_NAME", "PACKAGE_DIR", "PathRefused", "Workspace", "check_recordings",
@@ -331,8 +335,6 @@ def clip_sources(folder) -> list[str]:
     name, the name of every CSV file in the folder (a clip-label table), and
     ``RECORDINGS`` when the folder holds audio files.
     """
-    from opso_nb.annotations import pair_audio_and_tables
-
     folder = Path(folder)
     if not folder.is_dir():
         return []
@@ -382,11 +384,6 @@ def load_clips(folder, source: str, clip_duration: float, clip_overlap: float = 
     ValueError
         Naming the folder or table and the problem (no recordings, a malformed CSV).
     """
-    import warnings
-
-    from opso_nb.annotations import pair_audio_and_tables
-    from opso_nb.utils import CLIP_INDEX, make_clip_df
-
     folder = Path(folder)
     cut = dict(clip_duration=float(clip_duration), clip_overlap=float(clip_overlap))
     if source == CLASS_FOLDERS:
@@ -423,8 +420,6 @@ def load_clips(folder, source: str, clip_duration: float, clip_overlap: float = 
         if not good:
             raise ValueError(f"{folder}: no readable recording")
         return make_clip_df(good, **cut), failures
-    from opso_nb.ml.training_run import read_labels_table
-
     table = folder / source
     if table.suffix.lower() != ".csv" or table.parent != folder or not table.is_file():
         raise ValueError(f"{source!r} is not a clip source of {folder} (choose one of {clip_sources(folder)})")
@@ -501,8 +496,6 @@ def read_array_folder(folder, positions_csv: str, detections_csv: str | None = N
         A table cannot be read, names no recording, or there would be more than
         ``max_clips`` candidate clips.
     """
-    from opso_nb.utils import CLIP_INDEX, make_clip_df
-
     folder = Path(folder)
     table = folder / positions_csv
     try:

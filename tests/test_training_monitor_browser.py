@@ -53,26 +53,6 @@ def test_session_trains_in_background_and_saves_best(labels, tmp_path):
     assert (tmp_path / "t" / "last.model").exists() and (tmp_path / "t" / "metrics.csv").exists()
 
 
-def test_monitor_view_streams_epochs(labels, tmp_path):
-    from opso_nb.dashboards import TrainingMonitor
-
-    app = TrainingMonitor(labels_path=labels, runs_folder=tmp_path, epochs=2, batch_size=2, image_size=32)
-    app.__panel__()
-    app._poller = "not-used"  # drive polling by hand (no server loop here)
-    app.start()
-    deadline = time.time() + 120
-    while app.session.state == "running" and time.time() < deadline:
-        app.poll()
-        time.sleep(0.1)
-    app.session.join(30)
-    app._poller = None
-    app.poll()
-    assert app.curves.data["epoch"] == [0, 1]
-    assert len(app.curves.data["valid_map"]) == 2 and app.progress.value == 100
-    assert "Training done" in app.status.object and not app.error.visible
-    assert app.start_button.disabled is False
-
-
 def _drive(app, timeout=120):
     """Run the monitor's polling by hand (no server loop here) until training ends."""
     app._poller = "not-used"
@@ -84,6 +64,18 @@ def _drive(app, timeout=120):
     app.session.join(30)
     app._poller = None
     app.poll()
+
+
+def test_monitor_view_streams_epochs(labels, tmp_path):
+    from opso_nb.dashboards import TrainingMonitor
+
+    app = TrainingMonitor(labels_path=labels, runs_folder=tmp_path, epochs=2, batch_size=2, image_size=32)
+    app.__panel__()
+    _drive(app)
+    assert app.curves.data["epoch"] == [0, 1]
+    assert len(app.curves.data["valid_map"]) == 2 and app.progress.value == 100
+    assert "Training done" in app.status.object and not app.error.visible
+    assert app.start_button.disabled is False
 
 
 def test_demo_data_paths_are_read_back_from_the_labels_table(tmp_path, monkeypatch):

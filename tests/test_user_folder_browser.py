@@ -49,6 +49,30 @@ def served(user_folder, tmp_path_factory):
         yield url
 
 
+_FOCUSED = """() => {
+  let el = document.activeElement;
+  while (el && el.shadowRoot && el.shadowRoot.activeElement) el = el.shadowRoot.activeElement;
+  if (!el || !['INPUT', 'SELECT', 'TEXTAREA', 'BUTTON'].includes(el.tagName)) return null;
+  const root = el.getRootNode();
+  const label = root.querySelector ? root.querySelector('label') : null;
+  return label ? label.textContent.trim() : el.tagName;
+}"""
+
+
+def focus_order(page, n: int, max_tabs: int = 40) -> list[str]:
+    """Labels of the first ``n`` form controls reached with the Tab key from the top of the page."""
+    page.evaluate("() => { document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0); }")
+    labels = []
+    for _ in range(max_tabs):
+        page.keyboard.press("Tab")
+        label = page.evaluate(_FOCUSED)
+        if label is not None and (not labels or labels[-1] != label):
+            labels.append(label)
+        if len(labels) == n:
+            break
+    return labels
+
+
 def _open(page, served, app, ready):
     page.goto(f"{served}{app}", timeout=120_000)
     page.get_by_text(ready).first.wait_for(timeout=120_000)
@@ -65,6 +89,8 @@ def test_spectrogram_explorer_on_a_user_folder(served, user_folder, page):
     assert "birds_10s.wav" in page_text(page) and str(user_folder) in page.get_by_label("Folder").input_value()
     assert poll(page, lambda: _reports_corrupt(page))
     assert not page.evaluate(_SPECTROGRAM_CLEARED)
+    # the keyboard walks the controls top-down: where to look first, then how
+    assert focus_order(page, 4) == ["Folder", "Browse", "File", "Start time"]
     # a bad file replaces the old spectrogram with an error
     page.get_by_label("File", exact=True).select_option("corrupt.wav")
     assert poll(page, lambda: "cannot be read; choose another file" in page_text(page))

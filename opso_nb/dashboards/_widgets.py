@@ -19,6 +19,7 @@ from bokeh.models import ColorBar, ColumnDataSource, ImportedStyleSheet, InlineS
 from bokeh.palettes import Greys256
 from bokeh.plotting import figure
 
+from opso_nb.audio import Audio
 from opso_nb.failures import summarize_failures
 from opso_nb.files import AUDIO_EXTENSIONS, is_audio_file
 from opso_nb.workspace import PathRefused, Workspace, check_recordings
@@ -350,8 +351,6 @@ def set_player_audio(pane: pn.pane.Audio, audio) -> None:
 
 def clear_player(pane: pn.pane.Audio) -> None:
     """Empty a player (0.1 s of silence), so it never plays audio of a file no longer shown."""
-    from opso_nb.audio import Audio
-
     set_player_audio(pane, Audio.silence(0.1, 8000))
 
 
@@ -422,6 +421,19 @@ class FolderBox(param.Parameterized):
         """The box's widgets (folder as a text box)."""
         widgets = {"folder": pn.widgets.TextInput, "browse": pn.widgets.Select, **overrides}
         return pn.Param(self, parameters=list(names), show_name=False, widgets=widgets)
+
+
+def _get_folder(self) -> str:
+    return self.folder_box.folder
+
+
+def _set_folder(self, value) -> None:
+    self.folder_box.folder = str(value)
+
+
+#: ``folder = folder_property`` in a dashboard whose ``folder_box`` is a :class:`FolderBox`:
+#: reading gives the box's text, setting it opens another folder (as typing it would).
+folder_property = property(_get_folder, _set_folder, doc="The folder box's text (set it to open another folder)")
 
 
 class FolderFilePicker(FolderBox):

@@ -31,6 +31,7 @@ from opso_nb.dashboards._widgets import (
     bokeh_callback,
     clear_player,
     failure_text,
+    folder_property,
     message_alert,
     name_list,
     set_player_audio,
@@ -143,14 +144,7 @@ class AnnotationViewer(pn.viewable.Viewer):
         self._quiet = False
         self._scan_folder(prefer=recording or ("Recording_1_Segment_07-snippet" if folder is None else None))
 
-    @property
-    def folder(self) -> str:
-        """The folder box's text (set it to open another folder)."""
-        return self.folder_box.folder
-
-    @folder.setter
-    def folder(self, value) -> None:
-        self.folder_box.folder = str(value)
+    folder = folder_property
 
     # ------------------------------------------------------------------ callbacks (no science here)
     def _watch(self, method, names):

@@ -31,6 +31,7 @@ from opso_nb.dashboards._widgets import (
     FolderFilePicker,
     audio_player,
     failure_text,
+    folder_property,
     message_alert,
     show_message,
     spectrogram_figure,
@@ -156,14 +157,7 @@ class PredictionExplorer(pn.viewable.Viewer):
         self._show_empty(_EMPTY_HINT)
 
     # ------------------------------------------------------------------ paths
-    @property
-    def folder(self) -> str:
-        """The recordings folder box's text (set it to choose another folder)."""
-        return self.folder_box.folder
-
-    @folder.setter
-    def folder(self, value) -> None:
-        self.folder_box.folder = str(value)
+    folder = folder_property
 
     @property
     def model_path(self) -> Path | None:

@@ -22,7 +22,8 @@ from opso_nb import sample_data
 from opso_nb.dashboards._widgets import FolderBox, SaveBox, failure_text
 from opso_nb.failures import failure_record, failures_frame
 from opso_nb.preprocess.preprocessors import SpectrogramPreprocessor, load_preprocessor, preview_samples
-from opso_nb.preprocess.utils import PreprocessingError, show_tensor_grid
+from opso_nb.preprocess.utils import show_tensor_grid
+from opso_nb.utils import make_clip_df
 from opso_nb.workspace import Workspace, clip_sources, load_clips
 
 #: Recordings read for a preview from a folder (the grid shows at most 24 clips).
@@ -31,8 +32,6 @@ PREVIEW_FILES = 24
 
 def default_background(clip_duration=2.0) -> pd.DataFrame:
     """Background clips for the overlay step: the bundled one-minute AudioMoth soundscape."""
-    from opso_nb.utils import make_clip_df
-
     return make_clip_df([sample_data.audiomoth_1min()], clip_duration)
 
 

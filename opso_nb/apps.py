@@ -204,7 +204,7 @@ def serve_environment(data=(), output=None, base=None) -> dict:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Serve the opso_nb dashboards.")
+    parser = argparse.ArgumentParser(prog="python -m opso_nb.apps", description="Serve the opso_nb dashboards.")
     parser.add_argument("--server", choices=["voila", "panel"], default="voila")
     parser.add_argument("--port", type=int, default=None, help="default 8866 (voila) or 5006 (panel)")
     parser.add_argument("--address", default="127.0.0.1")

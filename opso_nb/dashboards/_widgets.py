@@ -30,55 +30,55 @@ MAX_IMAGE_COLUMNS = 1600
 
 # ----------------------------------------------------------------------------- offline stylesheets
 
-_SHEETS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # document -> {url: InlineStyleSheet}
+_SHEETS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # document -> {(url, in kernel): sheet}
 
 
-def _inline_css(url: str):
-    """Text of one of Panel's own stylesheets, linked from its CDN or its server path; None for others."""
+def _inline_css(url: str, in_kernel: bool):
+    """Text of one of Panel's own stylesheets linked from its CDN (or, in a kernel, its server path); else None.
+
+    Panel's server path (``static/extensions/panel/...``) is served by ``panel serve``
+    itself, but in a kernel Panel turns it into a CDN link later.
+    """
     from panel.io.resources import CDN_DIST, DIST_DIR, LOCAL_DIST
 
     url = url.split("?")[0]
-    for prefix in (CDN_DIST, LOCAL_DIST):
+    for prefix in (CDN_DIST, LOCAL_DIST) if in_kernel else (CDN_DIST,):
         if url.startswith(prefix):
             path = DIST_DIR / url[len(prefix):]
             return path.read_text(encoding="utf-8") if path.is_file() else None
     return None
 
 
-def _inlining(doc) -> bool:
-    """True when Panel renders into a kernel (Voila, Jupyter) with ``inline=True``; not under ``panel serve``."""
-    from panel.config import config
-
-    return bool(config.inline) and getattr(doc, "session_context", None) is None
-
-
 def _inline_sheets(sheets, doc) -> tuple[list, bool]:
-    """``sheets`` with every CDN ImportedStyleSheet replaced by an inline copy (one per URL and document)."""
+    """``sheets`` with Panel's CDN stylesheets replaced by inline copies (one object per URL and document).
+
+    The CSS files ship with Panel, so a page never needs the CDN: not in a kernel
+    (Voila, Jupyter), nor under ``panel serve`` with ``BOKEH_RESOURCES=inline``/``cdn``.
+    """
+    in_kernel = getattr(doc, "session_context", None) is None
     cache = _SHEETS.setdefault(doc, {}) if doc is not None else {}
     out, replaced = [], False
     for sheet in sheets:
         if isinstance(sheet, ImportedStyleSheet):
-            if sheet.url not in cache:
-                css = _inline_css(sheet.url)
-                cache[sheet.url] = InlineStyleSheet(css=css) if css is not None else None
-            if cache[sheet.url] is not None:
-                sheet, replaced = cache[sheet.url], True
+            key = (sheet.url, in_kernel)
+            if key not in cache:
+                css = _inline_css(sheet.url, in_kernel)
+                cache[key] = InlineStyleSheet(css=css) if css is not None else None
+            if cache[key] is not None:
+                sheet, replaced = cache[key], True
         out.append(sheet)
     return out, replaced
 
 
 def _inline_stylesheets_hook(viewable, root, changed=None, old_models=None):
-    """Replace Panel's CDN stylesheets of newly rendered models by inline copies (kernels only).
+    """Replace Panel's CDN stylesheets of newly rendered models by inline copies.
 
     ``pn.extension(inline=True)`` inlines Panel's JavaScript, but with
     ``comms="ipywidgets"`` (what Voila needs) the component stylesheets still
-    point at cdn.holoviz.org, so an offline page loses its styles. ``panel serve``
-    serves them itself and is left alone.
+    point at cdn.holoviz.org, so an offline page would lose its styles.
     """
     from bokeh.models import UIElement
 
-    if not _inlining(root.document):
-        return
     scope = root
     if changed is not None:
         models = getattr(changed, "_models", {}).get(root.ref["id"])
@@ -93,7 +93,7 @@ def _inline_in_update(update_model):
     """Wrap ``Reactive._update_model``: stylesheets sent with a parameter change are inlined too."""
     @functools.wraps(update_model)
     def wrapper(self, events, msg, root, model, doc, comm):
-        if "stylesheets" in msg and _inlining(doc):
+        if "stylesheets" in msg:
             msg["stylesheets"] = _inline_sheets(msg["stylesheets"], doc)[0]
         return update_model(self, events, msg, root, model, doc, comm)
 
@@ -106,7 +106,7 @@ def _inline_in_properties(get_properties):
     @functools.wraps(get_properties)
     def wrapper(self, doc, *args, **kwargs):
         properties = get_properties(self, doc, *args, **kwargs)
-        if "stylesheets" in properties and _inlining(doc):
+        if "stylesheets" in properties:
             properties["stylesheets"] = _inline_sheets(properties["stylesheets"], doc)[0]
         return properties
 
@@ -356,6 +356,9 @@ def clear_player(pane: pn.pane.Audio) -> None:
 
 # ----------------------------------------------------------------------------- folders and files
 
+_BROWSE_PROMPT = "(pick a folder to open)"
+
+
 class FolderBox(param.Parameterized):
     """A folder box that cannot leave the workspace, with a *Browse* list of nearby folders.
 
@@ -376,7 +379,7 @@ class FolderBox(param.Parameterized):
 
     folder = param.String(default="", label="Folder",
                           doc="Folder to open: type a path inside the data folders, or pick one under Browse")
-    browse = param.Selector(default="", objects=[""], label="Browse",
+    browse = param.Selector(default="", objects={_BROWSE_PROMPT: ""}, label="Browse",
                             doc="The data folders, and the folder above and the sub-folders of the current one")
 
     def __init__(self, folder=None, workspace: Workspace | None = None, **params):
@@ -405,7 +408,7 @@ class FolderBox(param.Parameterized):
             except PathRefused as err:
                 self.problem = str(err)
         with param.parameterized.discard_events(self):
-            self.param.browse.objects = [""] + self.workspace.browse_choices(self._root)
+            self.param.browse.objects = {_BROWSE_PROMPT: "", **{p: p for p in self.workspace.browse_choices(self._root)}}
             self.browse = ""
         self._folder_checked()
 

@@ -1,6 +1,9 @@
 """Localization map: localized calls and recorders on a map in metres, with filters and per-event review."""
 from __future__ import annotations
 
+import atexit
+import functools
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -48,6 +51,18 @@ SETTING_HELP = {
                   "information of every frequency, which gives sharp peaks in echoing forests; 'cc' is plain "
                   "cross-correlation."),
 }
+
+
+@functools.lru_cache(maxsize=1)
+def _demo() -> dict:
+    """The simulated demo array, written once per process to a temporary folder removed at exit.
+
+    Every page of a ``panel serve`` process shares it, so visits neither repeat the
+    simulation nor leave copies of its recordings behind.
+    """
+    workdir = tempfile.mkdtemp(prefix="opso_nb_localization_demo_")
+    atexit.register(shutil.rmtree, workdir, ignore_errors=True)
+    return demo_array(workdir)
 
 
 class LocalizationMap(pn.viewable.Viewer):
@@ -156,9 +171,8 @@ class LocalizationMap(pn.viewable.Viewer):
 
     @bokeh_callback
     def load_demo(self):
-        """Simulate the demo array (into a temporary folder) and show its localized events."""
-        workdir = tempfile.mkdtemp(prefix="opso_nb_localization_demo_")
-        demo = demo_array(workdir)
+        """Show the simulated demo array's localized events (simulated once per process)."""
+        demo = _demo()
         show_message(self.error, None)
         show_message(self.warning, None)
         self.set_events(demo["events"], demo["file_coords"], demo["truth"])

@@ -28,7 +28,7 @@ PosixPath('/tmp/opso_nb_example_runs/ribbit/toad.json')
 >>> ws.output_path("../elsewhere.json")
 Traceback (most recent call last):
 ...
-opso_nb.workspace.PathRefused: '../elsewhere.json' is outside the output folder /tmp/opso_nb_example_runs; ...
+opso_nb.workspace.PathRefused: '../elsewhere.json' is outside the output folder /tmp/opso_nb_example_runs; give a name relative to it, such as 'results/my_file'
 """
 from __future__ import annotations
 

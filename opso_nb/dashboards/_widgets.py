@@ -15,9 +15,18 @@ import numpy as np
 import pandas as pd
 import panel as pn
 import param
-from bokeh.models import ColorBar, ColumnDataSource, ImportedStyleSheet, InlineStyleSheet, LinearColorMapper
+from bokeh.models import (
+    ColorBar,
+    ColumnDataSource,
+    ImportedStyleSheet,
+    InlineStyleSheet,
+    LinearColorMapper,
+    UIElement,
+)
 from bokeh.palettes import Greys256
 from bokeh.plotting import figure
+from panel.io.resources import CDN_DIST, DIST_DIR, LOCAL_DIST
+from panel.reactive import Reactive
 
 from opso_nb.audio import Audio
 from opso_nb.failures import summarize_failures
@@ -39,8 +48,6 @@ def _inline_css(url: str, in_kernel: bool):
     Panel's server path (``static/extensions/panel/...``) is served by ``panel serve``
     itself, but in a kernel Panel turns it into a CDN link later.
     """
-    from panel.io.resources import CDN_DIST, DIST_DIR, LOCAL_DIST
-
     url = url.split("?")[0]
     for prefix in (CDN_DIST, LOCAL_DIST) if in_kernel else (CDN_DIST,):
         if url.startswith(prefix):
@@ -77,8 +84,6 @@ def _inline_stylesheets_hook(viewable, root, changed=None, old_models=None):
     ``comms="ipywidgets"`` (what Voila needs) the component stylesheets still
     point at cdn.holoviz.org, so an offline page would lose its styles.
     """
-    from bokeh.models import UIElement
-
     scope = root
     if changed is not None:
         models = getattr(changed, "_models", {}).get(root.ref["id"])
@@ -115,7 +120,7 @@ def _inline_in_properties(get_properties):
 
 
 def install_offline_stylesheets() -> None:
-    """Inline Panel's stylesheets in kernels (idempotent; done when :mod:`opso_nb.dashboards` loads).
+    """Never link Panel's stylesheets from its CDN (idempotent; done when :mod:`opso_nb.dashboards` loads).
 
     Panel builds stylesheet links in several places; three cover them all: a
     preprocessing hook for models as they are first rendered (with their design),
@@ -124,8 +129,6 @@ def install_offline_stylesheets() -> None:
     the loading spinner). The browser tests fail on any request to another
     machine, so a Panel release that moves these places is noticed.
     """
-    from panel.reactive import Reactive
-
     hooks = pn.viewable.Viewable._preprocessing_hooks
     if _inline_stylesheets_hook not in hooks:
         hooks.append(_inline_stylesheets_hook)
@@ -157,7 +160,7 @@ def time_decimals(resolution: float) -> int:
     """Decimals that show a time whose resolution is ``resolution`` seconds (0 to 3).
 
     >>> time_decimals(0.016), time_decimals(1.0), time_decimals(0.25)
-    (2, 0, 2)
+    (2, 0, 1)
     """
     if not resolution or not math.isfinite(resolution) or resolution <= 0:
         return 2

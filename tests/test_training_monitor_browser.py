@@ -180,7 +180,7 @@ def _set_number(page, label, value):
 @pytest.mark.browser
 def test_demo_run_trains_on_real_clips_in_chromium(served_app):
     with open_page(served_app, viewport=(1500, 1100)) as page:
-        page.get_by_text("press Start training").first.wait_for(timeout=60_000)
+        page.get_by_text("Run name").first.wait_for(timeout=60_000)  # a widget: the app is up
         assert page.evaluate(_CURVE_POINTS) == 0
         page.get_by_role("button", name="Make demo data").click()
         page.get_by_text("12 clips of 2 classes").first.wait_for(timeout=30_000)
@@ -200,7 +200,7 @@ def test_demo_run_trains_on_real_clips_in_chromium(served_app):
 @pytest.mark.browser
 def test_failed_run_says_so_in_chromium(served_app):
     with open_page(served_app, viewport=(1500, 1100)) as page:
-        page.get_by_text("press Start training").first.wait_for(timeout=60_000)
+        page.get_by_text("Run name").first.wait_for(timeout=60_000)  # a widget: the app is up
         folder = page.get_by_label("Folder", exact=True)
         folder.fill(str(Path(served_app.output).parent / "data" / "late"))
         folder.press("Enter")

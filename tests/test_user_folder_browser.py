@@ -135,7 +135,7 @@ def test_preprocessing_tuner_on_a_user_folder(served, page):
 
 @pytest.mark.browser
 def test_training_monitor_on_a_user_folder(served, page):
-    _open(page, served, "training_monitor", "press Start training")
+    _open(page, served, "training_monitor", "Run name")
     assert poll(page, lambda: "10 clips of" in page_text(page))  # the 10 s annotated recording in 1 s clips
     assert poll(page, lambda: _reports_corrupt(page))
     assert_healthy(page)
@@ -143,7 +143,7 @@ def test_training_monitor_on_a_user_folder(served, page):
 
 @pytest.mark.browser
 def test_prediction_explorer_on_a_user_folder(served, page):
-    _open(page, served, "prediction_explorer", "press Run prediction")
+    _open(page, served, "prediction_explorer", "No model yet")
     text = page_text(page)
     assert "No model yet" in text and "training monitor or notebook 04" in text  # what to do next
     assert poll(page, lambda: _reports_corrupt(page))

@@ -15,7 +15,7 @@ from opso_nb.failures import failures_frame
 from opso_nb.ml.training_run import TrainingSession
 from opso_nb.ml.utils import make_tone_dataset
 from opso_nb.utils import atomic_write
-from opso_nb.workspace import RECORDINGS, PathRefused, Workspace, clip_sources, load_clips, user_data_dirs
+from opso_nb.workspace import RECORDINGS, Workspace, clip_sources, load_clips, user_data_dirs
 
 #: Milliseconds between polls of the training thread's event queue.
 POLL_MS = 300

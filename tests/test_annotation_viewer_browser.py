@@ -75,6 +75,38 @@ def test_viewer_reports_bad_rows_and_plays_box(field_folder):
     assert app.error.visible and "not a folder" in app.error.object
 
 
+def test_viewer_refuses_folders_outside_and_clears_the_old_recording(field_folder):
+    app = AnnotationViewer(folder=field_folder, recording="site1")
+    assert not app.spectrogram_plot.cleared and len(app._box_source.data["left"]) == 3
+    for bad, reason in (("/etc", "outside the data folders"), ("/" + "x" * 5000, "5001 characters long")):
+        app.folder = bad
+        assert app.error.visible and reason in app.error.object
+        assert app.spectrogram_plot.cleared and app._box_source.data["left"] == []
+        assert app.param.recording.objects == [] and app.labels_table.object.empty
+        assert "Type a folder" in app.status.object
+    app.folder = str(field_folder)
+    assert not app.error.visible and app.param.recording.objects == ["site1", "site2"]
+    assert not app.spectrogram_plot.cleared
+
+
+def test_viewer_gives_reasons_and_counts_everything_unpaired(field_folder):
+    rng = np.random.default_rng(2)
+    for i in range(7):
+        sf.write(field_folder / f"extra{i}.wav", (rng.standard_normal(800) * 0.01).astype("float32"), 8000)
+    (field_folder / "broken.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVE")
+    (field_folder / "broken.Table.1.selections.txt").write_text(HEADER + "1\tSpectrogram 1\t1\t0.5\t1.5\t500\t2000\tWOTH\n")
+    app = AnnotationViewer(folder=field_folder, recording="site1")
+    # 8 recordings without a table: five named, the rest counted
+    assert "8 recording(s) without a table: extra0.wav, extra1.wav, extra2.wav, extra3.wav, extra4.wav and 3 more" \
+        in app.status.object
+    assert "broken.wav" in app.warning.object and "not a readable audio file" in app.warning.object
+    app.recording = "broken"
+    assert app.error.visible and "broken.wav" in app.error.object and app.spectrogram_plot.cleared
+    assert app.param.recording.objects == ["broken", "site1", "site2"]  # the list stays to pick another
+    app.recording = "site2"
+    assert not app.error.visible and not app.spectrogram_plot.cleared
+
+
 # ----------------------------------------------------------------------------- browser
 
 
@@ -106,7 +138,7 @@ def test_annotation_viewer_in_chromium(server):
         assert starts == ["0.0", "2.0", "4.0", "6.0"]
 
         # pick a box to listen to: the player gets just that box (EATO 3.13-5.08 s)
-        page.locator("select").nth(1).select_option(label="2: EATO 3.13-5.08 s")
+        page.get_by_label("Box", exact=True).select_option(label="2: EATO 3.13-5.08 s")
         player = page.locator("audio").first
         assert poll(page, lambda: abs((player.evaluate("a => a.duration") or 0) - 1.946) < 0.05), \
             player.evaluate("a => a.duration")

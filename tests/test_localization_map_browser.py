@@ -27,7 +27,9 @@ def test_filters_change_points(app):
     # the six events of the first clip carry the intruder's wrong delays: hidden at the default 2 m
     assert shown(app) == total - 6
     app.residual_threshold = 20
-    assert shown(app) == total == len(app._points.data["x"])
+    # each call is localized once per reference recorder: those events share a point whose count says how many
+    assert shown(app) == total == sum(app._points.data["count"])
+    assert len(app._points.data["x"]) < total
     app.residual_threshold = 0.0
     assert shown(app) == 0
     app.residual_threshold = 2.0
@@ -40,6 +42,42 @@ def test_filters_change_points(app):
     app.cc_threshold = float(app.table["min_cc"].median())
     assert 0 < shown(app) < total - 6
     app.cc_threshold = 0.0
+
+
+def test_events_of_one_call_are_drawn_as_one_point(app):
+    app.residual_threshold = 2.0
+    data = app._points.data
+    # 42 well-fitting events of 7 calls: one point per call, counts add up, bigger for more events
+    assert sum(data["count"]) == shown(app) == 42
+    assert len(data["x"]) == len(set(zip(data["cls"], data["start"]))) == 7
+    assert all(size > 9 for size in data["size"]) and "as 7 point(s)" in app.count.object
+    app.merge_distance = 0.01  # a finer grid splits the nearly identical positions again
+    assert len(app._points.data["x"]) > 7 and sum(app._points.data["count"]) == 42
+    app.merge_distance = 1.0
+
+
+def test_a_folder_of_synchronized_recordings_is_localized(tmp_path):
+    import shutil
+
+    from opso_nb import sample_data
+    from opso_nb.dashboards import LocalizationMap
+    from opso_nb.workspace import Workspace
+
+    for f in sample_data.localization_folder().iterdir():
+        shutil.copy(f, tmp_path)
+    (tmp_path / "broken.wav").write_bytes(b"junk")
+    with open(tmp_path / "LOCA_2021_aru_coords.csv", "a") as fh:
+        fh.write("broken.wav,5,5,2\n")
+    app = LocalizationMap(folder=tmp_path, workspace=Workspace(data_dirs=[tmp_path], output_dir=tmp_path / "o"))
+    assert app.positions_csv == "LOCA_2021_aru_coords.csv" and app.detections_csv == "LOCA_2021_detections.csv"
+    assert len(app.table) == 6 and app.table["class"].tolist() == ["zeep"] * 6  # one per reference recorder
+    assert len(app._recorders.data["x"]) == 7 and app._truth.data["x"] == []
+    assert "broken.wav" in app.warning.object and "not a readable audio file" in app.warning.object
+    assert "veryshort.wav" in app.warning.object  # named in the tables, not in the folder
+    app.folder_box.folder = "/etc"
+    app.localize_folder()
+    assert app.error.visible and "outside the data folders" in app.error.object
+    assert len(app.table) == 0 and app._points.data["x"] == [] and app._recorders.data["x"] == []
 
 
 def test_selecting_a_point_shows_aligned_receivers(app):

@@ -108,6 +108,39 @@ def test_explorer_says_when_no_model(tmp_path):
     assert app.error.visible and "No model file" in app.error.object
 
 
+def test_explorer_finds_models_in_the_output_folder_and_writes_only_there(setup, tmp_path):
+    from opso_nb.workspace import Workspace
+
+    models, rec, _ = setup
+    out = tmp_path / "runs"
+    ws = Workspace(data_dirs=[rec], output_dir=out)
+    app = PredictionExplorer(folder=rec, workspace=ws)
+    # empty states say what to do next
+    assert "No model yet" in app.models_note.object and "training monitor or notebook 04" in app.models_note.object
+    assert str(out) in app.models_note.object
+    assert "press Run prediction" in app.timeline.title.text and "press Run prediction" in app.histogram.title.text
+    assert "3 recording(s)" in app.recordings_note.object and "broken.wav" in app.recordings_note.object
+    # a model trained since (training monitor layout: <output>/<run>/best.model) appears on refresh
+    (out / "run7").mkdir(parents=True)
+    (out / "run7" / "best.model").write_bytes((models / "tiny.model").read_bytes())
+    app._pick_newest_model(rescan=True)
+    assert app.model_path == out / "run7" / "best.model"
+    assert app.resolved_output_folder() == out / "predictions" / "run7"
+    app.output_folder = "../escape"
+    app.start(blocking=True)
+    assert app.error.visible and "outside the output folder" in app.error.object and not (tmp_path / "escape").exists()
+    app.output_folder = ""
+    app.start(blocking=True)
+    assert app.state == "done" and (out / "predictions" / "run7" / "manifest.json").exists()
+    assert not list(rec.glob("predictions*"))  # nothing written next to the recordings
+    assert app.export_csv() == out / "predictions" / "run7" / "detections.csv"
+    assert str(out / "predictions" / "run7" / "detections.csv") in app.export_status.object
+    # a later run whose results cannot be read leaves no stale plots behind
+    app._finish("done", tmp_path / "no_results_here", app.files)
+    assert app.error.visible and app.scores is None and app._hist_source.data["count"] == []
+    assert app.top_clips.objects == [] and app.export_csv_button.disabled
+
+
 # ----------------------------------------------------------------------------- browser
 
 
@@ -120,15 +153,17 @@ def _detections(page, row: int) -> str:
 @pytest.mark.browser
 @pytest.mark.parametrize("server", ["voila", "panel"])
 def test_prediction_explorer_in_chromium(server, setup, tmp_path, page):
-    from browser import assert_healthy, poll, serve_app
+    from browser import assert_healthy, page_text, poll, serve_app
 
     models, rec, _ = setup
-    out = tmp_path / "served_out"
-    env = {"OPSO_NB_MODELS": str(models), "OPSO_NB_RECORDINGS": str(rec), "OPSO_NB_PREDICTIONS": str(out),
-           "OMP_NUM_THREADS": "1"}
-    with serve_app(APP, server, env=env) as url:
+    workspace_out = tmp_path / "served_out"
+    (workspace_out / "tiny_run").mkdir(parents=True)  # where the training monitor would have saved it
+    (workspace_out / "tiny_run" / "best.model").write_bytes((models / "tiny.model").read_bytes())
+    out = workspace_out / "predictions" / "tiny_run"
+    with serve_app(APP, server, data=[rec], output=workspace_out, env={"OMP_NUM_THREADS": "1"}) as url:
         page.goto(url, timeout=120_000)
-        page.get_by_text("press Run prediction").first.wait_for(timeout=120_000)
+        page.get_by_text("model file(s) found").first.wait_for(timeout=120_000)  # the app, not the intro text
+        assert "tiny_run/best.model" in page_text(page)
         page.get_by_role("button", name="Run prediction").click()
         page.get_by_text("2 file(s) scored").first.wait_for(timeout=90_000)
         assert len(list(out.glob("predict-*/parts/*.parquet"))) == 2  # one run folder, one part per file

@@ -33,11 +33,11 @@ def test_tuner_redraws_on_parameter_change_and_exports(server, page, tmp_path):
         page.get_by_role("button", name="Re-draw augmentations").click()
         assert poll(page, lambda: "seed 1" in page_text(page), timeout_s=60)
 
-        # export: the file loads back with the tuned shape
-        out = tmp_path / "tuned.json"
-        set_widget_value(page, "Config path", str(out))
+        # export: into the output folder, the absolute path shown; the file loads back with the tuned shape
+        out = url.output / "tuned.json"
+        set_widget_value(page, "Save as", "tuned.json")
         page.get_by_role("button", name="Export config").click()
-        assert poll(page, lambda: "Saved config" in page_text(page), timeout_s=60)
+        assert poll(page, lambda: f"Saved to {out}" in page_text(page), timeout_s=60)
         from opso_nb.preprocess.preprocessors import load_preprocessor
 
         assert load_preprocessor(out).out_shape == (64, 256, 1)
@@ -52,13 +52,16 @@ def test_tuner_without_browser(tmp_path):
 
     from opso_nb.dashboards.preprocessing_tuner import PreprocessingTuner
     from opso_nb.preprocess.preprocessors import SpectrogramPreprocessor, load_preprocessor
+    from opso_nb.workspace import Workspace
 
     t = np.arange(32000) / 16000
     sf.write(tmp_path / "t.wav", (0.3 * np.sin(2 * np.pi * 2000 * t)).astype("float32"), 16000)
     idx = pd.MultiIndex.from_tuples([(str(tmp_path / "t.wav"), 0.0, 1.0), (str(tmp_path / "t.wav"), 1.0, 2.0)],
                                     names=["file", "start_time", "end_time"])
     clips = pd.DataFrame({"song": [1, 0]}, index=idx)
-    app = PreprocessingTuner(clips=clips, preprocessor=SpectrogramPreprocessor(1.0, height=20, width=30))
+    out = tmp_path / "out"
+    app = PreprocessingTuner(clips=clips, preprocessor=SpectrogramPreprocessor(1.0, height=20, width=30),
+                             workspace=Workspace(data_dirs=[tmp_path], output_dir=out))
     assert "2 samples, tensor [1, 20, 30]" in app._status.object
     assert app._grid.object.startswith('<img alt="preprocessed samples"')
     app.preprocessor.pipeline["bandpass"].set(min_f=5000, max_f=4000)
@@ -68,9 +71,34 @@ def test_tuner_without_browser(tmp_path):
     assert "tensor [1, 20, 12]" in app._status.object
     app._new_seed()
     assert "seed 1" in app._status.object
-    path = app.export(tmp_path / "cfg.json")
-    assert load_preprocessor(path).out_shape == (20, 12, 1)
-    app.config_path = str(tmp_path / "missing_dir" / "sub" / "cfg.json")
-    (tmp_path / "missing_dir").write_text("a file, not a folder")
+    path = app.export("cfg.json")
+    assert path == out / "cfg.json" and load_preprocessor(path).out_shape == (20, 12, 1)
+    app.config_path = "missing_dir/sub/cfg.json"
+    (out / "missing_dir").write_text("a file, not a folder")
     app._on_export(None)
-    assert app._export_status.object.startswith("Export failed")
+    assert app._export_status.object.startswith("**Not saved:**")
+    # outside the output folder: refused, nothing created
+    app.config_path = str(tmp_path / "elsewhere" / "cfg.json")
+    app._on_export(None)
+    assert "outside the output folder" in app._export_status.object and not (tmp_path / "elsewhere").exists()
+
+
+def test_tuner_on_a_user_folder_reports_unreadable_recordings(tmp_path):
+    import shutil
+
+    from opso_nb import sample_data
+    from opso_nb.dashboards.preprocessing_tuner import PreprocessingTuner
+    from opso_nb.workspace import RAVEN_TABLES, RECORDINGS, Workspace
+
+    wav, table = sample_data.annotated_recording()
+    shutil.copy(wav, tmp_path)
+    shutil.copy(table, tmp_path)
+    (tmp_path / "corrupt.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVE")
+    app = PreprocessingTuner(folder=tmp_path, workspace=Workspace(data_dirs=[tmp_path], output_dir=tmp_path / "o"))
+    assert app.param.source.objects == [RAVEN_TABLES, RECORDINGS] and app.source == RAVEN_TABLES
+    assert "5 samples" in app._status.object  # 10 s in 2 s clips, labelled from the table
+    app.source = RECORDINGS
+    assert "5 samples" in app._status.object
+    assert "corrupt.wav" in app._status.object and "not a readable audio file" in app._status.object
+    app.folder_box.folder = "/etc"
+    assert "outside the data folders" in app._status.object and app._grid.object == ""

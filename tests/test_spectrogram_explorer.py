@@ -62,3 +62,41 @@ def test_picker_never_leaves_its_folder(long_folder):
 def test_audio_player_refuses_whole_long_recordings():
     with pytest.raises(ValueError, match="refusing"):
         audio_player(Audio.silence(600, 8000))
+
+
+def test_bad_file_replaces_the_old_spectrogram_with_an_error(long_folder):
+    app = SpectrogramExplorer(folder=long_folder, file="long.wav")
+    assert not app.spectrogram_plot.cleared and len(app._overview_source.data["t"]) == 1500
+    # the folder check names the bad file and the reason before it is even opened
+    assert app.warning.visible and "broken.wav" in app.warning.object
+    assert "not a readable audio file" in app.warning.object
+    app.picker.file = "broken.wav"
+    assert app.error.visible and "broken.wav" in app.error.object
+    assert app.spectrogram_plot.cleared and np.isnan(app.spectrogram_plot.source.data["image"][0]).all()
+    assert "No spectrogram" in app.spectrogram_plot.figure.title.text
+    assert len(app._overview_source.data["t"]) == 0
+    assert len(app.player.object) < 2000  # 0.1 s of silence, not the long file's window
+    assert "cannot be read" in app.status.object
+    app.picker.file = "long.wav"  # a good file again: the error goes, the picture comes back
+    assert not app.error.visible and not app.spectrogram_plot.cleared
+
+
+def test_folder_outside_the_workspace_is_refused(long_folder):
+    app = SpectrogramExplorer(folder=long_folder, file="long.wav")
+    app.picker.folder = "/etc"
+    assert app.error.visible and "outside the data folders" in app.error.object
+    assert app.picker.param.file.objects == [] and app.spectrogram_plot.cleared
+    app.picker.folder = "/" + "x" * 5000
+    assert "5001 characters long" in app.error.object
+    app.picker.browse = str(long_folder)  # Browse brings it back
+    assert app.picker.file == "broken.wav" and app.error.visible  # first file is the broken one
+    app.picker.file = "long.wav"
+    assert not app.error.visible
+
+
+def test_status_times_are_rounded_to_the_display(long_folder):
+    app = SpectrogramExplorer(folder=long_folder, file="long.wav")
+    app.start_time = 2.298055429359244
+    assert "Showing 2.30-12.30 s" in app.status.object
+    app.window_duration = 120
+    assert "Showing 2.3-122.3 s" in app.status.object

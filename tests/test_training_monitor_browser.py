@@ -4,11 +4,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pandas as pd
+import numpy as np
 import pytest
 import torch
 
-from browser import assert_healthy, open_page, poll, serve_app
+from browser import assert_healthy, open_page, page_text, poll, serve_app
 from opso_nb.ml.cnn import load_model  # noqa: E402
 from opso_nb.ml.training_run import TrainingSession, read_labels_table, split_train_validation  # noqa: E402
 from opso_nb.ml.utils import make_tone_dataset  # noqa: E402
@@ -53,76 +53,164 @@ def test_session_trains_in_background_and_saves_best(labels, tmp_path):
     assert (tmp_path / "t" / "last.model").exists() and (tmp_path / "t" / "metrics.csv").exists()
 
 
-def test_monitor_view_streams_epochs(labels, tmp_path):
-    from opso_nb.dashboards import TrainingMonitor
-
-    app = TrainingMonitor(labels_path=labels, runs_folder=tmp_path, epochs=2, batch_size=2, image_size=32)
-    app.__panel__()
-    app._poller = "not-used"  # drive polling by hand (no server loop here)
+def _drive(app, timeout=120):
+    """Run the monitor's polling by hand (no server loop here) until training ends."""
+    app._poller = "not-used"
     app.start()
-    deadline = time.time() + 120
+    deadline = time.time() + timeout
     while app.session.state == "running" and time.time() < deadline:
         app.poll()
         time.sleep(0.1)
     app.session.join(30)
     app._poller = None
     app.poll()
+
+
+def test_monitor_view_streams_epochs(labels, tmp_path):
+    from opso_nb.dashboards import TrainingMonitor
+
+    app = TrainingMonitor(labels_path=labels, runs_folder=tmp_path, epochs=2, batch_size=2, image_size=32)
+    app.__panel__()
+    _drive(app)
     assert app.curves.data["epoch"] == [0, 1]
     assert len(app.curves.data["valid_map"]) == 2 and app.progress.value == 100
     assert "Training done" in app.status.object and not app.error.visible
     assert app.start_button.disabled is False
 
 
-def test_monitor_reports_bad_inputs(tmp_path):
+def test_demo_data_paths_are_read_back_from_the_labels_table(tmp_path, monkeypatch):
+    # the bug: a relative folder wrote cwd-relative paths that the reader joined to the CSV's folder again
+    monkeypatch.chdir(tmp_path)
+    make_tone_dataset("runs/demo_data", n_per_class=2, duration=0.5)
+    files = read_labels_table("runs/demo_data/labels.csv").index.get_level_values("file")
+    assert len(files) == 4 and all(Path(f).is_file() for f in files)
+    assert all("demo_data/runs" not in f for f in files)
+
+
+def test_monitor_demo_data_trains_on_real_clips(tmp_path):
+    from opso_nb.dashboards import TrainingMonitor
+    from opso_nb.workspace import Workspace
+
+    app = TrainingMonitor(workspace=Workspace(data_dirs=[], output_dir=tmp_path), epochs=1, batch_size=4,
+                          image_size=32)
+    assert "No data" in app.data_status.object and "Make demo data" in app.data_status.object
+    app.make_demo_data()
+    assert app.folder_box.root == tmp_path / "demo_data" and app.source == "labels.csv"
+    assert "12 clips of 2 classes (low_tone: 6, high_tone: 6)" in app.data_status.object
+    _drive(app)
+    assert app.session.state == "done" and not app.error.visible, app.error.object
+    assert np.isfinite(app.curves.data["train_loss"]).all() and len(app.curves.data["epoch"]) == 1
+    assert f"Best model saved to `{tmp_path / 'run1' / 'best.model'}`" in app.status.object
+    assert "could not be read" not in app.status.object
+
+
+def test_monitor_reports_a_run_in_which_no_clip_could_be_read_as_a_failure(tmp_path):
     from opso_nb.dashboards import TrainingMonitor
 
-    app = TrainingMonitor(runs_folder=tmp_path)
-    app.session.labels_path = ""
+    make_tone_dataset(tmp_path / "data", n_per_class=4, duration=1.0, write_labels=False)
+    # every clip lies beyond the end of its 1 s file: the headers are fine, no clip can be read
+    rows = [f"{f.name},5.0,6.0,{int('low' in f.name)},{int('high' in f.name)}"
+            for f in sorted((tmp_path / "data").glob("*.wav"))]
+    (tmp_path / "data" / "late.csv").write_text("file,start_time,end_time,low_tone,high_tone\n" + "\n".join(rows))
+    app = TrainingMonitor(labels_path=tmp_path / "data" / "late.csv", runs_folder=tmp_path / "runs", epochs=1,
+                          batch_size=4, image_size=32)
+    assert "8 clips of 2 classes" in app.data_status.object
+    _drive(app)
+    assert app.error.visible and "Training failed" in app.error.object
+    assert "could not be read" in app.error.object and ".wav" in app.error.object  # reasons, per file
+    assert "Best model saved" not in app.status.object and "Training failed" in app.status.object
+
+
+def test_monitor_trains_from_class_folders_and_refuses_bad_inputs(tmp_path):
+    from opso_nb.dashboards import TrainingMonitor
+    from opso_nb.workspace import CLASS_FOLDERS
+
+    for cls, freq in (("low", 1000.0), ("high", 3000.0)):
+        make_tone_dataset(tmp_path / "data" / cls, n_per_class=3, duration=2.0, classes=(cls,),
+                          frequencies=(freq,), write_labels=False)
+    (tmp_path / "data" / "high" / "broken.wav").write_bytes(b"junk")
+    app = TrainingMonitor(folder=tmp_path / "data", runs_folder=tmp_path / "runs")
+    assert app.source == CLASS_FOLDERS
+    # 2 s files in 1 s clips: 6 clips per class; the broken file is named with its reason
+    assert "12 clips of 2 classes (high: 6, low: 6)" in app.data_status.object
+    assert "broken.wav" in app.data_status.object and "not a readable audio file" in app.data_status.object
+    app.session.run_name = "../outside"
     app.start()
-    assert app.error.visible and "labels table" in app.error.object
-    app.session.labels_path = str(tmp_path / "missing.csv")
+    assert app.error.visible and "outside the output folder" in app.error.object
+    assert not (tmp_path / "outside").exists()
+    app.session.run_name = "run1"
+    app.folder_box.folder = "/etc"
     app.start()
-    assert "does not exist" in app.error.object
-    app.make_demo_data()
-    assert Path(app.session.labels_path).exists() and len(pd.read_csv(app.session.labels_path)) == 12
+    assert "outside the data folders" in app.error.object and app.session.state == "idle"
+    assert app.clips is None
 
 
 # ----------------------------------------------------------------------------- browser
 
 
-@pytest.fixture
-def served_app(labels, tmp_path):
-    """The monitor served by ``panel serve``, reading ``labels`` and saving runs under tmp_path/runs."""
-    runs = tmp_path / "runs"
-    env = {"BOKEH_RESOURCES": "inline", "OPSO_NB_LABELS": str(labels), "OPSO_NB_MODELS": str(runs),
-           "OMP_NUM_THREADS": "1"}
-    with serve_app(APP, "panel", env=env) as url:
-        yield url, runs
+@pytest.fixture(scope="module")
+def served_app(tmp_path_factory):
+    """The monitor served by ``panel serve`` (one server for the module), on a data folder with a bad table."""
+    root = tmp_path_factory.mktemp("monitor")
+    make_tone_dataset(root / "data" / "late", n_per_class=3, duration=1.0, write_labels=False)
+    rows = [f"{f.name},5.0,6.0,{int('low' in f.name)},{int('high' in f.name)}"
+            for f in sorted((root / "data" / "late").glob("*.wav"))]
+    (root / "data" / "late" / "labels.csv").write_text("file,start_time,end_time,low_tone,high_tone\n"
+                                                       + "\n".join(rows))
+    with serve_app(APP, "panel", data=[root / "data"], output=root / "out",
+                   env={"BOKEH_RESOURCES": "inline", "OMP_NUM_THREADS": "1"}) as url:
+        yield url
 
 
 _CURVE_POINTS = """() => {
   for (const doc of Bokeh.documents) {
     const src = doc.get_model_by_name('training_curves');
-    if (src) return src.data.epoch.length;
+    if (src) return src.data.train_loss.filter(Number.isFinite).length;
   }
   return -1;
 }"""
 
 
+def _set_number(page, label, value):
+    box = page.locator(".bk-input-group", has_text=label).locator("input")
+    box.fill(str(value))
+    box.press("Enter")
+
+
 @pytest.mark.browser
-def test_training_monitor_in_chromium(served_app):
-    url, runs = served_app
-    with open_page(url, viewport=(1500, 1100)) as page:
-        page.get_by_text("press Start training").first.wait_for(timeout=60_000)
+def test_demo_run_trains_on_real_clips_in_chromium(served_app):
+    with open_page(served_app, viewport=(1500, 1100)) as page:
+        page.get_by_text("Run name").first.wait_for(timeout=60_000)  # a widget: the app is up
         assert page.evaluate(_CURVE_POINTS) == 0
-        epochs = page.locator(".bk-input-group", has_text="Epochs").locator("input")
-        epochs.fill("1")
-        epochs.press("Enter")
+        page.get_by_role("button", name="Make demo data").click()
+        page.get_by_text("12 clips of 2 classes").first.wait_for(timeout=30_000)
+        _set_number(page, "Epochs", 1)
+        _set_number(page, "Image size", 32)
         page.get_by_role("button", name="Start training").click()
         page.get_by_text("Training done").first.wait_for(timeout=90_000)
-        assert poll(page, lambda: page.evaluate(_CURVE_POINTS) >= 1, 15)
-        assert page.evaluate(_CURVE_POINTS) == 1
+        assert poll(page, lambda: page.evaluate(_CURVE_POINTS) == 1, 15)  # a finite training loss: real clips
         assert page.get_by_text("Epoch 0 done").count() == 0  # replaced by the final message
-        assert (runs / "run1" / "best.model").exists()
-        assert load_model(runs / "run1" / "best.model").current_epoch == 1
+        best = served_app.output / "run1" / "best.model"
+        assert best.exists() and load_model(best).current_epoch == 1
+        assert str(best) in page_text(page) and "could not be read" not in page_text(page)
+        assert (served_app.output / "demo_data" / "labels.csv").exists()
+        assert_healthy(page)
+
+
+@pytest.mark.browser
+def test_failed_run_says_so_in_chromium(served_app):
+    with open_page(served_app, viewport=(1500, 1100)) as page:
+        page.get_by_text("Run name").first.wait_for(timeout=60_000)  # a widget: the app is up
+        folder = page.get_by_label("Folder", exact=True)
+        folder.fill(str(Path(served_app.output).parent / "data" / "late"))
+        folder.press("Enter")
+        page.get_by_text("6 clips of 2 classes").first.wait_for(timeout=30_000)
+        _set_number(page, "Epochs", 1)
+        _set_number(page, "Image size", 32)
+        _set_number(page, "Run name", "late_run")
+        page.get_by_role("button", name="Start training").click()
+        page.get_by_text("Training failed").first.wait_for(timeout=90_000)
+        text = page_text(page)
+        assert "none of the 6 clips could be read" in text or "Training failed:" in text
+        assert "Best model saved" not in text
         assert_healthy(page)

@@ -24,8 +24,21 @@ from opso_nb.annotations import (
     pair_audio_and_tables,
 )
 from opso_nb.audio import Audio, AudioLoadError, audio_info
-from opso_nb.dashboards._widgets import SpectrogramPlot, audio_player, message_alert, set_player_audio, show_message
+from opso_nb.dashboards._widgets import (
+    FolderBox,
+    SpectrogramPlot,
+    audio_player,
+    bokeh_callback,
+    clear_player,
+    failure_text,
+    folder_property,
+    message_alert,
+    name_list,
+    set_player_audio,
+    show_message,
+)
 from opso_nb.spectrogram import Spectrogram
+from opso_nb.workspace import Workspace, check_recordings
 
 #: Grey drawn for clip-grid cells labelled 0.
 _ABSENT = "#e6e6e6"
@@ -59,26 +72,30 @@ class AnnotationViewer(pn.viewable.Viewer):
     ----------
     folder : str or Path
         Folder with recordings and their Raven (or Audacity) tables; default:
-        the bundled annotated example.
+        the workspace's first data folder, else the bundled annotated example.
     recording : str, optional
         Name (stem) of the recording to open first.
+    workspace : Workspace, optional
+        Folders that may be browsed (default :meth:`Workspace.from_env` plus ``folder``).
     """
 
-    folder = param.String(default="", doc="Folder with recordings and their annotation tables")
-    recording = param.Selector(default=None, objects=[], doc="Recording (paired with its table by name)")
+    recording = param.Selector(default=None, objects=[], allow_None=True, check_on_set=True,
+                               doc="Recording (paired with its table by name)")
     start_time = param.Number(default=0.0, bounds=(0, None), step=1.0, doc="Start of the window (s)")
     window_duration = param.Number(default=10.0, bounds=(1.0, 60.0), step=1.0, doc="Length of the window (s)")
     max_frequency = param.Number(default=10000.0, bounds=(500.0, None), step=500.0, doc="Top of the spectrogram (Hz)")
     classes = param.ListSelector(default=[], objects=[], doc="Classes to show")
-    box = param.Selector(default=None, objects=[], doc="Box to listen to")
+    box = param.Selector(default=None, objects=[], allow_None=True, check_on_set=True,
+                         doc="Box to listen to (or click it on the spectrogram)")
     bandpass_box_audio = param.Boolean(default=False, doc="Filter the box audio to the box's frequencies")
     clip_duration = param.Number(default=3.0, bounds=(0.1, 60.0), step=0.5, doc="Clip length (s)")
     clip_overlap = param.Number(default=0.0, bounds=(0.0, None), step=0.5, doc="Overlap of consecutive clips (s)")
     min_label_overlap = param.Number(default=0.25, bounds=(0.0, None), step=0.05,
                                      doc="Seconds of a box inside a clip for a label of 1")
 
-    def __init__(self, folder=None, recording=None, **params):
+    def __init__(self, folder=None, recording=None, workspace: Workspace | None = None, **params):
         super().__init__(**params)
+        self.workspace = workspace or Workspace.from_env([folder])
         self.error = message_alert("danger")
         self.warning = message_alert("warning")
         self.status = pn.pane.Markdown("", sizing_mode="stretch_width")
@@ -110,18 +127,24 @@ class AnnotationViewer(pn.viewable.Viewer):
         self._duration = 0.0
         self._window_boxes = pd.DataFrame()
         self.pairing = None
+        self._unpaired_note = ""
+        #: Paired recordings whose header cannot be read (failures table).
+        self.failures = pd.DataFrame(columns=["file", "start_time", "end_time", "stage", "error"])
         # While a callback sets several parameters at once, the watchers below stay quiet
         # (the widgets still follow) and the callback redraws once at the end.
         self._quiet = True
-        self._watch(self._scan_folder, ["folder"])
+        start = folder or self.workspace.start_folder(sample_data.DATA_DIR / "annotated")
+        self.folder_box = FolderBox(folder=str(start), workspace=self.workspace)
+        self.folder_box.param.watch(lambda *_: self._scan_folder(), ["folder"])
         self._watch(self._load_recording, ["recording"])
         self._watch(self._draw, ["start_time", "window_duration", "max_frequency", "classes"])
         self._watch(self._draw_boxes, ["box"])
         self._watch(self._play_box, ["box", "bandpass_box_audio"])
         self._watch(self._draw_clip_labels, ["clip_duration", "clip_overlap", "min_label_overlap"])
-        self.folder = str(folder or (sample_data.DATA_DIR / "annotated"))
         self._quiet = False
         self._scan_folder(prefer=recording or ("Recording_1_Segment_07-snippet" if folder is None else None))
+
+    folder = folder_property
 
     # ------------------------------------------------------------------ callbacks (no science here)
     def _watch(self, method, names):
@@ -155,35 +178,66 @@ class AnnotationViewer(pn.viewable.Viewer):
             area = [(data["right"][i] - data["left"][i]) * (data["top"][i] - data["bottom"][i]) for i in inside]
             self.box = self.param.box.objects[inside[int(np.argmin(area))]]
 
+    def _clear(self, message: str, status: str = "", keep_recordings: bool = False) -> None:
+        """Show ``message`` as an error and remove everything drawn from the previous recording."""
+        show_message(self.error, message)
+        show_message(self.warning, None)
+        self._audio_path = None
+        self._annotations = BoxedAnnotations()
+        self._window_boxes = pd.DataFrame()
+        self.spectrogram_plot.clear("see the message above")
+        self._box_source.data = {k: [] for k in self._box_source.data}
+        self._grid_source.data = {k: [] for k in self._grid_source.data}
+        self.labels_table.object = pd.DataFrame()
+        clear_player(self.player)
+        with self._batch():
+            if not keep_recordings:
+                self.param.recording.objects = []
+                self.recording = None
+            self.param.box.objects = []
+            self.box = None
+            self.param.classes.objects = []
+            self.classes = []
+        self.status.object = status
+
+    @bokeh_callback
     def _scan_folder(self, prefer=None):
-        folder = Path(self.folder).expanduser()
-        if not folder.is_dir():
-            show_message(self.error, f"{self.folder}: not a folder")
-            self.param.recording.objects = []
+        folder = self.folder_box.root
+        if folder is None:
+            self.pairing = None
+            self._clear(f"Nothing to show: {self.folder_box.problem}.",
+                        "Type a folder that holds recordings and their Raven selection tables, "
+                        "or pick one under *Browse*.")
             return
         self.pairing = pair_audio_and_tables(folder)
         stems = list(self.pairing.pairs.index)
-        self.param.recording.objects = stems
+        _, self.failures = check_recordings(self.pairing.pairs["audio_file"])
         unpaired = []
         if self.pairing.audio_without_table:
             unpaired.append(f"{len(self.pairing.audio_without_table)} recording(s) without a table: "
-                            + ", ".join(Path(p).name for p in self.pairing.audio_without_table[:5]))
+                            + name_list(self.pairing.audio_without_table))
         if self.pairing.tables_without_audio:
             unpaired.append(f"{len(self.pairing.tables_without_audio)} table(s) without a recording: "
-                            + ", ".join(Path(p).name for p in self.pairing.tables_without_audio[:5]))
+                            + name_list(self.pairing.tables_without_audio))
         if len(self.pairing.ambiguous):
-            unpaired.append("names shared by several files: " + ", ".join(sorted(set(self.pairing.ambiguous.stem))))
+            unpaired.append("names shared by several files: " + name_list(sorted(set(self.pairing.ambiguous.stem))))
         self._unpaired_note = ("  \n".join(unpaired))
         if not stems:
-            show_message(self.error, f"No recording in {folder} has a matching annotation table.")
+            self._clear(f"No recording in {folder} has a matching annotation table.",
+                        "Each recording needs a Raven selection table (or Audacity label file) with the same "
+                        "name, e.g. `site1.wav` and `site1.Table.1.selections.txt`."
+                        + (f"  \n{self._unpaired_note}" if self._unpaired_note else ""))
             return
         show_message(self.error, None)
         choice = prefer if prefer in stems else (self.recording if self.recording in stems else stems[0])
+        with self._batch():
+            self.param.recording.objects = stems
         if self.recording == choice:
             self._load_recording()
         else:
             self.recording = choice
 
+    @bokeh_callback
     def _load_recording(self):
         if self.recording is None or self.pairing is None:
             return
@@ -193,7 +247,8 @@ class AnnotationViewer(pn.viewable.Viewer):
         try:
             info = audio_info(audio_path)
         except AudioLoadError as err:
-            show_message(self.error, str(err))
+            self._clear(str(err), f"**{Path(audio_path).name}** cannot be read; choose another recording.",
+                        keep_recordings=True)
             return
         try:
             annotations = _cached_table(table, audio_path, os.path.getmtime(table))
@@ -204,7 +259,9 @@ class AnnotationViewer(pn.viewable.Viewer):
             where = f"line {int(r.line)}" if not pd.isna(r.line) else Path(r.annotation_file).name
             problems.append(f"{where}: {r.action}: {r.problem}")
         show_message(self.error, None)
-        show_message(self.warning, "  \n".join(problems[:8]) + (f"  \n... {len(problems) - 8} more" if len(problems) > 8 else ""))
+        unreadable = failure_text(self.failures, "recording")
+        show_message(self.warning, "  \n".join(([unreadable] if unreadable else []) + problems[:8])
+                     + (f"  \n... and {len(problems) - 8} more" if len(problems) > 8 else ""))
         self._annotations = annotations
         self._audio_path = audio_path
         self._info = info
@@ -220,6 +277,7 @@ class AnnotationViewer(pn.viewable.Viewer):
             self.max_frequency = min(10000.0, info.sample_rate / 2)
         self._draw()
 
+    @bokeh_callback
     def _draw(self):
         if self._audio_path is None:
             return
@@ -229,7 +287,7 @@ class AnnotationViewer(pn.viewable.Viewer):
             audio = Audio.from_file(self._audio_path, offset=start, duration=duration, out_of_bounds_mode="ignore")
             spec = Spectrogram.from_audio(audio).bandpass(0, self.max_frequency)
         except (AudioLoadError, ValueError) as err:
-            show_message(self.error, str(err))
+            self._clear(str(err), keep_recordings=True)
             return
         self.spectrogram_plot.update(spec, time_offset=start)
         end = start + audio.duration
@@ -326,9 +384,9 @@ class AnnotationViewer(pn.viewable.Viewer):
     # ------------------------------------------------------------------ layout
     def __panel__(self):
         controls = pn.Column(
-            pn.Param(self, parameters=["folder", "recording", "start_time", "window_duration", "max_frequency"],
-                     show_name=False, widgets={"folder": pn.widgets.TextInput,
-                                               "start_time": pn.widgets.FloatInput,
+            self.folder_box.widgets(),
+            pn.Param(self, parameters=["recording", "start_time", "window_duration", "max_frequency"],
+                     show_name=False, widgets={"start_time": pn.widgets.FloatInput,
                                                "window_duration": pn.widgets.FloatSlider}),
             pn.Row(self.previous_button, self.next_button),
             pn.pane.Markdown("**Classes**"),

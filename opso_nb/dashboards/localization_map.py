@@ -1,112 +1,305 @@
 """Localization map: localized calls and recorders on a map in metres, with filters and per-event review."""
 from __future__ import annotations
 
+import atexit
+import functools
+import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import panel as pn
 import param
 from bokeh.models import ColumnDataSource, HoverTool
 from bokeh.palettes import Category10
 from bokeh.plotting import figure
 
-from opso_nb.dashboards._widgets import SpectrogramPlot, audio_player
-from opso_nb.localization import demo_array, events_to_df, filter_events
+from opso_nb.dashboards._widgets import (
+    FolderBox,
+    SpectrogramPlot,
+    audio_player,
+    bokeh_callback,
+    failure_text,
+    help_widget,
+    message_alert,
+    name_list,
+    show_message,
+)
+from opso_nb.localization import (
+    LocalizationSettings,
+    SynchronizedRecorderArray,
+    demo_array,
+    events_to_df,
+    filter_events,
+)
 from opso_nb.spectrogram import Spectrogram
+from opso_nb.workspace import Workspace, array_tables, read_array_folder
+
+#: Shown in the detections selector when every clip is a candidate event.
+EVERY_CLIP = "(every clip: no detections table)"
+
+#: Plain-language labels and tooltips of the library's localization settings.
+SETTING_HELP = {
+    "max_receiver_dist": ("Recorders within (m)", "Recorders farther than this from the reference recorder do "
+                                                  "not join its events"),
+    "min_n_receivers": ("Fewest recorders per call", "A call heard by fewer recorders is not localized"),
+    "localization_algorithm": ("Position solver", "gillette and soundfinder solve the delay equations directly; "
+                                                  "least_squares fits them iteratively"),
+    "cc_filter": ("Cross-correlation weighting",
+                  "How recordings are compared to measure delays. 'phat' (phase transform) keeps only the timing "
+                  "information of every frequency, which gives sharp peaks in echoing forests; 'cc' is plain "
+                  "cross-correlation."),
+}
+
+
+@functools.lru_cache(maxsize=1)
+def _demo() -> dict:
+    """The simulated demo array, written once per process to a temporary folder removed at exit.
+
+    Every page of a ``panel serve`` process shares it, so visits neither repeat the
+    simulation nor leave copies of its recordings behind.
+    """
+    workdir = tempfile.mkdtemp(prefix="opso_nb_localization_demo_")
+    atexit.register(shutil.rmtree, workdir, ignore_errors=True)
+    return demo_array(workdir)
 
 
 class LocalizationMap(pn.viewable.Viewer):
     """Review localized events: filter by class, time, cross-correlation and residual; inspect one event.
+
+    Events come from the Python caller, from a folder of synchronized recordings
+    with a recorder-position CSV (and optionally a detections CSV; see
+    :func:`opso_nb.workspace.read_array_folder`), or from the simulated demo array.
+    Events of one call localized from several reference recorders land at
+    (nearly) the same place: they are drawn as one point, sized by their count.
 
     Parameters
     ----------
     events : list of SpatialEvent, optional
         Localized events (e.g. from ``SynchronizedRecorderArray.localize_detections``
         with ``residual_threshold=np.inf``, so the slider can do the filtering).
-        Default: a simulated demo array (:func:`opso_nb.localization.demo_array`),
+        Default: the workspace's first data folder if it holds a recorder-position
+        CSV, else a simulated demo array (:func:`opso_nb.localization.demo_array`),
         whose true source positions are drawn as crosses.
     file_coords : DataFrame, optional
         Recorder positions (indexed by file, columns x, y[, z]).
+    truth : DataFrame, optional
+        True source positions (x, y) drawn as crosses.
+    folder : str or Path, optional
+        Folder of synchronized recordings to localize on opening.
+    workspace : Workspace, optional
+        Default :meth:`Workspace.from_env` plus ``folder``.
     """
 
-    residual_threshold = param.Number(default=2.0, bounds=(0, 20), step=0.25,
-                                      doc="Largest residual RMS (m) of events shown")
-    cc_threshold = param.Number(default=0.0, bounds=(0, 1), step=0.005,
-                                doc="Smallest cross-correlation peak required at every receiver "
-                                    "(range set from the data: PHAT peaks are often a few hundredths)")
+    residual_threshold = param.Number(default=2.0, bounds=(0, 20), step=0.25, label="Largest position error (m)",
+                                      doc="Residual RMS: how far, in metres, the measured delays disagree with the "
+                                          "position found. Large values mean an unreliable position (echoes, a "
+                                          "second animal, a wrong delay); lower this to hide them.")
+    cc_threshold = param.Number(default=0.0, bounds=(0, 1), step=0.005, label="Smallest call match (0-1)",
+                                doc="Cross-correlation peak: how clearly the call matched between recordings, "
+                                    "required at every recorder used. With PHAT weighting good matches are often "
+                                    "only a few hundredths, so the slider's range is set from the data.")
     classes = param.ListSelector(default=[], objects=[], doc="Classes shown")
-    time_range = param.Range(default=(0, 1), bounds=(0, 1), doc="Event start times shown (s)")
+    time_range = param.Range(default=(0, 1), bounds=(0, 1), label="Call start times (s)",
+                             doc="Show only calls starting in this part of the recordings (s)")
+    merge_distance = param.Number(default=1.0, bounds=(0.01, 20), step=0.1, label="Merge points closer than (m)",
+                                  doc="Events of the same call and class whose positions round to the same "
+                                      "square of this size are drawn as one point, sized by their count")
+    positions_csv = param.Selector(default=None, objects=[], allow_None=True, label="Recorder positions (CSV)",
+                                   doc="CSV with a file column and x, y[, z] in metres (or lat, lon in degrees)")
+    detections_csv = param.Selector(default=EVERY_CLIP, objects=[EVERY_CLIP], label="Detections (CSV)",
+                                    doc="Clip table (file, start_time, end_time, one 0/1 column per class) of the "
+                                        "calls to localize; without one, every clip is tried")
+    clip_duration = param.Number(default=1.0, bounds=(0.05, 60), step=0.1, label="Clip length (s)",
+                                 doc="Length of the clips tried when there is no detections table")
 
-    def __init__(self, events=None, file_coords=None, truth=None, **params):
+    def __init__(self, events=None, file_coords=None, truth=None, folder=None, workspace: Workspace | None = None,
+                 **params):
         super().__init__(**params)
-        if events is None:
-            self._workdir = tempfile.mkdtemp(prefix="opso_nb_localization_demo_")
-            demo = demo_array(self._workdir)
-            events, file_coords, truth = demo["events"], demo["file_coords"], demo["truth"]
-        self.events = list(events)
-        self.table = events_to_df(self.events)
-        self.file_coords = file_coords
-        self.truth = truth
-        names = sorted(self.table["class"].dropna().unique())
-        self.param.classes.objects = names
-        start_max = float(self.table["start_time"].max() + 1) if len(self.table) else 1.0
-        self.param.time_range.bounds = (0, start_max)
-        if len(self.table) and self.table["min_cc"].notna().any():
-            self.param.cc_threshold.bounds = (0, float(np.ceil(self.table["min_cc"].max() * 100) / 100))
-        with param.parameterized.discard_events(self):
-            self.classes = names
-            self.time_range = (0, start_max)
+        self.workspace = workspace or Workspace.from_env([folder])
+        self.settings = LocalizationSettings(max_receiver_dist=100.0, min_n_receivers=3)
+        self.error = message_alert("danger")
+        self.warning = message_alert("warning")
+        self.source_note = pn.pane.Markdown("", sizing_mode="stretch_width")
         self.count = pn.pane.Markdown("", sizing_mode="stretch_width")
         self.detail_title = pn.pane.Markdown("Click a position on the map to review that event.")
-        self._build_map()
         self.detail = pn.Column(sizing_mode="stretch_width")
-        self.param.watch(lambda *_: self._update_points(), ["residual_threshold", "cc_threshold", "classes", "time_range"])
+        self.localize_button = pn.widgets.Button(label="Localize", color="primary",
+                                                 description="Localize the calls of the folder with these settings")
+        self.demo_button = pn.widgets.Button(label="Simulated demo array", color="light",
+                                             description="A simulated 6-recorder array whose true call positions "
+                                                         "are known (grey crosses)")
+        self.localize_button.on_click(lambda *_: self.localize_folder())
+        self.demo_button.on_click(lambda *_: self.load_demo())
+        self.events, self.table, self.file_coords, self.truth = [], events_to_df([]), None, None
+        self._build_map()
+        start = folder or (self.workspace.start_folder("") if self.workspace.user_dirs else "")
+        self.folder_box = FolderBox(folder=str(start) if start else "", workspace=self.workspace)
+        self.folder_box.param.watch(lambda *_: self._scan(), ["folder"])
+        self.param.watch(lambda *_: self._update_points(),
+                         ["residual_threshold", "cc_threshold", "classes", "time_range", "merge_distance"])
+        self._scan()
+        if events is not None:
+            self.set_events(events, file_coords, truth)
+        elif self.positions_csv is not None:
+            self.localize_folder()
+        else:
+            self.load_demo()
+
+    # ------------------------------------------------------------------ data
+    def _scan(self):
+        root = self.folder_box.root
+        positions, detections = array_tables(root) if root is not None else ([], [])
+        self.param.positions_csv.objects = positions
+        self.param.detections_csv.objects = [EVERY_CLIP] + detections
+        with param.parameterized.discard_events(self):
+            self.positions_csv = positions[0] if positions else None
+            self.detections_csv = detections[0] if detections else EVERY_CLIP
+        if root is None:
+            self.source_note.object = f"**No folder:** {self.folder_box.problem}."
+        elif not positions:
+            self.source_note.object = (f"**No recorder positions in `{root}`.** Add a CSV with columns file, x, y "
+                                       "(metres) or file, lat, lon next to the synchronized recordings.")
+        else:
+            self.source_note.object = f"Press **Localize** to localize the calls in `{root}`."
+
+    def _clear(self, message: str) -> None:
+        """Show ``message`` as an error: no points, recorders or event detail of an earlier data set remain."""
+        show_message(self.error, message)
+        self.set_events([], None, None)
+
+    @bokeh_callback
+    def load_demo(self):
+        """Show the simulated demo array's localized events (simulated once per process)."""
+        demo = _demo()
+        show_message(self.error, None)
+        show_message(self.warning, None)
+        self.set_events(demo["events"], demo["file_coords"], demo["truth"])
+        self.source_note.object = "Showing the **simulated demo array** (true call positions: grey crosses)."
+
+    @bokeh_callback
+    def localize_folder(self):
+        """Localize the folder's calls with the chosen tables and settings; errors are shown, not raised."""
+        root = self.folder_box.root
+        if root is None or self.positions_csv is None:
+            self._clear(self.source_note.object.replace("**", "") or "choose a folder first")
+            return
+        detections = None if self.detections_csv == EVERY_CLIP else self.detections_csv
+        try:
+            data = read_array_folder(root, self.positions_csv, detections, self.clip_duration)
+            array = SynchronizedRecorderArray(data["file_coords"])
+            localized, unlocalized = self.settings.localize(array, data["detections"], residual_threshold=np.inf)
+        except (ValueError, OSError) as err:
+            self._clear(f"Cannot localize: {err}")
+            return
+        show_message(self.error, None)
+        notes = [failure_text(data["failures"], "recording")]
+        if data["missing"]:
+            notes.append(f"{len(data['missing'])} file(s) named in the tables are not in the folder: "
+                         + name_list(data["missing"]))
+        failed = [e for e in unlocalized if e.error and "residual RMS" not in str(e.error)]
+        if failed:
+            reasons = pd.Series([str(e.error).split(":")[0] for e in failed]).value_counts()
+            notes.append(f"{len(failed)} event(s) could not be localized: "
+                         + "; ".join(f"{n} × {reason}" for reason, n in reasons.items()))
+        show_message(self.warning, "  \n".join(n for n in notes if n))
+        self.set_events(localized + unlocalized, data["file_coords"], None)
+        self.source_note.object = (f"Localized {len(localized) + len(unlocalized)} candidate event(s) from "
+                                   f"`{root}` ({self.positions_csv}, {self.detections_csv}).")
+
+    @bokeh_callback
+    def set_events(self, events, file_coords=None, truth=None):
+        """Show ``events`` (and the recorders and true positions) on the map; filters are reset to fit them."""
+        self.events = list(events)
+        self.table = events_to_df(self.events)
+        self.file_coords, self.truth = file_coords, truth
+        names = sorted(self.table["class"].dropna().unique()) if len(self.table) else []
+        self._class_colors = {c: Category10[10][i % 10] for i, c in enumerate(names)}
+        start_max = float(self.table["start_time"].max() + 1) if len(self.table) else 1.0
+        cc_max = 1.0
+        if len(self.table) and self.table["min_cc"].notna().any():
+            cc_max = max(0.01, float(np.ceil(self.table["min_cc"].max() * 100) / 100))
+        with param.parameterized.discard_events(self):
+            self.param.classes.objects = names
+            self.classes = names
+            self.param.time_range.bounds = (0, start_max)
+            self.time_range = (0, start_max)
+            self.param.cc_threshold.bounds = (0, cc_max)
+            self.cc_threshold = min(self.cc_threshold, cc_max)
+        if file_coords is not None:
+            self._recorders.data = dict(x=file_coords["x"].tolist(), y=file_coords["y"].tolist(),
+                                        name=[Path(f).name for f in file_coords.index])
+        else:
+            self._recorders.data = dict(x=[], y=[], name=[])
+        self._truth.data = dict(x=truth["x"].tolist(), y=truth["y"].tolist()) if truth is not None \
+            else dict(x=[], y=[])
+        self.detail_title.object = "Click a position on the map to review that event."
+        self.detail[:] = []
         self._update_points()
 
     # ------------------------------------------------------------------ map
     def _build_map(self):
         self.map = figure(height=480, match_aspect=True, sizing_mode="stretch_width", x_axis_label="x (m, east)",
                           y_axis_label="y (m, north)", tools="pan,wheel_zoom,box_zoom,reset,tap,save",
-                          title="Recorders (triangles) and localized calls")
-        if self.file_coords is not None:
-            rec = ColumnDataSource(dict(x=self.file_coords["x"], y=self.file_coords["y"],
-                                        name=[Path(f).name for f in self.file_coords.index]))
-            self.map.scatter("x", "y", source=rec, marker="triangle", size=14, color="black", legend_label="recorder")
-            self.map.text("x", "y", text="name", source=rec, x_offset=8, y_offset=-4, text_font_size="8pt")
-        if self.truth is not None:
-            self.map.scatter(self.truth["x"], self.truth["y"], marker="x", size=12, line_width=2, color="#888888",
-                             legend_label="true source (simulation)")
-        palette = Category10[10]
-        self._class_colors = {c: palette[i % 10] for i, c in enumerate(self.param.classes.objects)}
-        self._points = ColumnDataSource(dict(x=[], y=[], color=[], cls=[], residual=[], start=[], row=[], alpha=[]))
-        glyph = self.map.scatter("x", "y", source=self._points, size=11, color="color", fill_alpha="alpha",
+                          title="Recorders (triangles) and localized calls (size: number of events)")
+        self._recorders = ColumnDataSource(dict(x=[], y=[], name=[]))
+        self.map.scatter("x", "y", source=self._recorders, marker="triangle", size=14, color="black",
+                         legend_label="recorder")
+        self.map.text("x", "y", text="name", source=self._recorders, x_offset=8, y_offset=-4, text_font_size="8pt")
+        self._truth = ColumnDataSource(dict(x=[], y=[]))
+        self.map.scatter("x", "y", source=self._truth, marker="x", size=12, line_width=2, color="#888888",
+                         legend_label="true source (simulation)")
+        self._class_colors = {}
+        self._points = ColumnDataSource(dict(x=[], y=[], color=[], cls=[], residual=[], start=[], row=[], alpha=[],
+                                             count=[], size=[]))
+        glyph = self.map.scatter("x", "y", source=self._points, size="size", color="color", fill_alpha="alpha",
                                  line_color="black", legend_field="cls")
-        self.map.add_tools(HoverTool(renderers=[glyph], tooltips=[("class", "@cls"), ("start", "@start s"),
-                                                                  ("residual RMS", "@residual{0.00} m")]))
+        self.map.add_tools(HoverTool(renderers=[glyph], tooltips=[
+            ("class", "@cls"), ("start", "@start{0.00} s"), ("events here", "@count"),
+            ("residual RMS", "@residual{0.00} m")]))
         self.map.legend.location = "top_left"
         self.map.legend.click_policy = "hide"
         self._points.selected.on_change("indices", self._on_select)
 
     def _visible(self):
+        if not len(self.table):
+            return pd.Series([], dtype=bool)
         return filter_events(self.table, self.residual_threshold, self.cc_threshold or None, self.classes,
                              self.time_range)
 
+    def _grouped(self, shown: pd.DataFrame) -> pd.DataFrame:
+        """One row per drawn point: events of a class and start time at the same rounded place, best fit first."""
+        if not len(shown):
+            return pd.DataFrame(columns=["x", "y", "class", "residual_rms", "start_time", "row", "count"])
+        cell = float(self.merge_distance)
+        keyed = shown.assign(row=shown.index, _gx=np.round(shown["x"] / cell), _gy=np.round(shown["y"] / cell))
+        keys = ["class", "start_time", "_gx", "_gy"]
+        keyed["count"] = keyed.groupby(keys, sort=False)["row"].transform("size")
+        points = keyed.sort_values("residual_rms", kind="stable").drop_duplicates(subset=keys)
+        return points.sort_values("row").reset_index(drop=True)
+
     def _update_points(self):
         mask = self._visible()
-        shown = self.table[mask]
+        shown = self.table[mask] if len(self.table) else self.table
+        points = self._grouped(shown)
         worst = max(float(self.residual_threshold), 1e-6)
         self._points.selected.indices = []
+        counts = points["count"].to_numpy(dtype=float)
         self._points.data = dict(
-            x=shown["x"].tolist(), y=shown["y"].tolist(), cls=shown["class"].tolist(),
-            color=[self._class_colors.get(c, "gray") for c in shown["class"]],
-            residual=shown["residual_rms"].tolist(), start=shown["start_time"].tolist(),
-            row=shown.index.tolist(),
+            x=points["x"].tolist(), y=points["y"].tolist(), cls=points["class"].tolist(),
+            color=[self._class_colors.get(c, "gray") for c in points["class"]],
+            residual=points["residual_rms"].tolist(), start=points["start_time"].tolist(),
+            row=[int(r) for r in points["row"]], count=[int(c) for c in counts],
+            size=(9 + 4 * np.sqrt(counts)).tolist(),
             # well-fitting events are drawn solid, poorer ones fainter
-            alpha=np.clip(1 - shown["residual_rms"].to_numpy() / (2 * worst), 0.25, 1).tolist(),
+            alpha=np.clip(1 - points["residual_rms"].to_numpy(dtype=float) / (2 * worst), 0.25, 1).tolist(),
         )
-        self.count.object = (f"**{int(mask.sum())} of {len(self.table)} events shown** "
-                             f"(residual ≤ {self.residual_threshold:g} m, cc ≥ {self.cc_threshold:g})")
+        n_shown = int(mask.sum()) if len(mask) else 0
+        self.count.object = (f"**{n_shown} of {len(self.table)} events shown** as {len(points)} point(s) "
+                             f"(residual ≤ {self.residual_threshold:g} m, call match ≥ {self.cc_threshold:g})"
+                             + ("" if len(self.table) else ": no events. Choose a folder and press **Localize**, "
+                                                           "or open the **simulated demo array**."))
 
     # ------------------------------------------------------------------ event review
     def _on_select(self, attr, old, new):
@@ -136,13 +329,27 @@ class LocalizationMap(pn.viewable.Viewer):
         self.detail[:] = [pn.GridBox(*panels, ncols=2, sizing_mode="stretch_width")]
 
     def __panel__(self):
+        labelled = {name: {"name": label, "description": text} for name, (label, text) in SETTING_HELP.items()}
+        source = pn.Column(
+            "### Recordings",
+            self.folder_box.widgets(),
+            pn.Param(self, parameters=["positions_csv", "detections_csv", "clip_duration"], show_name=False),
+            pn.Param(self.settings, parameters=list(SETTING_HELP), show_name=False, widgets=labelled),
+            pn.Row(self.localize_button, self.demo_button),
+            self.source_note,
+        )
         controls = pn.Column(
-            pn.Param(self, parameters=["residual_threshold", "cc_threshold", "classes", "time_range"], show_name=False,
-                     widgets={"classes": pn.widgets.CheckBoxGroup, "time_range": pn.widgets.RangeSlider,
-                              "residual_threshold": pn.widgets.FloatSlider, "cc_threshold": pn.widgets.FloatSlider}),
-            width=300,
+            "### Filters",
+            help_widget(self, "residual_threshold", pn.widgets.FloatSlider),
+            help_widget(self, "cc_threshold", pn.widgets.FloatSlider),
+            pn.Param(self, parameters=["classes"], show_name=False, widgets={"classes": pn.widgets.CheckBoxGroup}),
+            help_widget(self, "time_range", pn.widgets.RangeSlider),
+            help_widget(self, "merge_distance", pn.widgets.FloatSlider),
+            source,
+            width=320,
         )
         return pn.Column(
-            pn.Row(controls, pn.Column(self.count, pn.pane.Bokeh(self.map, sizing_mode="stretch_width"),
+            pn.Row(controls, pn.Column(self.error, self.warning, self.count,
+                                       pn.pane.Bokeh(self.map, sizing_mode="stretch_width"),
                                        sizing_mode="stretch_width"), sizing_mode="stretch_width"),
             self.detail_title, self.detail, sizing_mode="stretch_width")

@@ -12,7 +12,6 @@ this module only wires widgets to it.
 """
 from __future__ import annotations
 
-import os
 import threading
 import traceback
 from pathlib import Path
@@ -26,14 +25,18 @@ from bokeh.palettes import Category10
 from bokeh.plotting import figure
 
 from opso_nb import sample_data
+from opso_nb.audio import Audio
 from opso_nb.dashboards._widgets import (
-    AUDIO_PATTERNS,
+    FolderBox,
     FolderFilePicker,
     audio_player,
+    failure_text,
+    folder_property,
     message_alert,
     show_message,
     spectrogram_figure,
 )
+from opso_nb.spectrogram import Spectrogram
 from opso_nb.detection import (
     detection_counts,
     detections_table,
@@ -41,29 +44,15 @@ from opso_nb.detection import (
     write_detections_csv,
     write_raven_tables,
 )
+from opso_nb.ml.cnn import load_model
 from opso_nb.ml.prediction import PredictionInterrupted, PredictionSettings, load_prediction_output
+from opso_nb.workspace import PathRefused, Workspace, audio_files_in, check_recordings, user_data_dirs
 
-MODEL_PATTERNS = ("*.model", "*.pt", "*.pth")
+#: Extensions of saved models offered.
+MODEL_EXTENSIONS = (".model", ".pt", ".pth")
 
-
-def default_models_folder() -> Path:
-    """Where the explorer looks for models: ``$OPSO_NB_MODELS``, else ``./runs``.
-
-    ``runs/<run name>/best.model`` is where the training monitor saves its models;
-    sub-folders are searched.
-    """
-    return Path(os.environ.get("OPSO_NB_MODELS", Path.cwd() / "runs"))
-
-
-def list_audio_files(folder) -> list[Path]:
-    """Audio files directly inside ``folder`` (sorted), by the dashboards' audio patterns."""
-    root = Path(folder).expanduser()
-    if not root.is_dir():
-        return []
-    found = set()
-    for pattern in AUDIO_PATTERNS:
-        found.update(p for p in root.glob(pattern) if p.is_file())
-    return sorted(found)
+#: Plot titles before any scores exist: what to do next.
+_EMPTY_HINT = "no scores yet: choose a model and recordings, then press Run prediction"
 
 
 class PredictionExplorer(pn.viewable.Viewer):
@@ -72,34 +61,45 @@ class PredictionExplorer(pn.viewable.Viewer):
     Parameters
     ----------
     models_folder : str or Path, optional
-        Folder with saved models (default :func:`default_models_folder`).
+        Folder with saved models, searched with its sub-folders (default: the
+        workspace's output folder, where notebook 04 and the training monitor
+        save ``<run>/best.model``).
     folder : str or Path, optional
-        Folder of recordings (default ``$OPSO_NB_RECORDINGS`` or the bundled soundscapes).
+        Folder of recordings (default: the workspace's first data folder, else the
+        bundled soundscapes).
     output_folder : str or Path, optional
-        Where scores are streamed (default ``$OPSO_NB_PREDICTIONS`` or
-        ``<folder>/predictions_<model stem>``).
+        Where scores are streamed: a name inside the workspace's output folder
+        (default ``predictions/<model stem>``). An absolute path given here in
+        Python makes its parent the output folder.
+    workspace : Workspace, optional
+        Default :meth:`Workspace.from_env` plus the folders given.
     """
 
-    folder = param.String(default="", doc="Folder of recordings to score")
-    output_folder = param.String(default="", doc="Folder for scores (empty: next to the recordings)")
+    output_folder = param.String(default="", label="Scores folder",
+                                 doc="Folder for scores and exports, inside the output folder "
+                                     "(empty: predictions/<model name>)")
     selected_class = param.Selector(default=None, objects=[], doc="Class to review")
     threshold = param.Number(default=0.5, softbounds=(0.0, 1.0), step=0.01, doc="Score threshold of this class")
     timeline_file = param.Selector(default=None, objects=[], doc="Recording shown in the timeline")
     n_top = param.Integer(default=4, bounds=(1, 12), doc="Top-scoring clips to show")
     merge_detections = param.Boolean(default=True, doc="Merge overlapping detections into one event on export")
 
-    def __init__(self, models_folder=None, folder=None, output_folder=None, **params):
+    def __init__(self, models_folder=None, folder=None, output_folder=None, workspace: Workspace | None = None,
+                 **params):
         super().__init__(**params)
-        self.folder = str(folder or os.environ.get("OPSO_NB_RECORDINGS") or sample_data.soundscapes_folder())
-        output_folder = output_folder or os.environ.get("OPSO_NB_PREDICTIONS")
-        if output_folder:
+        if workspace is None:
+            out = Path(output_folder).expanduser().absolute() if output_folder else None
+            trusted = [Path(d) for d in (folder, models_folder) if d]
+            workspace = Workspace(data_dirs=user_data_dirs() + trusted, output_dir=out.parent if out else None)
+            if out is not None:
+                self.output_folder = out.name
+        elif output_folder:
             self.output_folder = str(output_folder)
-        self.model_picker = FolderFilePicker(folder=str(models_folder or default_models_folder()),
-                                             patterns=MODEL_PATTERNS, recursive=True)
-        best = [f for f in self.model_picker.param.file.objects if Path(f).name == "best.model"]
-        if best:  # newest training-monitor run first
-            root = Path(self.model_picker.folder)
-            self.model_picker.file = max(best, key=lambda f: (root / f).stat().st_mtime)
+        self.workspace = workspace
+        start = folder or self.workspace.start_folder(sample_data.soundscapes_folder())
+        self.folder_box = FolderBox(folder=str(start), workspace=self.workspace)
+        self.model_picker = FolderFilePicker(folder=str(models_folder or self.workspace.output_dir),
+                                             extensions=MODEL_EXTENSIONS, recursive=True, workspace=self.workspace)
         self.settings = PredictionSettings(batch_size=8)
         self.scores: pd.DataFrame | None = None
         self.invalid = pd.DataFrame(columns=["file", "start_time", "end_time", "error"])
@@ -109,11 +109,15 @@ class PredictionExplorer(pn.viewable.Viewer):
         self._thread: threading.Thread | None = None
         self._doc = None
 
-        self.run_button = pn.widgets.Button(label="Run prediction", button_type="primary")
-        self.stop_button = pn.widgets.Button(label="Stop", button_type="warning", disabled=True)
+        self.run_button = pn.widgets.Button(label="Run prediction", color="primary")
+        self.stop_button = pn.widgets.Button(label="Stop", color="warning", disabled=True)
+        self.refresh_button = pn.widgets.Button(label="Refresh model list", color="light",
+                                                description="Look again for models, e.g. after training one")
         self.progress = pn.indicators.Progress(value=0, max=100, sizing_mode="stretch_width")
         self.status = pn.pane.Markdown("Choose a model and a folder, then press **Run prediction**.",
                                        sizing_mode="stretch_width")
+        self.models_note = pn.pane.Markdown("", sizing_mode="stretch_width")
+        self.recordings_note = pn.pane.Markdown("", sizing_mode="stretch_width")
         self.error = message_alert("danger")
         self.counts = pn.pane.DataFrame(pd.DataFrame(), index=True, sizing_mode="stretch_width")
         self.export_csv_button = pn.widgets.Button(label="Export detections (CSV)", disabled=True)
@@ -139,27 +143,80 @@ class PredictionExplorer(pn.viewable.Viewer):
 
         self.run_button.on_click(lambda _: self.start())
         self.stop_button.on_click(lambda _: self.stop())
+        self.refresh_button.on_click(lambda _: self._pick_newest_model(rescan=True))
+        self.model_picker.param.watch(lambda *_: self._describe_models(), ["file", "folder"])
+        self.folder_box.param.watch(lambda *_: self._describe_recordings(), ["folder"])
         self.export_csv_button.on_click(lambda _: self.export_csv())
         self.export_raven_button.on_click(lambda _: self.export_raven())
         self.param.watch(self._on_class, ["selected_class"])
         self.param.watch(self._on_threshold, ["threshold"])
         self.param.watch(lambda *_: self._draw_timeline(), ["timeline_file"])
         self.param.watch(lambda *_: self._draw_top_clips(), ["n_top"])
+        self._pick_newest_model()
+        self._describe_recordings()
+        self._show_empty(_EMPTY_HINT)
 
     # ------------------------------------------------------------------ paths
+    folder = folder_property
+
     @property
     def model_path(self) -> Path | None:
         return self.model_picker.path
 
     @property
     def files(self) -> list[Path]:
-        return list_audio_files(self.folder)
+        root = self.folder_box.root
+        return [Path(f) for f in audio_files_in(root)] if root is not None else []
 
     def resolved_output_folder(self) -> Path:
+        """Absolute folder for scores and exports, checked to lie inside the output folder.
+
+        Raises
+        ------
+        PathRefused
+        """
         if self.output_folder:
-            return Path(self.output_folder).expanduser()
-        stem = self.model_path.stem if self.model_path is not None else "model"
-        return Path(self.folder).expanduser() / f"predictions_{stem}"
+            return self.workspace.output_path(self.output_folder)
+        stem = self.model_path.parent.name if self.model_path is not None and self.model_path.stem == "best" \
+            else (self.model_path.stem if self.model_path is not None else "model")
+        return self.workspace.output_path(Path("predictions") / stem)
+
+    def _pick_newest_model(self, rescan: bool = False):
+        """Select the newest ``best.model`` (the last training run), refreshing the list first if asked."""
+        if rescan:  # the folder may have appeared since (the first training run creates it)
+            self.model_picker._check_folder()
+        root = self.model_picker.root
+        best = [f for f in self.model_picker.param.file.objects if Path(f).name == "best.model"]
+        if best and root is not None:
+            self.model_picker.file = max(best, key=lambda f: (root / f).stat().st_mtime)
+        self._describe_models()
+
+    def _describe_models(self):
+        if self.model_path is not None:
+            n = len(self.model_picker.param.file.objects)
+            self.models_note.object = f"{n} model file(s) found; scoring with `{self.model_path}`."
+        else:
+            self.models_note.object = (
+                f"**No model yet** in `{self.model_picker.root or self.model_picker.folder}`. Train one with the "
+                "training monitor or notebook 04: both save `<run name>/best.model` in the output folder "
+                f"`{self.workspace.output_dir}`. Then press **Refresh model list**.")
+
+    def _describe_recordings(self):
+        root = self.folder_box.root
+        if root is None:
+            self.recordings_note.object = f"**No recordings:** {self.folder_box.problem}."
+            return
+        files = audio_files_in(root)
+        _, failures = check_recordings(files)
+        unreadable = failure_text(failures, "recording")
+        self.recordings_note.object = (f"{len(files)} recording(s) in `{root}`."
+                                       + (f"  \n{unreadable} They will be skipped." if unreadable else "")
+                                       + ("" if files else " Choose a folder of recordings under *Browse*."))
+
+    def _show_empty(self, hint: str):
+        """No scores: empty plots whose titles say what to do next."""
+        self.timeline.title.text = f"score timeline ({hint})"
+        self.histogram.title.text = f"score histogram ({hint})"
 
     # ------------------------------------------------------------------ running
 
@@ -177,12 +234,18 @@ class PredictionExplorer(pn.viewable.Viewer):
         if self._thread is not None and self._thread.is_alive():
             return
         if self.model_path is None:
-            show_message(self.error, f"No model file (*.model) in {self.model_picker.folder} or its sub-folders; train one "
-                             "first (training monitor or notebook 04) or choose another folder.")
+            show_message(self.error, f"No model file (*.model) in {self.model_picker.root or self.model_picker.folder} "
+                                     "or its sub-folders; train one first (training monitor or notebook 04) or "
+                                     "choose another folder.")
             return
         files = self.files
         if not files:
-            show_message(self.error, f"No audio files in {self.folder}")
+            show_message(self.error, f"No audio files to score: {self.folder_box.problem or self.folder}")
+            return
+        try:
+            out = self.resolved_output_folder()
+        except PathRefused as err:
+            show_message(self.error, f"Scores folder refused: {err}")
             return
         show_message(self.error, None)
         self._stop.clear()
@@ -191,7 +254,7 @@ class PredictionExplorer(pn.viewable.Viewer):
         self.run_button.disabled, self.stop_button.disabled = True, False
         self.progress.value = 0
         self.status.object = f"Loading model {self.model_path.name} ..."
-        args = (self.model_path, files, self.resolved_output_folder())
+        args = (self.model_path, files, out)
         if blocking:
             self._run(*args)
         else:
@@ -211,8 +274,6 @@ class PredictionExplorer(pn.viewable.Viewer):
             self._thread.join(timeout)
 
     def _run(self, model_path, files, out):
-        from opso_nb.ml.cnn import load_model
-
         def report(done, total, file):
             def update():
                 self.progress.max = max(int(total), 1)
@@ -241,18 +302,44 @@ class PredictionExplorer(pn.viewable.Viewer):
         self.run_button.disabled, self.stop_button.disabled = False, True
         try:
             self.load_results(out, files)
-        except Exception as err:  # e.g. nothing written yet
+        except Exception as err:  # e.g. nothing written yet: no scores of an earlier run may stay on screen
             show_message(self.error, f"Could not read results in {out}: {err}")
+            self.clear_results("the last run left no readable scores")
+            self.status.object = "No scores to show."
             return
         n_files = 0 if self.scores is None else self.scores.index.get_level_values("file").nunique()
         verb = {"done": "Finished", "stopped": "Stopped (run again to resume)", "failed": "Failed"}[final]
-        failures = f" · {len(self.invalid)} failure(s): {', '.join(Path(f).name for f in self.invalid['file'][:3])}" \
-            if len(self.invalid) else ""
-        self.status.object = f"{verb}: {n_files} file(s) scored, results in `{out}`{failures}"
+        failures = failure_text(self.invalid, "recording")
+        if not n_files:
+            invalid = self.invalid
+            self.clear_results("no scores: see the message above")
+            show_message(self.error, f"No scores in `{out}`: no recording could be scored."
+                         + (f"  \n{failures}" if failures else ""))
+            self.invalid = invalid
+            self.status.object = f"{verb}: 0 file(s) scored."
+            return
+        self.status.object = f"{verb}: {n_files} file(s) scored, results in `{out}`" + (
+            f"  \n{failures}" if failures else "")
         if final == "done":
             self.progress.value = self.progress.max
 
     # ------------------------------------------------------------------ results
+    def clear_results(self, hint: str = _EMPTY_HINT):
+        """Forget the scores: empty plots, counts and top clips; exports disabled."""
+        self.scores = None
+        self.invalid = self.invalid.iloc[0:0]
+        with param.parameterized.discard_events(self):
+            self.param.selected_class.objects = []
+            self.selected_class = None
+            self.param.timeline_file.objects = []
+            self.timeline_file = None
+        self._timeline_source.data = dict(t=[], score=[])
+        self._hist_source.data = dict(left=[], right=[], count=[])
+        self.counts.object = self.detection_counts()
+        self.top_clips.objects = []
+        self.export_csv_button.disabled = self.export_raven_button.disabled = True
+        self._show_empty(hint)
+
     def load_results(self, out=None, files=None):
         """Read scores from ``out`` (default: the output folder) and refresh every view."""
         out = Path(out) if out is not None else self.resolved_output_folder()
@@ -287,6 +374,7 @@ class PredictionExplorer(pn.viewable.Viewer):
             self.param.threshold.softbounds = (min(lo - pad, 0.0 if lo >= 0 else lo - pad), max(hi + pad, 1.0 if hi <= 1 else hi + pad))
             counts, edges = np.histogram(s, bins=30)
             self._hist_source.data = dict(left=edges[:-1], right=edges[1:], count=counts)
+            self.histogram.title.text = f"{self.selected_class} score histogram (all files)"
         else:
             self._hist_source.data = dict(left=[], right=[], count=[])
         if self.selected_class is not None:
@@ -324,6 +412,7 @@ class PredictionExplorer(pn.viewable.Viewer):
     def _draw_timeline(self):
         if self.scores is None or self.timeline_file is None or self.selected_class is None:
             self._timeline_source.data = dict(t=[], score=[])
+            self._show_empty(_EMPTY_HINT)
             return
         one = self.scores.xs(self.timeline_file, level="file")[self.selected_class]
         starts = one.index.get_level_values("start_time").to_numpy(dtype=float)
@@ -339,9 +428,6 @@ class PredictionExplorer(pn.viewable.Viewer):
         return top_clips(self.scores, self.selected_class, n=self.n_top)
 
     def _draw_top_clips(self):
-        from opso_nb.audio import Audio
-        from opso_nb.spectrogram import Spectrogram
-
         cards = []
         for (file, start, end), row in self.top_clips_table().iterrows():
             title = f"{Path(file).name} {start:.1f}-{end:.1f} s · score {row['score']:.3f}"
@@ -362,31 +448,47 @@ class PredictionExplorer(pn.viewable.Viewer):
         """Detections at the current per-class thresholds (see :func:`opso_nb.detection.detections_table`)."""
         return detections_table(self.scores, self.thresholds, merge=self.merge_detections)
 
-    def export_csv(self) -> Path | None:
-        if self.scores is None:
+    def _export_folder(self) -> Path | None:
+        try:
+            return self.resolved_output_folder()
+        except PathRefused as err:
+            self.export_status.object = f"**Not exported:** {err}"
             return None
-        path = write_detections_csv(self.detections(), self.resolved_output_folder() / "detections.csv")
-        self.export_status.object = f"Wrote `{path}`"
+
+    def export_csv(self) -> Path | None:
+        """Write the detections as CSV in the scores folder; returns its absolute path."""
+        folder = self._export_folder() if self.scores is not None else None
+        if folder is None:
+            return None
+        path = write_detections_csv(self.detections(), folder / "detections.csv")
+        self.export_status.object = f"Wrote `{Path(path).absolute()}`"
         return path
 
     def export_raven(self) -> list[Path]:
-        if self.scores is None:
+        """Write one Raven selection table per recording in ``<scores folder>/raven``."""
+        folder = self._export_folder() if self.scores is not None else None
+        if folder is None:
             return []
         files = list(dict.fromkeys(self.scores.index.get_level_values("file")))
-        written = write_raven_tables(self.detections(), self.resolved_output_folder() / "raven",
-                                     include_empty_files=files)
-        self.export_status.object = f"Wrote {len(written)} Raven table(s) to `{self.resolved_output_folder() / 'raven'}`"
+        written = write_raven_tables(self.detections(), folder / "raven", include_empty_files=files)
+        self.export_status.object = f"Wrote {len(written)} Raven table(s) to `{folder / 'raven'}`"
         return written
 
     # ------------------------------------------------------------------ layout
     def __panel__(self):
         controls = pn.Column(
-            "### Model and recordings",
-            pn.Param(self.model_picker, parameters=["folder", "file"], show_name=False,
-                     widgets={"folder": {"type": pn.widgets.TextInput, "name": "Models folder"},
-                              "file": {"type": pn.widgets.Select, "name": "Model"}}),
-            pn.Param(self, parameters=["folder", "output_folder"], show_name=False,
-                     widgets={"folder": pn.widgets.TextInput, "output_folder": pn.widgets.TextInput}),
+            "### Model",
+            self.model_picker.widgets(
+                ("folder", "file"),
+                folder={"type": pn.widgets.TextInput, "name": "Models folder",
+                        "description": "Folder searched (with its sub-folders) for saved models; "
+                                       "by default the output folder, where training saves them"},
+                file={"type": pn.widgets.Select, "name": "Model"}),
+            self.refresh_button, self.models_note,
+            "### Recordings",
+            self.folder_box.widgets(), self.recordings_note,
+            pn.Param(self, parameters=["output_folder"], show_name=False,
+                     widgets={"output_folder": pn.widgets.TextInput}),
             pn.Param(self.settings, show_name=False,
                      widgets={"overlap_fraction": pn.widgets.FloatSlider}),
             pn.Row(self.run_button, self.stop_button),

@@ -14,14 +14,34 @@ from opso_nb import sample_data
 from opso_nb.audio import Audio, AudioLoadError, audio_info
 from opso_nb.dashboards._widgets import (
     FolderFilePicker,
+    SaveBox,
     SpectrogramPlot,
     audio_player,
+    bokeh_callback,
+    clear_player,
+    failure_text,
+    help_widget,
     message_alert,
     set_player_audio,
     show_message,
 )
 from opso_nb.ribbit import RibbitParams, ribbit, ribbit_detail
 from opso_nb.spectrogram import Spectrogram
+from opso_nb.workspace import Workspace
+
+#: Plain-language labels and tooltips of the RIBBIT settings shown (the parameters keep their names).
+PARAMETER_HELP = {
+    "signal_band": ("Call frequency band (Hz)",
+                    "Lowest and highest frequency of the call: RIBBIT looks for pulses in this band (green)."),
+    "pulse_rate_range": ("Pulse rate (pulses/s)",
+                         "How many pulses per second the call repeats: the trill's slowest and fastest rate. "
+                         "Great Plains toads trill at about 15-20 pulses per second."),
+    "clip_duration": ("Clip length (s)", "Each clip gets one score; use a few pulse periods or more."),
+    "clip_overlap": ("Clip overlap (s)", "Seconds shared by consecutive clips."),
+    "spec_clip_range": ("Loudness range (dB)",
+                        "Spectrogram values are clipped to this range before the band levels are computed; "
+                        "raise the lower end to ignore faint background sound."),
+}
 
 #: Longest stretch of a recording loaded (and shown) at once, in seconds.
 MAX_WINDOW_SECONDS = 120.0
@@ -40,43 +60,52 @@ class RibbitExplorer(pn.viewable.Viewer):
     Parameters
     ----------
     folder : str or Path, optional
-        Folder of recordings (default: the bundled Great Plains toad MP3s).
+        Folder of recordings (default: the workspace's first data folder, else
+        the bundled Great Plains toad MP3s).
     file : str, optional
         Recording to open first (relative to ``folder``).
     params : RibbitParams, optional
         Starting parameters (default: the Great Plains toad settings).
-    save_path : str or Path, optional
-        Where *Save parameters* writes (default ``ribbit_params.json`` in the
-        working directory).
+    save_path : str, optional
+        Where *Save parameters* writes, relative to the workspace's output folder
+        (default ``ribbit_params.json``).
+    workspace : Workspace, optional
+        Folders that may be browsed and the output folder (default
+        :meth:`Workspace.from_env` plus ``folder``).
     """
 
     start_time = param.Number(default=0.0, bounds=(0, None), doc="Start of the analysed window in the file (s)")
     window_duration = param.Number(default=30.0, bounds=(1.0, MAX_WINDOW_SECONDS), step=1.0,
                                    doc="Seconds of the recording analysed and shown")
-    use_noise_band_1 = param.Boolean(default=True, doc="Subtract noise band 1")
-    noise_band_1 = param.Range(default=(0.0, 1500.0), bounds=(0, 24000), doc="Noise band 1 (Hz)")
-    use_noise_band_2 = param.Boolean(default=True, doc="Subtract noise band 2")
-    noise_band_2 = param.Range(default=(2500.0, 3500.0), bounds=(0, 24000), doc="Noise band 2 (Hz)")
+    use_noise_band_1 = param.Boolean(default=True, label="Subtract noise band 1",
+                                     doc="Remove the sound level of noise band 1 from the call band")
+    noise_band_1 = param.Range(default=(0.0, 1500.0), bounds=(0, 24000), label="Noise band 1 (Hz)",
+                               doc="A band without the call (red): loud sound here, such as wind or rain, is "
+                                   "subtracted so it does not look like pulses")
+    use_noise_band_2 = param.Boolean(default=True, label="Subtract noise band 2",
+                                     doc="Remove the sound level of noise band 2 from the call band")
+    noise_band_2 = param.Range(default=(2500.0, 3500.0), bounds=(0, 24000), label="Noise band 2 (Hz)",
+                               doc="A second band without the call (red)")
     selected_clip = param.Integer(default=0, bounds=(0, None), doc="Clip shown in the detail view (or click the curve)")
-    save_path = param.String(default="ribbit_params.json", doc="JSON file the parameters are saved to")
 
-    def __init__(self, folder=None, file=None, params: RibbitParams | None = None, save_path=None, **kwargs):
+    def __init__(self, folder=None, file=None, params: RibbitParams | None = None, save_path=None,
+                 workspace: Workspace | None = None, **kwargs):
         super().__init__(**kwargs)
-        if save_path is not None:
-            self.save_path = str(save_path)
+        self.workspace = workspace or Workspace.from_env([folder])
         self.ribbit_params = params if params is not None else RibbitParams()
-        self.picker = FolderFilePicker(folder=str(folder or sample_data.toads_folder()))
+        start = folder or self.workspace.start_folder(sample_data.toads_folder())
+        self.picker = FolderFilePicker(folder=str(start), workspace=self.workspace, check_audio=True)
         preferred = file or ("gpt3.mp3" if folder is None else None)
         if preferred in self.picker.param.file.objects:
             self.picker.file = preferred
         self._sync_noise_widgets_from_params()
 
         self.error = message_alert("danger")
+        self.warning = message_alert("warning")
         self.status = pn.pane.Markdown("", sizing_mode="stretch_width")
         self.clip_status = pn.pane.Markdown("", sizing_mode="stretch_width")
-        self.save_status = pn.pane.Markdown("", sizing_mode="stretch_width")
-        self.save_button = pn.widgets.Button(name="Save parameters", button_type="primary")
-        self.save_button.on_click(lambda *_: self.save())
+        self.save_box = SaveBox(self.workspace, self._write_params, default=str(save_path or "ribbit_params.json"),
+                                label="Save parameters")
 
         # spectrogram with bands and the selected clip
         self.spectrogram_plot = SpectrogramPlot(height=280, title="Spectrogram: signal band (green), noise bands (red)")
@@ -159,15 +188,30 @@ class RibbitExplorer(pn.viewable.Viewer):
         self.ribbit_params.noise_bands = bands
 
     # ------------------------------------------------------------------ callbacks (no science here)
+    def _clear(self, message: str, status: str = "") -> None:
+        """Show ``message`` as an error and remove every plot and sound of the previous recording."""
+        show_message(self.error, message)
+        self._audio, self._spec, self._scores, self._duration = None, None, None, 0.0
+        self.spectrogram_plot.clear("see the message above")
+        for source in (self._score_source, self._selected_source, self._amp_source, self._psd_source,
+                       self._peak_source):
+            source.data = {k: [] for k in source.data}
+        clear_player(self.player)
+        self.status.object = status
+        self.clip_status.object = ""
+
+    @bokeh_callback
     def _load_file(self):
+        show_message(self.warning, failure_text(self.picker.failures, "recording"))
         path = self.picker.path
         if path is None:
-            show_message(self.error, f"No recordings in {self.picker.folder}")
+            self._clear(f"Nothing to show: {self.picker.problem}.",
+                        "Type a folder of recordings in the folder box, or pick one under *Browse*.")
             return
         try:
             info = audio_info(path)
         except AudioLoadError as err:
-            show_message(self.error, str(err))
+            self._clear(str(err), f"**{path.name}** cannot be read; choose another file.")
             return
         self._info = info
         self._duration = info.duration
@@ -186,6 +230,7 @@ class RibbitExplorer(pn.viewable.Viewer):
         self._on_noise_widgets()
         self._load_window()
 
+    @bokeh_callback
     def _load_window(self):
         path = self.picker.path
         if path is None or not self._duration:
@@ -198,7 +243,7 @@ class RibbitExplorer(pn.viewable.Viewer):
             spec = Spectrogram.from_audio(audio, window_samples=p.window_samples, overlap_samples=p.overlap_samples,
                                           decibel_limits=(-200, 0))
         except (AudioLoadError, ValueError) as err:
-            show_message(self.error, str(err))
+            self._clear(str(err), f"**{path.name}**: this part of the recording cannot be read.")
             return
         self._audio, self._spec = audio, spec
         amp_rate = 1 / spec.window_step
@@ -214,6 +259,7 @@ class RibbitExplorer(pn.viewable.Viewer):
         )
         self._rescore()
 
+    @bokeh_callback
     def _rescore(self):
         if self._spec is None:
             return
@@ -222,6 +268,11 @@ class RibbitExplorer(pn.viewable.Viewer):
             scores = ribbit(self._spec, **p.ribbit_kwargs())
         except ValueError as err:
             show_message(self.error, f"RIBBIT: {err}")
+            self._scores = None  # scores of the previous settings would be wrong now: remove them
+            for source in (self._score_source, self._selected_source, self._amp_source, self._psd_source,
+                           self._peak_source):
+                source.data = {k: [] for k in source.data}
+            self.clip_status.object = "No scores: fix the setting named in the message above."
             return
         show_message(self.error, None)
         self._scores = scores
@@ -297,44 +348,48 @@ class RibbitExplorer(pn.viewable.Viewer):
         set_player_audio(self.player, self._audio.trim(start, min(end, self._audio.duration)))
 
     # ------------------------------------------------------------------ actions
+    def _write_params(self, path: Path) -> Path:
+        return self.ribbit_params.validate().save(path)
+
     def save(self) -> Path | None:
-        """Write the current parameters to ``save_path`` (JSON, atomically); returns the path."""
-        try:
-            path = self.ribbit_params.validate().save(Path(self.save_path).expanduser())
-        except (OSError, ValueError) as err:
-            self.save_status.object = f"Could not save: {err}"
-            return None
-        self.save_status.object = f"Saved to `{path.resolve()}` (read it with `RibbitParams.load(path)`)"
+        """Write the current parameters (JSON, atomically) under the output folder; returns the absolute path.
+
+        A name that escapes the output folder is refused (shown next to the button) and nothing is written.
+        """
+        path = self.save_box.save()
+        if path is not None:
+            self.save_box.status.object += " (read it with `RibbitParams.load(path)`)"
         return path
 
     # ------------------------------------------------------------------ layout
     def __panel__(self):
         p = self.ribbit_params
-        range_slider = {"type": pn.widgets.RangeSlider}
+
+        def helped(obj, name, widget_type, **kwargs):
+            label, text = PARAMETER_HELP.get(name, (None, None))
+            return help_widget(obj, name, widget_type, label=label, help_text=text, **kwargs)
+
+        range_slider = pn.widgets.RangeSlider
         controls = pn.Column(
-            pn.Param(self.picker, parameters=["folder", "file"], show_name=False,
-                     widgets={"folder": pn.widgets.TextInput}),
+            self.picker.widgets(),
             pn.Param(self, parameters=["start_time", "window_duration"], show_name=False,
                      widgets={"start_time": pn.widgets.FloatInput, "window_duration": pn.widgets.FloatSlider}),
-            pn.Param(p, parameters=["signal_band", "pulse_rate_range"], show_name=False,
-                     widgets={"signal_band": {**range_slider, "step": 50},
-                              "pulse_rate_range": {**range_slider, "step": 0.5}}),
-            pn.Param(self, parameters=["use_noise_band_1", "noise_band_1", "use_noise_band_2", "noise_band_2"],
-                     show_name=False, widgets={"noise_band_1": {**range_slider, "step": 50},
-                                               "noise_band_2": {**range_slider, "step": 50}}),
-            pn.Param(p, parameters=["clip_duration", "clip_overlap", "spec_clip_range"], show_name=False,
-                     widgets={"clip_duration": {"type": pn.widgets.FloatSlider, "start": 0.25, "end": 10,
-                                                "step": 0.25},
-                              "clip_overlap": {"type": pn.widgets.FloatSlider, "start": 0, "end": 5, "step": 0.25},
-                              "spec_clip_range": {**range_slider, "start": -160, "end": 0, "step": 1}}),
-            pn.Param(self, parameters=["selected_clip", "save_path"], show_name=False,
+            helped(p, "signal_band", range_slider, step=50),
+            helped(p, "pulse_rate_range", range_slider, step=0.5),
+            pn.Param(self, parameters=["use_noise_band_1"], show_name=False),
+            helped(self, "noise_band_1", range_slider, step=50),
+            pn.Param(self, parameters=["use_noise_band_2"], show_name=False),
+            helped(self, "noise_band_2", range_slider, step=50),
+            helped(p, "clip_duration", pn.widgets.FloatSlider, start=0.25, end=10, step=0.25),
+            helped(p, "clip_overlap", pn.widgets.FloatSlider, start=0, end=5, step=0.25),
+            helped(p, "spec_clip_range", range_slider, start=-160, end=0, step=1),
+            pn.Param(self, parameters=["selected_clip"], show_name=False,
                      widgets={"selected_clip": pn.widgets.IntInput}),
-            self.save_button,
-            self.save_status,
+            self.save_box.panel(),
             width=330,
         )
         view = pn.Column(
-            self.error, self.status,
+            self.error, self.warning, self.status,
             pn.pane.Bokeh(self.spectrogram_plot.figure, sizing_mode="stretch_width"),
             pn.pane.Bokeh(self.score_plot, sizing_mode="stretch_width"),
             self.clip_status,

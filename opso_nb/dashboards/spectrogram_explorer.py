@@ -16,11 +16,16 @@ from opso_nb.dashboards._widgets import (
     FolderFilePicker,
     SpectrogramPlot,
     audio_player,
+    bokeh_callback,
+    clear_player,
+    failure_text,
+    format_seconds,
     message_alert,
     set_player_audio,
     show_message,
 )
 from opso_nb.spectrogram import SpectrogramParams
+from opso_nb.workspace import Workspace
 
 #: Envelope points drawn in the overview (whatever the recording's length).
 OVERVIEW_POINTS = 1500
@@ -42,23 +47,29 @@ class SpectrogramExplorer(pn.viewable.Viewer):
     Parameters
     ----------
     folder : str or Path
-        Folder of recordings (default: the bundled example soundscapes).
+        Folder of recordings (default: the workspace's first data folder, else
+        the bundled example soundscapes).
     file : str, optional
         Recording to open first (name relative to ``folder``).
+    workspace : Workspace, optional
+        Folders that may be browsed (default :meth:`Workspace.from_env` plus ``folder``).
     """
 
     start_time = param.Number(default=0.0, bounds=(0, None), doc="Start of the window (s)")
     window_duration = param.Number(default=10.0, bounds=(0.5, 120.0), step=0.5, doc="Length of the window (s)")
 
-    def __init__(self, folder=None, file=None, **params):
+    def __init__(self, folder=None, file=None, workspace: Workspace | None = None, **params):
         super().__init__(**params)
-        self.picker = FolderFilePicker(folder=str(folder or sample_data.soundscapes_folder()))
+        self.workspace = workspace or Workspace.from_env([folder])
+        start = folder or self.workspace.start_folder(sample_data.soundscapes_folder())
+        self.picker = FolderFilePicker(folder=str(start), workspace=self.workspace, check_audio=True)
         preferred = file or ("birds_10s.wav" if folder is None else None)
         if preferred in self.picker.param.file.objects:
             self.picker.file = preferred
         self.settings = SpectrogramParams()
         self.status = pn.pane.Markdown("", sizing_mode="stretch_width")
         self.error = message_alert("danger")
+        self.warning = message_alert("warning")
         self.spectrogram_plot = SpectrogramPlot(height=320)
         self.player = audio_player(Audio.silence(0.1, 8000), name="window audio")
         self._overview_source = ColumnDataSource(data=dict(t=[0.0], lower=[0.0], upper=[0.0]))
@@ -76,17 +87,29 @@ class SpectrogramExplorer(pn.viewable.Viewer):
 
     # ------------------------------------------------------------------ callbacks (no science here)
 
+    def _show_failure(self, message: str, status: str = "") -> None:
+        """An error replaces everything drawn from the previous file: no stale picture or sound."""
+        show_message(self.error, message)
+        self._duration = 0.0
+        self.spectrogram_plot.clear("see the message above")
+        self._overview_source.data = dict(t=[], lower=[], upper=[])
+        clear_player(self.player)
+        self.status.object = status
+
+    @bokeh_callback
     def _load_file(self):
+        show_message(self.warning, failure_text(self.picker.failures, "recording"))
         path = self.picker.path
         if path is None:
-            show_message(self.error, f"No recordings in {self.picker.folder}")
+            self._show_failure(f"Nothing to show: {self.picker.problem}.",
+                               "Type a folder of recordings in the folder box, or pick one under *Browse*.")
             return
         try:
             info = audio_info(path)
             stat = path.stat()
             times, lower, upper = _cached_envelope(str(path), stat.st_size, stat.st_mtime)
-        except AudioLoadError as err:
-            show_message(self.error, str(err))
+        except (AudioLoadError, OSError) as err:
+            self._show_failure(str(err), f"**{path.name}** cannot be read; choose another file.")
             return
         show_message(self.error, None)
         self._info = info
@@ -108,6 +131,7 @@ class SpectrogramExplorer(pn.viewable.Viewer):
             centre = float(event.x) - self.window_duration / 2
             self.start_time = float(np.clip(centre, 0, max(0.0, self._duration - 0.1)))
 
+    @bokeh_callback
     def _draw_window(self):
         path = self.picker.path
         if path is None or not self._duration:
@@ -117,6 +141,8 @@ class SpectrogramExplorer(pn.viewable.Viewer):
             audio = Audio.from_file(path, offset=self.start_time, duration=duration, out_of_bounds_mode="ignore")
             spec = self.settings.make(audio)
         except (AudioLoadError, ValueError) as err:
+            self.spectrogram_plot.clear("see the message above")
+            clear_player(self.player)
             show_message(self.error, str(err))
             return
         show_message(self.error, None)
@@ -127,10 +153,13 @@ class SpectrogramExplorer(pn.viewable.Viewer):
         step_ms = 1000 * spec.window_step
         bin_hz = self._info.sample_rate / self.settings.window_samples
         meta = audio.metadata.get("recording_start_time")
+        # about 1000 pixels across the window: more decimals than that would be noise
+        resolution = max(self.window_duration / 1000, spec.window_step)
         self.status.object = (
             f"**{path.name}**: {self._info.duration:.1f} s, {self._info.sample_rate} Hz, "
             f"{self._info.channels} channel(s){f', recorded {meta:%Y-%m-%d %H:%M:%S %Z}' if meta else ''}  \n"
-            f"Showing {self.start_time:.2f}-{end:.2f} s · window {self.settings.window_samples} samples "
+            f"Showing {format_seconds(self.start_time, resolution)}-{format_seconds(end, resolution)} s · "
+            f"window {self.settings.window_samples} samples "
             f"({1000 * self.settings.window_samples / self._info.sample_rate:.1f} ms, {bin_hz:.1f} Hz per bin, "
             f"one column every {step_ms:.1f} ms) · {self.settings.scale} scale"
         )
@@ -138,8 +167,7 @@ class SpectrogramExplorer(pn.viewable.Viewer):
     # ------------------------------------------------------------------ layout
     def __panel__(self):
         controls = pn.Column(
-            pn.Param(self.picker, parameters=["folder", "file"], show_name=False,
-                     widgets={"folder": pn.widgets.TextInput}),
+            self.picker.widgets(),
             pn.Param(self, parameters=["start_time", "window_duration"], show_name=False,
                      widgets={"start_time": pn.widgets.FloatInput, "window_duration": pn.widgets.FloatSlider}),
             pn.Param(self.settings, show_name=False,
@@ -148,7 +176,7 @@ class SpectrogramExplorer(pn.viewable.Viewer):
             width=320,
         )
         view = pn.Column(
-            self.error, self.status,
+            self.error, self.warning, self.status,
             pn.pane.Bokeh(self.overview, sizing_mode="stretch_width"),
             pn.pane.Bokeh(self.spectrogram_plot.figure, sizing_mode="stretch_width"),
             self.player,

@@ -179,7 +179,8 @@ def make_tone_dataset(folder, n_per_class=8, duration=1.0, sample_rate=16000, cl
     """
     if len(classes) != len(frequencies):
         raise ValueError("classes and frequencies must have the same length")
-    folder = Path(folder)
+    # absolute: labels.csv is read relative to its own folder, so cwd-relative paths would be doubled
+    folder = Path(folder).absolute()
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     n = int(round(duration * sample_rate))

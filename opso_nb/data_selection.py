@@ -56,7 +56,7 @@ def resample(
     downsample: bool = True,
     with_replace: bool = False,
     random_state=None,
-    n_samples_without_labels: int = 0,
+    n_samples_without_labels: int | None = 0,
 ) -> pd.DataFrame:
     """Draw ``n_samples_per_class`` rows for every class of a one-hot label table.
 
@@ -76,8 +76,9 @@ def resample(
         Draw rows with replacement instead.
     random_state : int or numpy.random.Generator, optional
         Seed for reproducible draws.
-    n_samples_without_labels : int
-        Rows with no positive class to draw as well (``0`` drops them, with a warning).
+    n_samples_without_labels : int or None
+        Rows with no positive class to draw as well: ``0`` drops them (with a
+        warning), ``None`` keeps them all (OpenSoundscape 0.10+'s default).
 
     Returns
     -------
@@ -117,7 +118,9 @@ def resample(
         parts.append(_take(rows, target, with_replace, rng) if (target != n or with_replace) else rows)
     negatives = df[(df == 0).all(axis=1)]
     if len(negatives):
-        if n_samples_without_labels > 0:
+        if n_samples_without_labels is None:
+            parts.append(negatives)
+        elif n_samples_without_labels > 0:
             parts.append(_take(negatives, n_samples_without_labels, with_replace, rng))
         else:
             warnings.warn(

@@ -342,14 +342,20 @@ def test_box_straddling_two_clips_min_label_overlap():
 def test_overlapping_clips_and_short_boxes():
     # 3 s clips every 2 s over 9 s: (0,3),(2,5),(4,7),(6,9)
     ann = boxes([(2.9, 3.0, "chip"), (4.5, 6.5, "song")])
-    labels = ann.one_hot_clip_labels(3, clip_overlap=1, min_label_overlap=0.25, full_duration=9,
-                                     class_subset=["song", "chip", "absent"])
+    labels = ann.one_hot_clip_labels(3, clip_overlap=1, min_label_overlap=0.25, min_label_fraction=None,
+                                     full_duration=9, class_subset=["song", "chip", "absent"])
     assert labels.index.get_level_values("start_time").tolist() == [0, 2, 4, 6]
     assert labels["song"].tolist() == [0, 1, 1, 1]  # overlaps 0.5, 2.0, 0.5 s
     assert labels["chip"].tolist() == [0, 0, 0, 0]  # 0.1 s is below min_label_overlap
     assert labels["absent"].tolist() == [0, 0, 0, 0]
     frac = ann.one_hot_clip_labels(3, 1, min_label_overlap=0.25, min_label_fraction=1, full_duration=9)
     assert frac["chip"].tolist() == [1, 1, 0, 0]
+    # OpenSoundscape 0.9's default min_label_fraction=1: a box wholly inside a clip labels it
+    default = ann.one_hot_clip_labels(3, 1, min_label_overlap=0.25, full_duration=9)
+    pd.testing.assert_frame_equal(default, frac)
+    # the newer name clip_labels defaults to min_label_fraction=None, as in OpenSoundscape >= 0.10
+    newer = ann.clip_labels(3, 0.25, full_duration=9, clip_overlap=1, class_subset=["song", "chip", "absent"])
+    pd.testing.assert_frame_equal(newer, labels)
 
 
 def test_one_hot_clip_labels_reads_durations_and_includes_unannotated_files(tmp_path):

@@ -17,7 +17,7 @@ def pyproject():
 def dependency_names():
     project = pyproject()["project"]
     deps = list(project["dependencies"])
-    for extra in ("dashboards", "notebooks", "birdnet", "dask"):
+    for extra in ("dashboards", "notebooks", "birdnet", "search", "dask"):
         deps += project["optional-dependencies"][extra]
     return sorted({re.split(r"[<>=!\[ ;]", d, 1)[0].lower() for d in deps})
 

@@ -354,7 +354,7 @@ class AnnotationViewer(pn.viewable.Viewer):
             warnings.simplefilter("ignore")  # boxes past the end are counted in the status line
             labels = self._annotations.one_hot_clip_labels(
                 clip_duration=self.clip_duration, clip_overlap=self.clip_overlap,
-                min_label_overlap=self.min_label_overlap, class_subset=classes,
+                min_label_overlap=self.min_label_overlap, min_label_fraction=None, class_subset=classes,
                 audio_files=[self._audio_path], full_duration=self._duration,
             )
         start, end = float(self.start_time), float(self.start_time) + float(self.window_duration)

@@ -1,0 +1,729 @@
+"""Review, label and calibrate: turn a table of scores into detections a scientist can defend.
+
+Every scoring path in opso_nb (CNN predictions, RIBBIT, BirdNET, shallow
+classifiers on embeddings) ends in a score table: a DataFrame indexed by
+``(file, start_time, end_time)`` with one column per class. Scores are not
+probabilities and cannot be published as they are. The usual remedy
+(Knight et al. 2017; Wood & Kahl 2024) is to listen to a sample of clips,
+label them, and choose a threshold from those labels. This module holds each
+step:
+
+1. **Choose clips** with :func:`select_clips`: top-k, random, or stratified by
+   score bins (equal numbers per bin, the design for calibration), each
+   reproducible from a seed, optionally limited to files, recording dates or a
+   score range. The selection records each clip's inclusion weight (how many
+   clips of the whole table it stands for), so estimates over the whole table
+   stay unbiased however the sample was drawn.
+2. **Label** with a :class:`LabelStore`: an append-only log on disk, one line
+   per click, flushed and fsynced at once. A crash loses at most the click in
+   flight; reopening resumes.
+3. **Calibrate** with :func:`calibrate`: a logistic model of
+   P(present | score) per class (scikit-learn), precision and recall at every
+   threshold, and the threshold reaching a target precision with a bootstrap
+   confidence interval; :class:`ReviewTooSmallWarning` when too few clips
+   were reviewed for a stable answer.
+4. **Close the loop**: :func:`labels_to_one_hot` gives a clip-label table that
+   :meth:`opso_nb.ml.cnn.CNN.train` accepts; :func:`confirmed_detections` and
+   :func:`export_raven` write what was confirmed as Raven selection tables.
+
+Examples
+--------
+>>> sample = select_clips(scores, "frog", strategy="stratified", n=60, n_bins=6, seed=1)  # doctest: +SKIP
+>>> store = LabelStore("review/frog_labels.jsonl", reviewer="ana")                       # doctest: +SKIP
+>>> store.add(sample.index[0], "frog", "present")                                         # doctest: +SKIP
+>>> result = calibrate(scores, store.labels(), "frog", target_precision=0.9)             # doctest: +SKIP
+>>> result.threshold, result.threshold_ci                                                # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import param
+
+from opso_nb.utils import CLIP_INDEX, atomic_write
+
+__all__ = [
+    "LABEL_VALUES",
+    "SAMPLING_STRATEGIES",
+    "ReviewTooSmallWarning",
+    "select_clips",
+    "LabelStore",
+    "ReviewSettings",
+    "precision_recall_table",
+    "calibrate",
+    "Calibration",
+    "labels_to_one_hot",
+    "confirmed_detections",
+    "export_raven",
+    "plot_precision_recall",
+    "plot_calibration",
+]
+
+#: Values a reviewer may give a clip. ``unsure`` clips are kept in the store but
+#: left out of calibration and training labels.
+LABEL_VALUES = ("present", "absent", "unsure")
+SAMPLING_STRATEGIES = ("top", "random", "stratified")
+LABEL_COLUMNS = CLIP_INDEX + ["class", "label", "note", "reviewer", "time"]
+
+#: Below these counts a calibration is reported as unstable (see :class:`ReviewTooSmallWarning`).
+MIN_REVIEWED = 30
+MIN_PER_LABEL = 5
+
+
+class ReviewTooSmallWarning(UserWarning):
+    """Too few reviewed clips (or too few of one label) for a stable calibration or threshold."""
+
+
+# --------------------------------------------------------------------------- choosing clips
+def _check_score_table(scores: pd.DataFrame, class_name=None) -> pd.DataFrame:
+    if not isinstance(scores, pd.DataFrame):
+        raise TypeError(f"scores must be a DataFrame indexed by {CLIP_INDEX}, got {type(scores).__name__}")
+    if list(scores.index.names) != CLIP_INDEX:
+        if all(c in scores.columns for c in CLIP_INDEX):
+            scores = scores.set_index(CLIP_INDEX)
+        else:
+            raise ValueError(
+                f"a score table needs the index (or columns) {CLIP_INDEX}; this one has index "
+                f"{list(scores.index.names)} and columns {list(scores.columns)[:8]}"
+            )
+    if class_name is not None and class_name not in scores.columns:
+        raise KeyError(f"class {class_name!r} is not a column of the score table; classes: {list(scores.columns)}")
+    return scores
+
+
+_STAMP = re.compile(r"(\d{8})[_T-]?(\d{6})")
+
+
+def file_start_times(files) -> pd.Series:
+    """Recording start time parsed from each file name (``..._YYYYMMDD_HHMMSS...``), NaT where none is found.
+
+    Works for AudioMoth (``20190522_050000.WAV``) and Song Meter
+    (``S4A03895_20190522_050000.wav``) names; times are naive (the recorder's clock).
+    """
+    out = {}
+    for f in pd.unique(pd.Index(files).astype(str)):
+        match = _STAMP.search(Path(f).stem)
+        stamp = pd.NaT
+        if match:
+            try:
+                stamp = pd.Timestamp(dt.datetime.strptime("".join(match.groups()), "%Y%m%d%H%M%S"))
+            except ValueError:
+                pass
+        out[f] = stamp
+    return pd.Series(out, dtype="datetime64[ns]")
+
+
+def _limit(scores, class_name, files, date_range, score_range):
+    keep = np.ones(len(scores), dtype=bool)
+    file_level = scores.index.get_level_values("file").astype(str)
+    if files is not None:
+        wanted = {str(f) for f in ([files] if isinstance(files, (str, os.PathLike)) else files)}
+        keep &= file_level.isin(wanted)
+    if date_range is not None:
+        lo, hi = (pd.Timestamp(d) if d is not None else None for d in date_range)
+        starts = file_start_times(file_level).reindex(file_level).to_numpy()
+        clip_times = pd.to_datetime(starts) + pd.to_timedelta(scores.index.get_level_values("start_time"), unit="s")
+        no_stamp = pd.isna(starts)
+        if no_stamp.any():
+            warnings.warn(f"{int(no_stamp.sum())} clip(s) come from files without a date in their name "
+                          f"(e.g. {file_level[no_stamp][0]}); they are left out of a date-limited selection",
+                          UserWarning, stacklevel=3)
+        in_range = ~no_stamp
+        if lo is not None:
+            in_range &= clip_times >= lo
+        if hi is not None:
+            in_range &= clip_times <= hi
+        keep &= np.asarray(in_range)
+    values = scores[class_name].to_numpy(dtype=float)
+    if score_range is not None:
+        lo, hi = score_range
+        keep &= (values >= (-np.inf if lo is None else lo)) & (values <= (np.inf if hi is None else hi))
+    keep &= np.isfinite(values)
+    return keep
+
+
+def select_clips(scores: pd.DataFrame, class_name: str, strategy: str = "stratified", n: int = 50,
+                 n_bins: int = 5, seed: int = 0, files=None, date_range=None, score_range=None,
+                 exclude=None) -> pd.DataFrame:
+    """Choose clips of one class to review.
+
+    Parameters
+    ----------
+    scores : DataFrame
+        Score table indexed by ``(file, start_time, end_time)`` (s), one column per class.
+    class_name : str
+        Column to sample on.
+    strategy : {"top", "random", "stratified"}
+        ``top``: the ``n`` highest scores. ``random``: ``n`` clips uniformly at
+        random. ``stratified``: the score range cut into ``n_bins`` bins of equal
+        width, ``n // n_bins`` clips drawn at random from each (all of a bin's
+        clips when it holds fewer), the design for calibration.
+    n : int
+        Clips to return (at most).
+    n_bins : int
+        Score bins for ``stratified``.
+    seed : int
+        Random seed; the same seed and inputs give the same clips.
+    files : str or list of str, optional
+        Only clips of these files.
+    date_range : (start, end), optional
+        Only clips recorded in this range (anything ``pandas.Timestamp`` reads;
+        either end may be None), using the date in the file names (see
+        :func:`file_start_times`) plus the clip's start time.
+    score_range : (low, high), optional
+        Only clips whose score is in ``[low, high]`` (either may be None).
+    exclude : index-like of (file, start_time, end_time), optional
+        Clips to leave out (e.g. those already reviewed).
+
+    Returns
+    -------
+    DataFrame
+        Indexed like ``scores``; columns ``score`` (the class's score), ``bin``
+        (stratum number, -1 for ``top``), and ``weight``: how many clips of the
+        eligible table each chosen clip stands for (1 / inclusion probability;
+        ``top`` clips get 1). Ordered by descending score for ``top``, else by
+        bin then score.
+    """
+    scores = _check_score_table(scores, class_name)
+    if strategy not in SAMPLING_STRATEGIES:
+        raise ValueError(f"strategy must be one of {SAMPLING_STRATEGIES}, got {strategy!r}")
+    if int(n) < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    keep = _limit(scores, class_name, files, date_range, score_range)
+    if exclude is not None and len(exclude):
+        keep &= ~scores.index.isin(pd.MultiIndex.from_tuples(list(exclude), names=CLIP_INDEX))
+    pool = scores.loc[keep, [class_name]].rename(columns={class_name: "score"})
+    rng = np.random.default_rng(seed)
+    if len(pool) == 0:
+        return pool.assign(bin=pd.Series(dtype=int), weight=pd.Series(dtype=float))
+    if strategy == "top":
+        chosen = pool.sort_values("score", ascending=False, kind="stable").head(int(n))
+        return chosen.assign(bin=-1, weight=1.0)
+    if strategy == "random":
+        take = rng.choice(len(pool), size=min(int(n), len(pool)), replace=False)
+        chosen = pool.iloc[np.sort(take)]
+        return chosen.assign(bin=0, weight=len(pool) / len(chosen)).sort_values("score", kind="stable")
+    n_bins = int(n_bins)
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be at least 1, got {n_bins}")
+    values = pool["score"].to_numpy()
+    edges = np.linspace(values.min(), values.max(), n_bins + 1)
+    bins = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, n_bins - 1)
+    per_bin = max(int(n) // n_bins, 1)
+    parts = []
+    for b in range(n_bins):
+        members = np.flatnonzero(bins == b)
+        if len(members) == 0:
+            continue
+        take = members if len(members) <= per_bin else np.sort(rng.choice(members, size=per_bin, replace=False))
+        part = pool.iloc[take].assign(bin=b, weight=len(members) / len(take))
+        parts.append(part.sort_values("score", kind="stable"))
+    return pd.concat(parts)
+
+
+# --------------------------------------------------------------------------- the label store
+class LabelStore:
+    """One reviewer's labels, saved at every click in an append-only JSON-lines file.
+
+    Each :meth:`add` appends one line (file, start_time, end_time, class,
+    label, note, reviewer, time) with a single ``write`` on a file opened in
+    append mode, then flushes and fsyncs it, so a crashed kernel, a closed
+    browser tab or a killed server loses at most the click in flight, and
+    never corrupts earlier lines. A torn last line (a kill mid-write) is
+    ignored when reading. The latest line for a clip and class wins, so a
+    relabel or an :meth:`remove` is just another line.
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``.jsonl`` file (created with its folder if needed).
+    reviewer : str
+        Written with every label.
+    """
+
+    def __init__(self, path, reviewer: str = "anonymous"):
+        self.path = Path(path)
+        self.reviewer = str(reviewer)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.skipped_lines = 0
+
+    def add(self, clip, class_name: str, label: str | None, note: str = "") -> dict:
+        """Save one label at once.
+
+        Parameters
+        ----------
+        clip : tuple (file, start_time, end_time)
+            Times in seconds.
+        class_name : str
+        label : {"present", "absent", "unsure"} or None
+            None withdraws an earlier label of this clip and class.
+        note : str
+            Free text.
+
+        Returns
+        -------
+        dict
+            The record written.
+        """
+        if label is not None and label not in LABEL_VALUES:
+            raise ValueError(f"label must be one of {LABEL_VALUES} or None, got {label!r}")
+        file, start, end = clip
+        record = {"file": str(file), "start_time": float(start), "end_time": float(end), "class": str(class_name),
+                  "label": label, "note": str(note or ""), "reviewer": self.reviewer,
+                  "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+        # surrogateescape keeps file names that are not valid UTF-8 (FAT/exFAT cards) losslessly
+        line = (json.dumps(record, ensure_ascii=True) + "\n").encode("utf-8", "surrogateescape")
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return record
+
+    def remove(self, clip, class_name: str) -> dict:
+        """Withdraw the label of one clip and class (appends a line; history is kept)."""
+        return self.add(clip, class_name, None)
+
+    def history(self) -> pd.DataFrame:
+        """Every line written, in order (columns :data:`LABEL_COLUMNS`)."""
+        rows, self.skipped_lines = [], 0
+        if self.path.exists():
+            with open(self.path, "rb") as handle:
+                for raw in handle:
+                    try:
+                        rec = json.loads(raw.decode("utf-8", "surrogateescape"))
+                        if not isinstance(rec, dict) or not all(k in rec for k in LABEL_COLUMNS):
+                            raise ValueError("not a label record")
+                        rows.append([rec[k] for k in LABEL_COLUMNS])
+                    except ValueError:
+                        self.skipped_lines += 1  # a torn final line from a kill mid-write
+        if self.skipped_lines:
+            warnings.warn(f"{self.path}: {self.skipped_lines} unreadable line(s) skipped (e.g. a write cut short)",
+                          UserWarning, stacklevel=2)
+        # object columns: pandas' Arrow-backed strings cannot hold surrogate-escaped (non-UTF-8) file names
+        table = pd.DataFrame(np.array(rows, dtype=object).reshape(-1, len(LABEL_COLUMNS)), columns=LABEL_COLUMNS,
+                             dtype=object)
+        return table.astype({"start_time": float, "end_time": float})
+
+    def labels(self, class_name: str | None = None) -> pd.DataFrame:
+        """The current label of every reviewed clip (latest line wins; withdrawn labels are gone).
+
+        Returns
+        -------
+        DataFrame
+            Indexed by ``(file, start_time, end_time)``; columns ``class``,
+            ``label``, ``note``, ``reviewer``, ``time``.
+        """
+        hist = self.history()
+        if class_name is not None:
+            hist = hist[hist["class"] == class_name]
+        latest = hist.drop_duplicates(subset=CLIP_INDEX + ["class"], keep="last")
+        latest = latest[latest["label"].notna()]
+        return latest.set_index(CLIP_INDEX)
+
+    def progress(self, clips, class_name: str) -> tuple[int, int]:
+        """(reviewed, total) of ``clips`` (an index or table of clips) for one class."""
+        index = clips.index if isinstance(clips, pd.DataFrame) else pd.MultiIndex.from_tuples(list(clips))
+        done = self.labels(class_name).index
+        return int(index.isin(done).sum()), int(len(index))
+
+    def next_unreviewed(self, clips, class_name: str):
+        """Position in ``clips`` of the first clip without a label for ``class_name`` (None when all are done)."""
+        index = clips.index if isinstance(clips, pd.DataFrame) else pd.MultiIndex.from_tuples(list(clips))
+        todo = np.flatnonzero(~index.isin(self.labels(class_name).index))
+        return int(todo[0]) if len(todo) else None
+
+    def compact(self) -> Path:
+        """Rewrite the log with only the current labels (atomically: temp file + rename)."""
+        current = self.labels().reset_index()[LABEL_COLUMNS]
+        with atomic_write(self.path, "w", encoding="utf-8", errors="surrogateescape") as handle:
+            for rec in current.to_dict("records"):
+                handle.write(json.dumps(rec, ensure_ascii=True) + "\n")
+        return self.path
+
+
+class ReviewSettings(param.Parameterized):
+    """What to review and how to pick a threshold (the clip-review dashboard shows these as widgets)."""
+
+    class_name = param.String(default="", doc="Class (score column) to review.")
+    strategy = param.Selector(default="stratified", objects=list(SAMPLING_STRATEGIES),
+                              doc="top: highest scores; random: uniform; stratified: equal numbers per score bin "
+                                  "(best for calibration).")
+    n = param.Integer(default=40, bounds=(1, 10000), doc="Clips to review.")
+    n_bins = param.Integer(default=4, bounds=(1, 50), doc="Score bins for stratified sampling.")
+    seed = param.Integer(default=0, doc="Random seed (the same seed gives the same clips).")
+    target_precision = param.Number(default=0.9, bounds=(0.5, 0.999),
+                                    doc="Fraction of detections above the threshold that should be real.")
+    reviewer = param.String(default="reviewer", doc="Name written with every label.")
+
+    def select(self, scores: pd.DataFrame, **kwargs) -> pd.DataFrame:
+        """:func:`select_clips` with these settings (keyword arguments override)."""
+        options = dict(strategy=self.strategy, n=self.n, n_bins=self.n_bins, seed=self.seed)
+        options.update(kwargs)
+        return select_clips(scores, self.class_name, **options)
+
+
+# --------------------------------------------------------------------------- calibration
+def _reviewed(scores, labels, class_name, weights=None):
+    """Aligned (score, y, weight) arrays of the reviewed clips of one class (unsure left out)."""
+    scores = _check_score_table(scores, class_name)
+    lab = labels
+    if "class" in lab.columns:
+        lab = lab[lab["class"] == class_name]
+    lab = lab[lab["label"].isin(["present", "absent"])]
+    lab = lab[~lab.index.duplicated(keep="last")]
+    common = lab.index.intersection(scores.index)
+    missing = len(lab) - len(common)
+    if missing:
+        warnings.warn(f"{missing} labelled clip(s) of {class_name!r} are not in the score table and are left out",
+                      UserWarning, stacklevel=3)
+    s = scores.loc[common, class_name].to_numpy(dtype=float)
+    y = (lab.loc[common, "label"] == "present").to_numpy(dtype=float)
+    if weights is None:
+        w = np.ones(len(common))
+    else:
+        w = pd.Series(weights).reindex(common).fillna(1.0).to_numpy(dtype=float)
+    ok = np.isfinite(s)
+    return s[ok], y[ok], w[ok]
+
+
+def precision_recall_table(scores_reviewed, present, weights=None) -> pd.DataFrame:
+    """Precision, recall and counts at every threshold, from reviewed clips.
+
+    Parameters
+    ----------
+    scores_reviewed : array-like
+        Scores of the reviewed clips.
+    present : array-like of bool
+        Reviewer's answer for each (True: the class is present).
+    weights : array-like, optional
+        Clips each reviewed clip stands for (from :func:`select_clips`); with
+        them precision and recall estimate those of the whole table.
+
+    Returns
+    -------
+    DataFrame
+        One row per distinct score (the threshold: a clip is a detection when
+        its score >= threshold), ascending; columns ``threshold``,
+        ``n_above``, ``true_positives``, ``false_positives``,
+        ``false_negatives``, ``precision``, ``recall`` (weighted counts when
+        ``weights`` is given).
+    """
+    s = np.asarray(scores_reviewed, dtype=float)
+    y = np.asarray(present, dtype=bool)
+    w = np.ones(len(s)) if weights is None else np.asarray(weights, dtype=float)
+    order = np.argsort(-s, kind="stable")
+    s, y, w = s[order], y[order], w[order]
+    tp_cum = np.cumsum(w * y)
+    fp_cum = np.cumsum(w * ~y)
+    n_cum = np.cumsum(np.ones(len(s)))
+    # one row per distinct score: counts of everything scoring >= it
+    last = np.r_[np.flatnonzero(np.diff(s) != 0), len(s) - 1] if len(s) else np.array([], int)
+    tp, fp = tp_cum[last], fp_cum[last]
+    total_pos = tp_cum[-1] if len(s) else 0.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = tp / (tp + fp)
+        recall = tp / total_pos if total_pos > 0 else np.full(len(tp), np.nan)
+    table = pd.DataFrame({"threshold": s[last], "n_above": n_cum[last].astype(int), "true_positives": tp,
+                          "false_positives": fp, "false_negatives": total_pos - tp, "precision": precision,
+                          "recall": recall})
+    return table.iloc[::-1].reset_index(drop=True)
+
+
+def _threshold_for_precision(table: pd.DataFrame, target: float) -> float:
+    """Lowest threshold whose precision reaches ``target``; NaN if none does.
+
+    The lowest such threshold keeps the most detections. Precision estimated
+    from the few clips at the very top is noisy, so the rule does not demand
+    that every higher threshold also reaches the target.
+    """
+    if table.empty:
+        return math.nan
+    ok = np.flatnonzero(table["precision"].to_numpy() >= target)
+    return float(table["threshold"].iloc[ok[0]]) if len(ok) else math.nan
+
+
+@dataclass
+class Calibration:
+    """Result of :func:`calibrate` for one class.
+
+    Attributes
+    ----------
+    class_name : str
+    intercept, slope : float
+        Logistic model ``P(present | s) = 1 / (1 + exp(-(intercept + slope * s)))``.
+    n_reviewed, n_present, n_absent : int
+    table : DataFrame
+        :func:`precision_recall_table` of the reviewed clips (weighted).
+    target_precision : float
+    threshold : float
+        Lowest threshold whose estimated precision reaches the target (NaN if none does).
+    threshold_ci : (float, float)
+        Bootstrap confidence interval of ``threshold`` (``confidence`` level).
+    stable : bool
+        False when fewer than :data:`MIN_REVIEWED` clips, or fewer than
+        :data:`MIN_PER_LABEL` of either label, were reviewed.
+    """
+
+    class_name: str
+    intercept: float
+    slope: float
+    n_reviewed: int
+    n_present: int
+    n_absent: int
+    table: pd.DataFrame
+    target_precision: float
+    threshold: float
+    threshold_ci: tuple
+    confidence: float = 0.95
+    stable: bool = True
+    reviewed: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
+
+    def probability(self, score) -> np.ndarray:
+        """Calibrated P(present | score)."""
+        z = self.intercept + self.slope * np.asarray(score, dtype=float)
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def score_for_probability(self, probability: float) -> float:
+        """The score at which the calibrated probability equals ``probability`` (NaN for a flat curve)."""
+        if self.slope == 0 or not 0 < probability < 1:
+            return math.nan
+        return float((math.log(probability / (1 - probability)) - self.intercept) / self.slope)
+
+    def to_dict(self) -> dict:
+        """Plain values for a JSON export (the calibrated threshold file)."""
+        return {"class": self.class_name, "target_precision": self.target_precision, "threshold": self.threshold,
+                "threshold_ci": list(self.threshold_ci), "confidence": self.confidence,
+                "logistic": {"intercept": self.intercept, "slope": self.slope},
+                "n_reviewed": self.n_reviewed, "n_present": self.n_present, "n_absent": self.n_absent,
+                "stable": self.stable}
+
+    def save(self, path) -> Path:
+        """Write :meth:`to_dict` as JSON, atomically."""
+        with atomic_write(path, "w", encoding="utf-8") as handle:
+            json.dump(self.to_dict(), handle, indent=2, allow_nan=True)
+        return Path(path)
+
+
+def _fit_logistic(s, y, w):
+    from sklearn.linear_model import LogisticRegression
+
+    if len(np.unique(y)) < 2:
+        return math.nan, math.nan
+    # nearly unpenalised: a plain maximum-likelihood fit of the two parameters
+    model = LogisticRegression(C=1e6, max_iter=1000)
+    model.fit(s.reshape(-1, 1), y.astype(int), sample_weight=w)
+    return float(model.intercept_[0]), float(model.coef_[0, 0])
+
+
+def calibrate(scores: pd.DataFrame, labels: pd.DataFrame, class_name: str, target_precision: float = 0.9,
+              weights=None, n_bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0) -> Calibration:
+    """Calibrate one class's scores from reviewed clips and pick a threshold.
+
+    Parameters
+    ----------
+    scores : DataFrame
+        Score table indexed by ``(file, start_time, end_time)``.
+    labels : DataFrame
+        Reviewed clips, same index, with a ``label`` column (``present`` /
+        ``absent`` / ``unsure``; unsure ones are left out) and optionally
+        ``class`` (as :meth:`LabelStore.labels` returns).
+    class_name : str
+    target_precision : float
+        Wanted fraction of true detections above the threshold.
+    weights : Series, optional
+        Inclusion weights by clip (the ``weight`` column of
+        :func:`select_clips`); needed for unbiased precision and recall when
+        the sample was stratified or top-k. Default: every clip counts once.
+    n_bootstrap : int
+        Bootstrap resamples of the reviewed clips for the threshold's interval.
+    confidence : float
+        Level of that interval.
+    seed : int
+        Random seed of the bootstrap.
+
+    Returns
+    -------
+    Calibration
+
+    Warns
+    -----
+    ReviewTooSmallWarning
+        Fewer than :data:`MIN_REVIEWED` reviewed clips, or fewer than
+        :data:`MIN_PER_LABEL` of either answer.
+    """
+    if not 0 < target_precision < 1:
+        raise ValueError(f"target_precision must be between 0 and 1, got {target_precision}")
+    s, y, w = _reviewed(scores, labels, class_name, weights)
+    n_present, n_absent = int(y.sum()), int(len(y) - y.sum())
+    stable = len(y) >= MIN_REVIEWED and min(n_present, n_absent) >= MIN_PER_LABEL
+    if not stable:
+        warnings.warn(
+            f"{class_name}: only {len(y)} clip(s) reviewed ({n_present} present, {n_absent} absent); at least "
+            f"{MIN_REVIEWED} with {MIN_PER_LABEL} of each answer are needed for a stable calibration",
+            ReviewTooSmallWarning, stacklevel=2)
+    intercept, slope = _fit_logistic(s, y, w)
+    table = precision_recall_table(s, y.astype(bool), w)
+    threshold = _threshold_for_precision(table, target_precision)
+    rng = np.random.default_rng(seed)
+    boot = []
+    for _ in range(int(n_bootstrap) if len(s) else 0):
+        pick = rng.integers(0, len(s), len(s))
+        boot.append(_threshold_for_precision(precision_recall_table(s[pick], y[pick].astype(bool), w[pick]),
+                                             target_precision))
+    boot = np.asarray(boot, dtype=float)
+    boot = boot[np.isfinite(boot)]
+    alpha = (1 - confidence) / 2
+    ci = (float(np.quantile(boot, alpha)), float(np.quantile(boot, 1 - alpha))) if len(boot) else (math.nan,
+                                                                                                   math.nan)
+    reviewed = pd.DataFrame({"score": s, "present": y.astype(bool), "weight": w})
+    return Calibration(class_name=class_name, intercept=intercept, slope=slope, n_reviewed=int(len(y)),
+                       n_present=n_present, n_absent=n_absent, table=table, target_precision=float(target_precision),
+                       threshold=threshold, threshold_ci=ci, confidence=float(confidence), stable=stable,
+                       reviewed=reviewed)
+
+
+# --------------------------------------------------------------------------- closing the loop
+def labels_to_one_hot(labels: pd.DataFrame, classes=None, unsure: str = "drop") -> pd.DataFrame:
+    """Reviewed labels as a one-hot clip-label table for :meth:`CNN.train`.
+
+    Parameters
+    ----------
+    labels : DataFrame
+        As :meth:`LabelStore.labels` returns (index ``(file, start_time,
+        end_time)``; columns ``class`` and ``label``).
+    classes : list of str, optional
+        Columns of the result (default: every reviewed class, sorted).
+    unsure : {"drop", "absent"}
+        What an ``unsure`` answer becomes: the clip is left out for that class
+        (a clip with any unsure class is dropped) or counted as absent.
+
+    Returns
+    -------
+    DataFrame
+        Indexed by ``(file, start_time, end_time)``, one 0/1 column per class.
+        A clip must have been reviewed for every class in ``classes``: clips
+        missing an answer for some class are dropped (a one-hot table cannot
+        say "unknown").
+    """
+    if unsure not in ("drop", "absent"):
+        raise ValueError(f"unsure must be 'drop' or 'absent', got {unsure!r}")
+    if labels.empty:
+        return pd.DataFrame(index=pd.MultiIndex.from_arrays([[], [], []], names=CLIP_INDEX), columns=classes or [])
+    wide = labels.reset_index().pivot_table(index=CLIP_INDEX, columns="class", values="label", aggfunc="last")
+    classes = sorted(wide.columns) if classes is None else list(classes)
+    wide = wide.reindex(columns=classes)
+    if unsure == "absent":
+        wide = wide.replace("unsure", "absent")
+    complete = wide.isin(["present", "absent"]).all(axis=1)
+    one_hot = (wide[complete] == "present").astype(int)
+    one_hot.columns.name = None
+    return one_hot
+
+
+def confirmed_detections(labels: pd.DataFrame, class_name: str | None = None, scores=None) -> pd.DataFrame:
+    """Clips a reviewer marked present, as a detections table.
+
+    Returns
+    -------
+    DataFrame
+        Columns file, start_time, end_time (s), class, score (from ``scores``,
+        the score table, when given; else NaN), note: the shape of
+        :func:`opso_nb.detection.detections_table` plus the reviewer's note.
+    """
+    lab = labels if class_name is None else labels[labels["class"] == class_name]
+    present = lab[lab["label"] == "present"].reset_index()
+    score = np.full(len(present), np.nan)
+    if scores is not None and len(present):
+        table = _check_score_table(scores)
+        for i, row in enumerate(present.itertuples(index=False)):
+            key = (row.file, row.start_time, row.end_time)
+            if row[3] in table.columns and key in table.index:
+                score[i] = float(table.at[key, row[3]])
+    present["score"] = score
+    return present[CLIP_INDEX + ["class", "score", "note"]].reset_index(drop=True)
+
+
+def export_raven(labels: pd.DataFrame, folder, class_name: str | None = None, low_f: float = 0.0,
+                 high_f: float | None = None, scores=None) -> list[Path]:
+    """Write the confirmed detections as Raven selection tables, one per audio file.
+
+    Parameters
+    ----------
+    labels : DataFrame
+        As :meth:`LabelStore.labels` returns.
+    folder : str or Path
+        Output folder (``<audio stem>.Table.1.selections.txt`` files, written atomically).
+    class_name : str, optional
+        Only this class (default: all).
+    low_f, high_f : float
+        Frequency band of every box in Hz (default 0 to the Nyquist frequency of each file).
+    scores : DataFrame, optional
+        The score table, to write each box's score.
+
+    Returns
+    -------
+    list of Path
+        The tables written (none when nothing was confirmed).
+    """
+    from opso_nb.detection import write_raven_tables
+
+    found = confirmed_detections(labels, class_name, scores)
+    if found.empty:
+        return []
+    return write_raven_tables(found, folder, low_f=low_f, high_f=high_f)
+
+
+# --------------------------------------------------------------------------- plots
+def plot_precision_recall(calibration: Calibration, ax=None):
+    """Precision and recall against threshold, with the chosen threshold and its interval."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.5))
+    t = calibration.table
+    ax.plot(t["threshold"], t["precision"], drawstyle="steps-post", label="precision")
+    ax.plot(t["threshold"], t["recall"], drawstyle="steps-post", label="recall")
+    ax.axhline(calibration.target_precision, color="grey", lw=0.8, ls=":")
+    if np.isfinite(calibration.threshold):
+        ax.axvline(calibration.threshold, color="k", lw=1, label=f"threshold {calibration.threshold:.3g}")
+        lo, hi = calibration.threshold_ci
+        if np.isfinite(lo) and np.isfinite(hi):
+            ax.axvspan(lo, hi, color="k", alpha=0.1, label=f"{calibration.confidence:.0%} interval")
+    ax.set_xlabel("score threshold")
+    ax.set_ylabel("fraction")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"{calibration.class_name}: {calibration.n_reviewed} reviewed clips")
+    ax.legend(fontsize=8, loc="lower left")
+    return ax
+
+
+def plot_calibration(calibration: Calibration, ax=None):
+    """Calibrated P(present | score) with the reviewed clips drawn at 0 (absent) and 1 (present)."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.5))
+    r = calibration.reviewed
+    if len(r):
+        jitter = np.random.default_rng(0).uniform(-0.03, 0.03, len(r))
+        ax.scatter(r["score"], r["present"].astype(float) + jitter, s=12, alpha=0.6, color="tab:blue",
+                   label="reviewed clips")
+        grid = np.linspace(r["score"].min(), r["score"].max(), 200)
+        if np.isfinite(calibration.slope):
+            ax.plot(grid, calibration.probability(grid), color="k", label="P(present | score)")
+    ax.set_xlabel("score")
+    ax.set_ylabel("probability present")
+    ax.set_ylim(-0.08, 1.08)
+    ax.legend(fontsize=8, loc="upper left")
+    return ax

@@ -1,0 +1,237 @@
+"""Review, label and calibrate: sampling, the crash-safe label store, calibration with known answers."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from opso_nb.review import (
+    LabelStore,
+    ReviewSettings,
+    ReviewTooSmallWarning,
+    calibrate,
+    confirmed_detections,
+    export_raven,
+    file_start_times,
+    labels_to_one_hot,
+    precision_recall_table,
+    select_clips,
+)
+from opso_nb.utils import CLIP_INDEX
+
+
+def score_table(values, files=("a.wav",), clip=3.0, column="frog"):
+    values = np.asarray(values, dtype=float)
+    n_per = int(np.ceil(len(values) / len(files)))
+    rows = [(files[i // n_per], (i % n_per) * clip, (i % n_per + 1) * clip) for i in range(len(values))]
+    index = pd.MultiIndex.from_tuples(rows, names=CLIP_INDEX)
+    return pd.DataFrame({column: values}, index=index)
+
+
+def labelled(scores, present, column="frog"):
+    return pd.DataFrame({"class": column, "label": np.where(present, "present", "absent")}, index=scores.index)
+
+
+# --------------------------------------------------------------------------- selection
+def test_stratified_selection_draws_equal_numbers_per_bin_and_repeats_with_the_seed():
+    rng = np.random.default_rng(3)
+    scores = score_table(rng.beta(0.5, 3, 2000))  # most scores low: plain random sampling would miss high bins
+    first = select_clips(scores, "frog", strategy="stratified", n=40, n_bins=4, seed=11)
+    again = select_clips(scores, "frog", strategy="stratified", n=40, n_bins=4, seed=11)
+    other = select_clips(scores, "frog", strategy="stratified", n=40, n_bins=4, seed=12)
+    pd.testing.assert_frame_equal(first, again)
+    assert not first.index.equals(other.index)
+    counts = first.groupby("bin").size()
+    edges = np.linspace(scores.frog.min(), scores.frog.max(), 5)
+    population = np.histogram(scores.frog, bins=edges)[0]
+    for b, pop in enumerate(population):
+        assert counts.get(b, 0) == min(10, pop)
+        # weights: each chosen clip stands for its bin's population share
+        if pop:
+            assert first[first.bin == b].weight.sum() == pytest.approx(pop)
+    assert first.index.isin(scores.index).all()
+
+
+def test_top_and_random_selection_and_limits():
+    scores = score_table(np.linspace(0, 1, 100), files=("x_20200101_050000.wav", "y_20200102_050000.wav"))
+    top = select_clips(scores, "frog", strategy="top", n=5)
+    assert list(top.score) == sorted(scores.frog.nlargest(5), reverse=True)
+    rand = select_clips(scores, "frog", strategy="random", n=10, seed=1)
+    assert len(rand) == 10 and rand.weight.iloc[0] == pytest.approx(10.0)
+    only_x = select_clips(scores, "frog", strategy="random", n=100, files=["x_20200101_050000.wav"])
+    assert set(only_x.index.get_level_values("file")) == {"x_20200101_050000.wav"}
+    in_range = select_clips(scores, "frog", strategy="top", n=100, score_range=(0.2, 0.3))
+    assert in_range.score.between(0.2, 0.3).all() and len(in_range) == 10
+    day2 = select_clips(scores, "frog", strategy="top", n=100, date_range=("2020-01-02", None))
+    assert set(day2.index.get_level_values("file")) == {"y_20200102_050000.wav"}
+    reviewed = top.index[:2]
+    rest = select_clips(scores, "frog", strategy="top", n=3, exclude=reviewed)
+    assert not rest.index.isin(reviewed).any()
+
+
+def test_selection_rejects_tables_without_the_clip_index_and_unknown_classes():
+    with pytest.raises(ValueError, match="file"):
+        select_clips(pd.DataFrame({"frog": [0.1]}), "frog")
+    with pytest.raises(KeyError, match="toad"):
+        select_clips(score_table([0.1, 0.2]), "toad")
+
+
+def test_file_start_times_reads_audiomoth_and_songmeter_names():
+    got = file_start_times(["S4A03895_20190522_050000.wav", "20200401_235959.WAV", "notes.wav"])
+    assert got["S4A03895_20190522_050000.wav"] == pd.Timestamp("2019-05-22 05:00:00")
+    assert got["20200401_235959.WAV"] == pd.Timestamp("2020-04-01 23:59:59")
+    assert pd.isna(got["notes.wav"])
+
+
+# --------------------------------------------------------------------------- label store
+def test_label_store_keeps_latest_label_resumes_and_tracks_progress(tmp_path):
+    path = tmp_path / "labels.jsonl"
+    clips = score_table([0.9, 0.5, 0.1])
+    store = LabelStore(path, reviewer="ana")
+    store.add(clips.index[0], "frog", "present", note="clear call")
+    store.add(clips.index[1], "frog", "absent")
+    store.add(clips.index[1], "frog", "unsure")  # changed mind: latest wins
+    assert store.progress(clips, "frog") == (2, 3)
+    reopened = LabelStore(path, reviewer="ana")
+    labels = reopened.labels("frog")
+    assert labels.loc[clips.index[0], "label"] == "present"
+    assert labels.loc[clips.index[0], "note"] == "clear call"
+    assert labels.loc[clips.index[1], "label"] == "unsure"
+    assert reopened.next_unreviewed(clips, "frog") == 2
+    reopened.remove(clips.index[0], "frog")
+    assert reopened.progress(clips, "frog") == (1, 3)
+    assert len(reopened.history()) == 4
+    reopened.compact()
+    assert len(LabelStore(path).history()) == 1
+    with pytest.raises(ValueError, match="label"):
+        store.add(clips.index[2], "frog", "maybe")
+
+
+def test_label_store_keeps_non_utf8_file_names(tmp_path):
+    name = os.fsdecode(b"/cards/caf\xe9_20200101_050000.wav")  # a Latin-1 name from a FAT card
+    store = LabelStore(tmp_path / "l.jsonl")
+    store.add((name, 0.0, 3.0), "frog", "present")
+    got = LabelStore(tmp_path / "l.jsonl").labels()
+    assert os.fsencode(got.index[0][0]) == b"/cards/caf\xe9_20200101_050000.wav"
+
+
+def test_label_store_survives_kill_9(tmp_path):
+    path = tmp_path / "labels.jsonl"
+    script = textwrap.dedent(f"""
+        import sys
+        from opso_nb.review import LabelStore
+        store = LabelStore({str(path)!r}, reviewer="loop")
+        i = 0
+        while True:
+            store.add(("rec.wav", float(i), float(i + 3)), "frog", "present" if i % 2 else "absent", note=str(i))
+            print(i, flush=True)
+            i += 1
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    confirmed = -1
+    deadline = time.time() + 60
+    while confirmed < 50 and time.time() < deadline:
+        confirmed = int(proc.stdout.readline())
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    labels = LabelStore(path).labels("frog")
+    starts = set(labels.index.get_level_values("start_time"))
+    assert confirmed >= 50
+    assert set(float(i) for i in range(confirmed + 1)) <= starts  # every confirmed click is on disk
+    for raw in path.read_bytes().splitlines()[:-1]:
+        json.loads(raw)  # every complete line parses
+
+
+# --------------------------------------------------------------------------- calibration
+def test_calibration_recovers_known_logistic_parameters():
+    # scores uniform on [0, 1]; P(present | s) = 1 / (1 + exp(-(-6 + 12 s)))
+    rng = np.random.default_rng(0)
+    s = rng.uniform(0, 1, 5000)
+    present = rng.uniform(size=s.size) < 1 / (1 + np.exp(-(-6 + 12 * s)))
+    scores = score_table(s)
+    result = calibrate(scores, labelled(scores, present), "frog", n_bootstrap=0)
+    # with 5000 clips the maximum-likelihood standard errors are about 0.2 (intercept)
+    # and 0.35 (slope); 0.8 and 1.4 allow four of them
+    assert result.intercept == pytest.approx(-6, abs=0.8)
+    assert result.slope == pytest.approx(12, abs=1.4)
+    assert result.score_for_probability(0.5) == pytest.approx(0.5, abs=0.03)
+    assert result.stable and result.n_reviewed == 5000
+
+
+def test_threshold_for_precision_matches_the_analytic_answer():
+    # scores uniform on [0, 1] and P(present | s) = s: precision above t is (1 + t) / 2, so 0.9 at t = 0.8
+    rng = np.random.default_rng(1)
+    s = rng.uniform(0, 1, 20000)
+    present = rng.uniform(size=s.size) < s
+    scores = score_table(s)
+    result = calibrate(scores, labelled(scores, present), "frog", target_precision=0.9, n_bootstrap=200)
+    assert result.threshold == pytest.approx(0.8, abs=0.02)
+    lo, hi = result.threshold_ci
+    assert lo <= result.threshold <= hi and hi - lo < 0.1
+    row = result.table.set_index("threshold").loc[result.threshold]
+    assert row.precision >= 0.9
+
+
+def test_weighted_stratified_review_estimates_whole_table_precision():
+    # a stratified sample over-represents high scores; its weights undo that
+    rng = np.random.default_rng(2)
+    s = rng.beta(0.6, 2.5, 30000)
+    truth = rng.uniform(size=s.size) < s
+    scores = score_table(s)
+    sample = select_clips(scores, "frog", strategy="stratified", n=3000, n_bins=10, seed=4)
+    labels = labelled(scores, truth).loc[sample.index]
+    weighted = calibrate(scores, labels, "frog", weights=sample.weight, n_bootstrap=0)
+    t = 0.5
+    true_precision = truth[s >= t].mean()
+    est = weighted.table[weighted.table.threshold >= t].iloc[0].precision
+    assert est == pytest.approx(true_precision, abs=0.03)
+
+
+def test_small_reviews_warn_and_unsure_is_left_out():
+    scores = score_table([0.9, 0.8, 0.2, 0.1, 0.5])
+    labels = pd.DataFrame({"class": "frog", "label": ["present", "present", "absent", "absent", "unsure"]},
+                          index=scores.index)
+    with pytest.warns(ReviewTooSmallWarning, match="only 4"):
+        result = calibrate(scores, labels, "frog", n_bootstrap=10)
+    assert not result.stable and result.n_reviewed == 4
+
+
+def test_precision_recall_table_counts():
+    table = precision_recall_table([0.9, 0.8, 0.7, 0.1], [True, False, True, False])
+    row = table.set_index("threshold").loc[0.7]
+    assert (row.true_positives, row.false_positives, row.n_above) == (2, 1, 3)
+    assert row.precision == pytest.approx(2 / 3) and row.recall == 1.0
+
+
+# --------------------------------------------------------------------------- closing the loop
+def test_labels_become_one_hot_training_labels_and_raven_tables(tmp_path):
+    from opso_nb.annotations import BoxedAnnotations
+
+    scores = score_table([0.9, 0.7, 0.2], files=("rec.wav",))
+    scores["toad"] = [0.1, 0.8, 0.3]
+    store = LabelStore(tmp_path / "l.jsonl")
+    for clip, frog, toad in zip(scores.index, ["present", "absent", "unsure"], ["absent", "present", "absent"]):
+        store.add(clip, "frog", frog)
+        store.add(clip, "toad", toad)
+    one_hot = labels_to_one_hot(store.labels(), classes=["frog", "toad"])
+    assert list(one_hot.columns) == ["frog", "toad"]
+    assert one_hot.to_numpy().tolist() == [[1, 0], [0, 1]]  # the unsure clip is dropped
+    assert labels_to_one_hot(store.labels(), unsure="absent").shape == (3, 2)
+    found = confirmed_detections(store.labels(), scores=scores)
+    assert set(zip(found["class"], found.score)) == {("frog", 0.9), ("toad", 0.8)}
+    written = export_raven(store.labels(), tmp_path / "raven", scores=scores, high_f=8000)
+    back = BoxedAnnotations.from_raven_files(written, audio_files=["rec.wav"] * len(written))
+    assert sorted(back.df["annotation"]) == ["frog", "toad"]
+    assert sorted(back.df["start_time"]) == [0.0, 3.0]
+
+
+def test_review_settings_drive_selection():
+    settings = ReviewSettings(class_name="frog", strategy="top", n=2)
+    picked = settings.select(score_table([0.1, 0.5, 0.9]))
+    assert list(picked.score) == [0.9, 0.5]

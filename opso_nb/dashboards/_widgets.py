@@ -5,6 +5,7 @@ paths against the :class:`opso_nb.workspace.Workspace`.
 """
 from __future__ import annotations
 
+import base64
 import io
 import math
 import weakref
@@ -13,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import panel as pn
+import panel.io.resources as panel_resources
+import panel.reactive as panel_reactive
 import param
 from bokeh.models import ColorBar, ColumnDataSource, ImportedStyleSheet, InlineStyleSheet, LinearColorMapper
 from bokeh.palettes import Greys256
@@ -76,11 +79,47 @@ def _inline_stylesheets_hook(viewable, root, changed=None, old_models=None):
             model.stylesheets = sheets
 
 
+_DATA_URLS: dict = {}  # CDN stylesheet URL -> data: URL with the same CSS (None: no local copy)
+_PANEL_PATCH_STYLESHEET = panel_resources.patch_stylesheet
+
+
+def _offline_patch_stylesheet(stylesheet, dist_url):
+    """Panel's ``patch_stylesheet``, then, in a kernel, a CDN stylesheet URL becomes a ``data:`` URL.
+
+    Panel re-sends a pane's stylesheets every time its text changes (Markdown,
+    Alert, DataFrame panes), after :func:`_inline_stylesheets_hook` has fixed the
+    models at render time; every such stylesheet passes through this function, so
+    an offline Voila page never asks cdn.holoviz.org for them. ``panel serve``
+    sessions are left alone (the server has the files).
+    """
+    from panel.config import config
+    from panel.io.state import state
+
+    _PANEL_PATCH_STYLESHEET(stylesheet, dist_url)
+    if not config.inline or (state.curdoc is not None and state.curdoc.session_context is not None):
+        return
+    try:
+        url = str(stylesheet.url)
+    except Exception:  # an unset URL (Bokeh raises its own error type)
+        return
+    if not url.startswith(panel_resources.CDN_DIST):
+        return
+    if url not in _DATA_URLS:
+        css = _inline_css(url)
+        _DATA_URLS[url] = None if css is None else \
+            "data:text/css;base64," + base64.b64encode(css.encode("utf-8")).decode("ascii")
+    if _DATA_URLS[url] is not None:
+        stylesheet.url = _DATA_URLS[url]
+
+
 def install_offline_stylesheets() -> None:
     """Register :func:`_inline_stylesheets_hook` with Panel (idempotent; done when :mod:`opso_nb.dashboards` loads)."""
     hooks = pn.viewable.Viewable._preprocessing_hooks
     if _inline_stylesheets_hook not in hooks:
         hooks.append(_inline_stylesheets_hook)
+    # Panel calls patch_stylesheet by these two module names (theme code imports it from resources)
+    for module in (panel_resources, panel_reactive):
+        module.patch_stylesheet = _offline_patch_stylesheet
 
 
 # ----------------------------------------------------------------------------- formatting

@@ -173,6 +173,32 @@ def test_a_table_given_in_python_and_a_refused_scores_folder(tmp_path):
     assert refused.session is None and refused.error.visible
 
 
+def test_pane_updates_in_a_kernel_send_no_cdn_stylesheets():
+    """Panel re-sends a Markdown or Alert pane's stylesheets when its text changes; offline they must stay local."""
+    import panel as pn
+    from bokeh.document import Document
+    from bokeh.models import ImportedStyleSheet, UIElement
+    from panel.io.resources import CDN_DIST
+
+    def cdn_links(root):
+        return [s.url for m in root.select({"type": UIElement}) for s in m.stylesheets
+                if isinstance(s, ImportedStyleSheet) and s.url.startswith(CDN_DIST)]
+
+    old_inline = pn.config.inline
+    try:
+        pn.config.inline = True
+        note, alert = pn.pane.Markdown("first"), pn.pane.Alert("first", alert_type="warning")
+        root = pn.Column(note, alert).get_root(Document())
+        assert cdn_links(root) == []
+        note.object, alert.object = "second", "second"  # what every label does to the calibration panel
+        assert cdn_links(root) == []
+        sheets = [s for m in root.select({"type": UIElement}) for s in m.stylesheets
+                  if isinstance(s, ImportedStyleSheet)]
+        assert sheets and all(s.url.startswith("data:text/css;base64,") for s in sheets)
+    finally:
+        pn.config.inline = old_inline
+
+
 # ----------------------------------------------------------------------------- browser
 
 

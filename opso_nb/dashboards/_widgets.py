@@ -37,6 +37,8 @@ _SHEETS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # document -
 def _inline_css(url: str):
     from panel.io.resources import CDN_DIST, DIST_DIR
 
+    if url in _DATA_URL_CSS:  # already turned into a data: URL by _offline_patch_stylesheet
+        return _DATA_URL_CSS[url]
     if not url.startswith(CDN_DIST):
         return None
     path = DIST_DIR / url[len(CDN_DIST):].split("?")[0]
@@ -80,6 +82,7 @@ def _inline_stylesheets_hook(viewable, root, changed=None, old_models=None):
 
 
 _DATA_URLS: dict = {}  # CDN stylesheet URL -> data: URL with the same CSS (None: no local copy)
+_DATA_URL_CSS: dict = {}  # data: URL -> its CSS text
 _PANEL_PATCH_STYLESHEET = panel_resources.patch_stylesheet
 
 
@@ -96,7 +99,8 @@ def _offline_patch_stylesheet(stylesheet, dist_url):
     from panel.io.state import state
 
     _PANEL_PATCH_STYLESHEET(stylesheet, dist_url)
-    if not config.inline or (state.curdoc is not None and state.curdoc.session_context is not None):
+    if not config.inline or (state.curdoc is not None and state.curdoc.session_context is not None) or \
+            _inline_stylesheets_hook not in pn.viewable.Viewable._preprocessing_hooks:  # offline mode switched off
         return
     try:
         url = str(stylesheet.url)
@@ -108,6 +112,8 @@ def _offline_patch_stylesheet(stylesheet, dist_url):
         css = _inline_css(url)
         _DATA_URLS[url] = None if css is None else \
             "data:text/css;base64," + base64.b64encode(css.encode("utf-8")).decode("ascii")
+        if css is not None:
+            _DATA_URL_CSS[_DATA_URLS[url]] = css
     if _DATA_URLS[url] is not None:
         stylesheet.url = _DATA_URLS[url]
 

@@ -125,6 +125,10 @@ class ClipReview(pn.viewable.Viewer):
         File names of the table are matched as written (relative to the table), then by
         base name in this folder.
     class_name, reviewer : str, optional
+    settings : ReviewSettings, optional
+        Sampling and calibration settings (class, reviewer, strategy, n, bins, seed,
+        target precision); a saved sample of the same class and reviewer is resumed
+        instead of drawing a new one.
     output_folder : str or Path, optional
         The output folder (default: the workspace's); labels go to
         ``review/<table>/<class>__<reviewer>.jsonl`` inside it.
@@ -143,16 +147,16 @@ class ClipReview(pn.viewable.Viewer):
 
     def __init__(self, scores: pd.DataFrame | None = None, scores_folder=None, table=None, audio_folder=None,
                  class_name=None, reviewer=None, output_folder=None, workspace: Workspace | None = None,
-                 table_name: str = "scores", **params):
+                 table_name: str = "scores", settings: ReviewSettings | None = None, **params):
         super().__init__(**params)
         if workspace is None:
             trusted = [Path(d) for d in (scores_folder, audio_folder) if d]
             workspace = Workspace(data_dirs=user_data_dirs() + trusted, output_dir=output_folder)
         self.workspace = workspace
-        self.settings = ReviewSettings()
+        self.settings = settings if settings is not None else ReviewSettings()
         if reviewer:
             self.settings.reviewer = str(reviewer)
-        self._requested_class = class_name
+        self._requested_class = class_name if class_name is not None else self.settings.class_name
         self._given_scores = scores
         self._table_name = table_name
         self.scores: pd.DataFrame | None = None
@@ -378,9 +382,7 @@ class ClipReview(pn.viewable.Viewer):
             show_message(self.error, "No clip to review: this class has no finite score on a recording that "
                                      "could be found (see the audio notes).")
         self.export_button.disabled = False
-        self._update_calibration()
-        self._update_recent()
-        self._show_clip()
+        self.refresh()
 
     def _review_folder(self) -> Path:
         name = review_folder_name(self.table_path) if self.table_path is not None else self._table_name
@@ -427,6 +429,12 @@ class ClipReview(pn.viewable.Viewer):
         """Label the clip shown (what the buttons do), with ``note``."""
         self.note.value = note
         self.act(value)
+
+    def refresh(self):
+        """Redraw everything from :attr:`session` (after labelling through ``app.session`` directly)."""
+        self._update_calibration()
+        self._update_recent()
+        self._show_clip()
 
     def play(self):
         """Play the clip shown (with its context) from the start."""

@@ -82,7 +82,8 @@ def test_export_writes_under_the_output_folder_and_reads_back(tmp_path, example)
     while app.session.current is not None:  # label every clip from the known truth: gpt* hold toads
         clip = app.session.current
         truth[clip] = "present" if clip[0].startswith("gpt") else "absent"
-        app.label(truth[clip])
+        app.session.label(truth[clip])  # the session directly: no redraw per clip
+    app.refresh()
     assert app.session.finished and "all done" in app.progress_text.object
     assert app.spectrogram.cleared and app.buttons["present"].disabled
     written = app.export()

@@ -338,8 +338,8 @@ def test_session_resumes_with_the_same_sample_at_the_next_unlabelled_clip(tmp_pa
     first.label("present", note="loud")
     shown.append(first.current)
     first.label("absent")
+    skipped = first.current
     first.skip()  # the third clip stays without a label
-    skipped = shown[-1]
     assert first.position == 3 and first.progress() == (2, 12)
     # reopened (another day, other settings on screen): same clips, at the first one without a label
     settings.seed, settings.n = 99, 30

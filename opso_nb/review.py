@@ -37,6 +37,7 @@ Examples
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import math
 import os
@@ -49,7 +50,12 @@ import numpy as np
 import pandas as pd
 import param
 
-from opso_nb.utils import CLIP_INDEX, atomic_write
+from opso_nb.aru import audiomoth_start_time
+from opso_nb.audio import Audio
+from opso_nb.detection import write_raven_tables
+from opso_nb.ribbit import RibbitParams, run_ribbit
+from opso_nb.sample_data import toads_folder
+from opso_nb.utils import CLIP_INDEX, atomic_write, validate_clip_table
 
 __all__ = [
     "LABEL_VALUES",
@@ -66,6 +72,13 @@ __all__ = [
     "export_raven",
     "plot_precision_recall",
     "plot_calibration",
+    "ScoreTableError",
+    "read_score_table",
+    "score_table_choices",
+    "example_score_table",
+    "review_folder_name",
+    "ReviewSession",
+    "file_start_times",
 ]
 
 #: Values a reviewer may give a clip. ``unsure`` clips are kept in the store but
@@ -87,19 +100,13 @@ class ReviewTooSmallWarning(UserWarning):
 def _check_score_table(scores: pd.DataFrame, class_name=None) -> pd.DataFrame:
     if not isinstance(scores, pd.DataFrame):
         raise TypeError(f"scores must be a DataFrame indexed by {CLIP_INDEX}, got {type(scores).__name__}")
-    if list(scores.index.names) != CLIP_INDEX:
-        if all(c in scores.columns for c in CLIP_INDEX):
-            scores = scores.set_index(CLIP_INDEX)
-        else:
-            raise ValueError(
-                f"a score table needs the index (or columns) {CLIP_INDEX}; this one has index "
-                f"{list(scores.index.names)} and columns {list(scores.columns)[:8]}"
-            )
+    scores = validate_clip_table(scores, "score table")
     if class_name is not None and class_name not in scores.columns:
         raise KeyError(f"class {class_name!r} is not a column of the score table; classes: {list(scores.columns)}")
     return scores
 
 
+#: ``YYYYMMDD_HHMMSS`` anywhere in a file name (AudioMoth, Song Meter and most other recorders).
 _STAMP = re.compile(r"(\d{8})[_T-]?(\d{6})")
 
 
@@ -107,7 +114,9 @@ def file_start_times(files) -> pd.Series:
     """Recording start time parsed from each file name (``..._YYYYMMDD_HHMMSS...``), NaT where none is found.
 
     Works for AudioMoth (``20190522_050000.WAV``) and Song Meter
-    (``S4A03895_20190522_050000.wav``) names; times are naive (the recorder's clock).
+    (``S4A03895_20190522_050000.wav``) names; times are naive (the recorder's
+    clock). The time stamp itself is read by
+    :func:`opso_nb.aru.audiomoth_start_time`.
     """
     out = {}
     for f in pd.unique(pd.Index(files).astype(str)):
@@ -115,8 +124,8 @@ def file_start_times(files) -> pd.Series:
         stamp = pd.NaT
         if match:
             try:
-                stamp = pd.Timestamp(dt.datetime.strptime("".join(match.groups()), "%Y%m%d%H%M%S"))
-            except ValueError:
+                stamp = pd.Timestamp(audiomoth_start_time("_".join(match.groups())).replace(tzinfo=None))
+            except ValueError:  # eight and six digits that are no date (e.g. month 13)
                 pass
         out[f] = stamp
     return pd.Series(out, dtype="datetime64[ns]")
@@ -355,7 +364,9 @@ class LabelStore:
 class ReviewSettings(param.Parameterized):
     """What to review and how to pick a threshold (the clip-review dashboard shows these as widgets)."""
 
-    class_name = param.String(default="", doc="Class (score column) to review.")
+    # a Selector (not a String) so a dashboard offers the table's columns; any name may be set from code
+    class_name = param.Selector(default=None, objects=[], check_on_set=False, allow_None=True,
+                                doc="Class (score column) to review.")
     strategy = param.Selector(default="stratified", objects=list(SAMPLING_STRATEGIES),
                               doc="top: highest scores; random: uniform; stratified: equal numbers per score bin "
                                   "(best for calibration).")
@@ -501,17 +512,25 @@ class Calibration:
         return float((math.log(probability / (1 - probability)) - self.intercept) / self.slope)
 
     def to_dict(self) -> dict:
-        """Plain values for a JSON export (the calibrated threshold file)."""
-        return {"class": self.class_name, "target_precision": self.target_precision, "threshold": self.threshold,
-                "threshold_ci": list(self.threshold_ci), "confidence": self.confidence,
-                "logistic": {"intercept": self.intercept, "slope": self.slope},
+        """Plain values for a JSON export (the calibrated threshold file); NaN becomes None."""
+        def plain(x):
+            return None if isinstance(x, float) and not math.isfinite(x) else x
+
+        return {"class": self.class_name, "target_precision": self.target_precision,
+                "threshold": plain(self.threshold), "threshold_ci": [plain(v) for v in self.threshold_ci],
+                "confidence": self.confidence,
+                "logistic": {"intercept": plain(self.intercept), "slope": plain(self.slope)},
                 "n_reviewed": self.n_reviewed, "n_present": self.n_present, "n_absent": self.n_absent,
                 "stable": self.stable}
 
-    def save(self, path) -> Path:
-        """Write :meth:`to_dict` as JSON, atomically."""
+    def save(self, path, **extra) -> Path:
+        """Write :meth:`to_dict` (plus ``extra`` keys, e.g. the score table's name) as strict JSON, atomically.
+
+        Undefined numbers (no threshold reaches the target yet) are written as
+        ``null``, so any JSON reader opens the file.
+        """
         with atomic_write(path, "w", encoding="utf-8") as handle:
-            json.dump(self.to_dict(), handle, indent=2, allow_nan=True)
+            json.dump({**self.to_dict(), **extra}, handle, indent=2, allow_nan=False)
         return Path(path)
 
 
@@ -520,10 +539,15 @@ def _fit_logistic(s, y, w):
 
     if len(np.unique(y)) < 2:
         return math.nan, math.nan
+    # Scores come on any scale (RIBBIT ~1e-3, logits ~10): the solver is fitted on standardised
+    # scores and the parameters are mapped back, else tiny scores give a flat, unconverged fit.
+    centre, spread = float(np.mean(s)), float(np.std(s))
+    spread = spread if spread > 0 else 1.0
     # nearly unpenalised: a plain maximum-likelihood fit of the two parameters
     model = LogisticRegression(C=1e6, max_iter=1000)
-    model.fit(s.reshape(-1, 1), y.astype(int), sample_weight=w)
-    return float(model.intercept_[0]), float(model.coef_[0, 0])
+    model.fit(((s - centre) / spread).reshape(-1, 1), y.astype(int), sample_weight=w)
+    slope = float(model.coef_[0, 0]) / spread
+    return float(model.intercept_[0]) - slope * centre, slope
 
 
 def calibrate(scores: pd.DataFrame, labels: pd.DataFrame, class_name: str, target_precision: float = 0.9,
@@ -676,8 +700,6 @@ def export_raven(labels: pd.DataFrame, folder, class_name: str | None = None, lo
     list of Path
         The tables written (none when nothing was confirmed).
     """
-    from opso_nb.detection import write_raven_tables
-
     found = confirmed_detections(labels, class_name, scores)
     if found.empty:
         return []
@@ -725,5 +747,497 @@ def plot_calibration(calibration: Calibration, ax=None):
     ax.set_xlabel("score")
     ax.set_ylabel("probability present")
     ax.set_ylim(-0.08, 1.08)
-    ax.legend(fontsize=8, loc="upper left")
+    if len(r):
+        ax.legend(fontsize=8, loc="upper left")
+    else:
+        ax.set_title("no reviewed clips yet")
     return ax
+
+
+# --------------------------------------------------------------------------- score tables on disk
+class ScoreTableError(ValueError):
+    """A score table cannot be used: unreadable, without the clip columns, without scores, or empty."""
+
+
+#: File types :func:`read_score_table` reads (a prediction output folder is read too).
+SCORE_TABLE_EXTENSIONS = (".csv", ".parquet", ".pq")
+#: Files that mark a folder as a prediction output (streamed prediction; the run store's run folders).
+_RUN_MARKERS = ("manifest.json", "settings.json", "latest.json")
+
+
+def _is_run_folder(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in _RUN_MARKERS)
+
+
+def score_table_choices(folder) -> list[str]:
+    """Names in ``folder`` that :func:`read_score_table` can open, sorted.
+
+    CSV and Parquet files, the sub-folders that hold a prediction output (see
+    :func:`opso_nb.ml.prediction.load_prediction_output`), or only ``"."``
+    when ``folder`` itself is one. Hidden names are skipped; [] when
+    ``folder`` is not a folder.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    if _is_run_folder(folder):
+        return ["."]  # its files are the run's parts, not tables of their own
+    found = []
+    try:
+        entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    except OSError:
+        return found
+    for entry in entries:
+        if entry.is_file() and entry.suffix.lower() in SCORE_TABLE_EXTENSIONS:
+            found.append(entry.name)
+        elif entry.is_dir() and _is_run_folder(entry):
+            found.append(entry.name)
+    return found
+
+
+def read_score_table(path) -> pd.DataFrame:
+    """Read a score table from a CSV or Parquet file or a prediction output folder, and check it.
+
+    Parameters
+    ----------
+    path : str, Path or DataFrame
+        A CSV or Parquet file with columns (or index) ``file``, ``start_time``,
+        ``end_time`` (seconds) and one numeric column per class; the folder
+        given to :meth:`opso_nb.ml.cnn.CNN.predict` as ``output_path``; or a
+        DataFrame already in memory (checked the same way).
+
+    Returns
+    -------
+    DataFrame
+        Indexed by ``(file, start_time, end_time)``, one float column per class;
+        file names as written in the table. Columns that hold text are left out
+        with a warning.
+
+    Raises
+    ------
+    ScoreTableError
+        Naming the table and the problem: unreadable, no clip columns, no score
+        column, no clips, missing or inverted times, or a clip listed twice.
+    """
+    if isinstance(path, pd.DataFrame):
+        return _checked_scores(path, "the score table")
+    path = Path(path)
+    name = str(path)
+    if path.is_dir():
+        if not _is_run_folder(path):
+            raise ScoreTableError(f"{name}: a folder, but not a prediction output folder (none of "
+                                  f"{', '.join(_RUN_MARKERS)} in it)")
+        # prediction pulls in torch: imported only when a prediction folder is opened
+        from opso_nb.ml.prediction import load_prediction_output
+
+        try:
+            table, _ = load_prediction_output(path)
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ScoreTableError(f"{name}: not a readable prediction output folder ({err})") from None
+    elif not path.is_file():
+        raise ScoreTableError(f"{name}: no such file or folder")
+    elif path.suffix.lower() not in SCORE_TABLE_EXTENSIONS:
+        raise ScoreTableError(f"{name}: not a score table (use CSV, Parquet or a prediction output folder)")
+    else:
+        try:
+            table = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
+        except Exception as err:  # pandas and pyarrow raise many types for malformed files
+            raise ScoreTableError(f"{name}: cannot be read ({type(err).__name__}: {err})") from None
+    return _checked_scores(table, name)
+
+
+def _checked_scores(table: pd.DataFrame, name: str) -> pd.DataFrame:
+    if list(table.index.names) != CLIP_INDEX:
+        table = table.reset_index(drop=table.index.names == [None])
+        table.columns = [str(c).strip() for c in table.columns]
+        missing = [c for c in CLIP_INDEX if c not in table.columns]
+        if missing:
+            raise ScoreTableError(f"{name}: a score table needs the columns {CLIP_INDEX} (seconds); it lacks "
+                                  f"{missing} and has {list(table.columns)[:8]}")
+        table = table.set_index(CLIP_INDEX)
+    table = table.loc[:, [not str(c).startswith("Unnamed") for c in table.columns]]
+    if len(table) == 0:
+        raise ScoreTableError(f"{name}: the table holds no clips")
+    numeric = [c for c in table.columns if pd.api.types.is_numeric_dtype(table[c])
+               and not pd.api.types.is_bool_dtype(table[c])]
+    text = [c for c in table.columns if c not in numeric]
+    if not numeric:
+        raise ScoreTableError(f"{name}: no column of scores (numbers) besides file, start_time and end_time")
+    if text:
+        warnings.warn(f"{name}: columns {text} do not hold numbers and are left out", UserWarning, stacklevel=3)
+    level = table.index.get_level_values
+    no_name = pd.isna(level("file")) | (level("file").astype(object).map(str).str.strip() == "")
+    if no_name.any():
+        raise ScoreTableError(f"{name}: row {int(np.flatnonzero(no_name)[0])} has no file name")
+    table = table[numeric].astype(float).set_axis(pd.MultiIndex.from_arrays(
+        [level("file").astype(object).map(str), pd.to_numeric(level("start_time"), errors="coerce").astype(float),
+         pd.to_numeric(level("end_time"), errors="coerce").astype(float)], names=CLIP_INDEX), axis=0)
+    try:
+        table = validate_clip_table(table, name)
+    except ValueError as err:
+        raise ScoreTableError(str(err)) from None
+    repeated = table.index[table.index.duplicated()]
+    if len(repeated):
+        raise ScoreTableError(f"{name}: clip {repeated[0]} is listed more than once ({len(repeated)} repeated "
+                              "rows); a score table has one row per clip")
+    return table
+
+
+def example_score_table(folder) -> Path:
+    """A score table of the bundled Great Plains toad recordings, made with RIBBIT (written once).
+
+    The 18 ten-second recordings of :func:`opso_nb.sample_data.toads_folder`
+    (four with toad trills, ``gpt*.mp3``) are scored in 2 s clips with the
+    default :class:`opso_nb.ribbit.RibbitParams` (column ``great_plains_toad``).
+    File names are written as base names, so the table pairs with any copy of
+    the folder. Used as the clip-review dashboard's first table.
+
+    Parameters
+    ----------
+    folder : str or Path
+        Where ``toad_ribbit_scores.csv`` is written (atomically) unless it already exists.
+
+    Returns
+    -------
+    Path
+        The CSV.
+    """
+    path = Path(folder) / "toad_ribbit_scores.csv"
+    if path.is_file():
+        return path
+    scores, _ = run_ribbit(toads_folder(), RibbitParams(clip_duration=2.0), progress=False)
+    level = scores.index.get_level_values
+    scores.index = pd.MultiIndex.from_arrays([level("file").map(lambda f: Path(f).name), level("start_time"),
+                                              level("end_time")], names=CLIP_INDEX)
+    with atomic_write(path, "w", newline="") as handle:
+        scores.reset_index().to_csv(handle, index=False, float_format="%.6g")
+    return path
+
+
+def _safe_name(text: str, limit: int = 60) -> str:
+    """``text`` as a file-name part; a short hash keeps names that had to be changed apart."""
+    text = str(text)
+    safe = re.sub(r"[^\w.-]+", "_", text, flags=re.ASCII).strip("._")[:limit] or "unnamed"
+    if safe != text:
+        safe += "-" + hashlib.sha1(text.encode("utf-8", "surrogateescape")).hexdigest()[:6]
+    return safe
+
+
+def review_folder_name(table) -> str:
+    """Folder name for the reviews of one score table: its name plus a hash of its absolute path.
+
+    Two tables with the same name in different folders get different folders.
+    """
+    table = Path(table).absolute()
+    digest = hashlib.sha1(os.fsencode(str(table))).hexdigest()[:8]
+    return f"{_safe_name(table.stem if table.suffix else table.name, 40)}-{digest}"
+
+
+# --------------------------------------------------------------------------- a review session
+#: Sampling settings saved with a sample (the fields of :class:`ReviewSettings` that draw it).
+SAMPLING_FIELDS = ("strategy", "n", "n_bins", "seed")
+
+
+def _review_order(sample: pd.DataFrame, strategy: str, seed: int) -> pd.DataFrame:
+    """Order in which clips are shown: top-k by descending score, others shuffled (seeded).
+
+    Heard in score order, a reviewer learns what answer to expect next; shuffled,
+    each clip is judged on its own sound.
+    """
+    if strategy == "top" or len(sample) < 2:
+        return sample
+    return sample.iloc[np.random.default_rng(seed).permutation(len(sample))]
+
+
+def _write_sample(path: Path, sample: pd.DataFrame, sampling: dict) -> None:
+    clips = [{"file": str(f), "start_time": float(s), "end_time": float(e), "score": float(row.score),
+              "bin": int(row.bin), "weight": float(row.weight)}
+             for (f, s, e), row in zip(sample.index, sample.itertuples(index=False))]
+    # ensure_ascii: file names that are not valid UTF-8 (surrogate escapes) survive as \udcxx escapes
+    text = json.dumps({"sampling": sampling, "clips": clips}, ensure_ascii=True, indent=1)
+    with atomic_write(path, "w", encoding="ascii") as handle:
+        handle.write(text)
+
+
+def _read_sample(path: Path, scores: pd.DataFrame):
+    """(sample, sampling) saved at ``path``, or None when there is none or it no longer fits ``scores``."""
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text(encoding="ascii"))
+        clips = pd.DataFrame(saved["clips"], columns=CLIP_INDEX + ["score", "bin", "weight"])
+        sampling = dict(saved["sampling"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        warnings.warn(f"{path}: the saved sample cannot be read ({err}); a new one is drawn", UserWarning,
+                      stacklevel=3)
+        return None
+    sample = clips.astype({"file": object, "start_time": float, "end_time": float, "score": float, "bin": int,
+                           "weight": float}).set_index(CLIP_INDEX)
+    if not sample.index.isin(scores.index).all():
+        warnings.warn(f"{path}: the saved sample has clips that are not in the score table (did the table "
+                      "change?); a new sample is drawn, labels are kept", UserWarning, stacklevel=3)
+        return None
+    return sample, sampling
+
+
+class ReviewSession:
+    """One reviewer working through a sample of one class's clips: what the dashboard and notebooks drive.
+
+    Open one with :meth:`open`. The sample (clips, score bins and inclusion
+    weights, in review order) is saved next to the :class:`LabelStore` when it
+    is drawn, so reopening the review later (after a crash, another day, in the
+    dashboard or a notebook) continues with the same clips at the first one
+    without a label. Every :meth:`label` is written to the store at once.
+
+    Parameters
+    ----------
+    scores : DataFrame
+        The score table (index ``(file, start_time, end_time)``).
+    class_name : str
+    store : LabelStore
+    sample : DataFrame
+        Clips to review in order, as :func:`select_clips` returns them.
+    sampling : dict, optional
+        How the sample was drawn (saved with it).
+    audio_paths : dict, optional
+        Audio file of each file name of the table, when they differ (a table
+        written on another computer); names not in it are used as paths.
+
+    Attributes
+    ----------
+    position : int
+        Row of :attr:`sample` shown now; ``len(sample)`` past the end.
+    """
+
+    def __init__(self, scores: pd.DataFrame, class_name: str, store: LabelStore, sample: pd.DataFrame,
+                 sampling: dict | None = None, audio_paths: dict | None = None):
+        self.scores = _check_score_table(scores, class_name)
+        self.class_name = class_name
+        self.store = store
+        self.sample = sample
+        self.sampling = dict(sampling or {})
+        self.audio_paths = dict(audio_paths or {})
+        self._history: list[int] = []
+        self._reload()
+        first = self._next_unreviewed(-1)
+        self.position = len(sample) if first is None else first
+
+    @classmethod
+    def open(cls, scores: pd.DataFrame, settings: ReviewSettings, folder, files=None, new_sample: bool = False,
+             audio_paths: dict | None = None) -> "ReviewSession":
+        """Resume the review of ``settings.class_name`` by ``settings.reviewer`` in ``folder``, or start it.
+
+        Parameters
+        ----------
+        scores : DataFrame
+        settings : ReviewSettings
+            ``class_name`` and ``reviewer`` name the review; ``strategy``, ``n``,
+            ``n_bins`` and ``seed`` draw the sample when none is saved (a saved
+            sample's settings are in :attr:`sampling`).
+        folder : str or Path
+            Folder of this score table's reviews (the dashboard uses
+            ``<output>/review/<review_folder_name(table)>``). Holds the label store
+            ``<class>__<reviewer>.jsonl`` and the sample ``<class>__<reviewer>.sample.json``.
+        files : list of str, optional
+            Draw clips of these files only (e.g. those whose audio was found).
+        new_sample : bool
+            Draw a new sample from ``settings`` even if one is saved; labels are kept.
+        audio_paths : dict, optional
+            See :class:`ReviewSession`.
+
+        Raises
+        ------
+        KeyError
+            The class is not a column of ``scores``.
+        ValueError
+            ``scores`` is not a score table.
+        """
+        scores = _check_score_table(scores, settings.class_name)
+        folder = Path(folder)
+        stem = f"{_safe_name(settings.class_name)}__{_safe_name(settings.reviewer)}"
+        store = LabelStore(folder / f"{stem}.jsonl", reviewer=settings.reviewer)
+        sample_path = folder / f"{stem}.sample.json"
+        saved = None if new_sample else _read_sample(sample_path, scores)
+        if saved is None:
+            sampling = {k: getattr(settings, k) for k in SAMPLING_FIELDS}
+            drawn = settings.select(scores, files=files)
+            sample = _review_order(drawn, settings.strategy, settings.seed)
+            sampling["drawn"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+            _write_sample(sample_path, sample, sampling)
+        else:
+            sample, sampling = saved
+        session = cls(scores, settings.class_name, store, sample, sampling, audio_paths)
+        session.sample_path = sample_path
+        return session
+
+    # ------------------------------------------------------------------ state
+    def _reload(self) -> None:
+        self.labels = self.store.labels(self.class_name)
+        self._done = self.sample.index.isin(self.labels.index)
+
+    def _next_unreviewed(self, after: int, exclude: int | None = None):
+        todo = np.flatnonzero(~self._done)
+        if exclude is not None:
+            todo = todo[todo != exclude]
+        if not len(todo):
+            return None
+        later = todo[todo > after]
+        return int(later[0] if len(later) else todo[0])
+
+    def __len__(self) -> int:
+        return len(self.sample)
+
+    @property
+    def current(self):
+        """The clip shown now, ``(file, start_time, end_time)``; None past the end."""
+        return self.sample.index[self.position] if self.position < len(self.sample) else None
+
+    @property
+    def finished(self) -> bool:
+        """Every clip of the sample has a label."""
+        return bool(self._done.all())
+
+    def progress(self) -> tuple[int, int]:
+        """(clips of the sample with a label, clips in the sample)."""
+        return int(self._done.sum()), len(self.sample)
+
+    def current_label(self) -> dict | None:
+        """``{"label", "note", "reviewer", "time"}`` of the clip shown, None when it has no label."""
+        clip = self.current
+        if clip is None or clip not in self.labels.index:
+            return None
+        row = self.labels.loc[clip]
+        row = row.iloc[-1] if isinstance(row, pd.DataFrame) else row
+        return {k: row[k] for k in ("label", "note", "reviewer", "time")}
+
+    # ------------------------------------------------------------------ moving
+    def _move(self, position: int) -> None:
+        if position != self.position:
+            self._history.append(self.position)
+            self.position = position
+
+    def label(self, value: str, note: str = "") -> dict:
+        """Save ``value`` (present / absent / unsure) for the clip shown, then go to the next one without a label.
+
+        The search for the next clip goes on after this one and wraps round to
+        skipped clips; past the end when every clip has a label.
+
+        Returns
+        -------
+        dict
+            The record written (see :meth:`LabelStore.add`).
+
+        Raises
+        ------
+        IndexError
+            Past the end of the sample (no clip shown).
+        ValueError
+            ``value`` is not one of :data:`LABEL_VALUES`.
+        """
+        clip = self.current
+        if clip is None:
+            raise IndexError("no clip to label: past the end of the sample (go back, or open a new sample)")
+        record = self.store.add(clip, self.class_name, value, note)
+        self._reload()
+        nxt = self._next_unreviewed(self.position)
+        self._move(len(self.sample) if nxt is None else nxt)
+        return record
+
+    def skip(self) -> None:
+        """Leave the clip shown without a label and go to the next one without a label (past the end if none)."""
+        nxt = self._next_unreviewed(self.position, exclude=self.position)
+        self._move(len(self.sample) if nxt is None else nxt)
+
+    def back(self) -> None:
+        """Go back to the clip shown before (after reopening: the previous clip of the sample)."""
+        if self._history:
+            self.position = self._history.pop()
+        else:
+            self.position = max(0, self.position - 1)
+
+    def go_to(self, position: int) -> None:
+        """Show clip number ``position`` (0-based) of the sample."""
+        if not 0 <= int(position) <= len(self.sample):
+            raise IndexError(f"position must be between 0 and {len(self.sample)}, got {position}")
+        self._move(int(position))
+
+    # ------------------------------------------------------------------ audio
+    def audio_path(self, file) -> str:
+        """The audio file of a file name of the table."""
+        return str(self.audio_paths.get(file, file))
+
+    def clip_audio(self, context: float = 1.0, position: int | None = None) -> tuple[Audio, float]:
+        """Audio of a clip with ``context`` seconds on each side (cut at the recording's ends).
+
+        Only that stretch is read from disk.
+
+        Returns
+        -------
+        (Audio, offset)
+            ``offset`` is the time in the recording (s) where the audio starts.
+
+        Raises
+        ------
+        opso_nb.audio.AudioLoadError
+            The file is missing or unreadable (the message names it).
+        """
+        position = self.position if position is None else position
+        file, start, end = self.sample.index[position]
+        offset = max(0.0, float(start) - context)
+        audio = Audio.from_file(self.audio_path(file), offset=offset, duration=float(end) + context - offset,
+                                out_of_bounds_mode="ignore")
+        return audio, offset
+
+    # ------------------------------------------------------------------ results
+    def reviewed(self) -> pd.DataFrame:
+        """The sample's clips that have a label: score, bin, weight, class, label, note, reviewer, time."""
+        mine = self.labels[self.labels.index.isin(self.sample.index)]
+        table = self.sample.join(mine[["class", "label", "note", "reviewer", "time"]], how="inner")
+        return table
+
+    def calibrate(self, target_precision: float = 0.9, n_bootstrap: int = 200, confidence: float = 0.95,
+                  seed: int = 0) -> Calibration:
+        """:func:`calibrate` on the sample's labelled clips, weighted by their inclusion weights.
+
+        Labels of clips outside the sample (an earlier sample) are left out:
+        their weights belong to another design.
+        """
+        done = self.reviewed()
+        return calibrate(self.scores, done[["class", "label"]], self.class_name, target_precision=target_precision,
+                         weights=self.sample["weight"], n_bootstrap=n_bootstrap, confidence=confidence, seed=seed)
+
+    def _with_audio_paths(self, table: pd.DataFrame) -> pd.DataFrame:
+        level = table.index.get_level_values
+        index = pd.MultiIndex.from_arrays([level("file").map(self.audio_path), level("start_time"),
+                                           level("end_time")], names=CLIP_INDEX)
+        return table.set_axis(index, axis=0)
+
+    def export(self, folder, calibration: Calibration | None = None, **extra) -> dict:
+        """Write the labels CSV, the calibrated-threshold JSON and Raven tables of confirmed detections.
+
+        Parameters
+        ----------
+        folder : str or Path
+            Created if needed; gets ``labels.csv``, ``threshold.json`` and
+            ``raven/<audio stem>.Table.1.selections.txt`` (written atomically).
+        calibration : Calibration, optional
+            Default :meth:`calibrate` with a target precision of 0.9.
+        **extra
+            More keys for the JSON file (e.g. ``score_table``).
+
+        Returns
+        -------
+        dict
+            ``labels``, ``threshold`` (Paths) and ``raven`` (list of Paths), all absolute.
+        """
+        folder = Path(folder).absolute()
+        calibration = calibration if calibration is not None else self.calibrate()
+        labels_path = folder / "labels.csv"
+        with atomic_write(labels_path, "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
+            self.reviewed().reset_index().to_csv(handle, index=False)
+        threshold_path = calibration.save(folder / "threshold.json", sampling=self.sampling,
+                                          reviewer=self.store.reviewer, **extra)
+        sample_scores = self._with_audio_paths(self.scores.loc[self.sample.index, [self.class_name]])
+        raven = export_raven(self._with_audio_paths(self.reviewed()), folder / "raven", self.class_name,
+                             scores=sample_scores)
+        return {"labels": labels_path, "threshold": threshold_path, "raven": [Path(p).absolute() for p in raven]}

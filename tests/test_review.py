@@ -13,14 +13,19 @@ import pytest
 
 from opso_nb.review import (
     LabelStore,
+    ReviewSession,
     ReviewSettings,
     ReviewTooSmallWarning,
+    ScoreTableError,
     calibrate,
     confirmed_detections,
     export_raven,
     file_start_times,
     labels_to_one_hot,
     precision_recall_table,
+    read_score_table,
+    review_folder_name,
+    score_table_choices,
     select_clips,
 )
 from opso_nb.utils import CLIP_INDEX
@@ -235,3 +240,192 @@ def test_review_settings_drive_selection():
     settings = ReviewSettings(class_name="frog", strategy="top", n=2)
     picked = settings.select(score_table([0.1, 0.5, 0.9]))
     assert list(picked.score) == [0.9, 0.5]
+
+
+def test_calibration_recovers_parameters_on_any_score_scale():
+    # RIBBIT scores are about 1e-3, logits about 10: the same curve on both scales gives the same answer
+    rng = np.random.default_rng(5)
+    s = rng.uniform(0, 1, 4000)
+    present = rng.uniform(size=s.size) < 1 / (1 + np.exp(-(-6 + 12 * s)))
+    for scale in (1e-3, 1e3):
+        scores = score_table(s * scale)
+        result = calibrate(scores, labelled(scores, present), "frog", n_bootstrap=0)
+        # same tolerances as above (four standard errors of a 4000-clip fit), on the rescaled slope
+        assert result.intercept == pytest.approx(-6, abs=0.9)
+        assert result.slope * scale == pytest.approx(12, abs=1.6)
+        assert result.score_for_probability(0.5) / scale == pytest.approx(0.5, abs=0.03)
+
+
+# --------------------------------------------------------------------------- score tables on disk
+def test_read_score_table_from_csv_parquet_and_a_prediction_folder(tmp_path):
+    from opso_nb.ml.prediction import predict
+    from tests._prediction_stub import StubModel, write_test_wav
+
+    table = score_table([0.25, 0.5, 0.75], files=("a.wav",))
+    table["note"] = ["x", "y", "z"]  # text: left out with a warning
+    table.reset_index().to_csv(tmp_path / "s.csv", index=False)
+    with pytest.warns(UserWarning, match="note"):
+        got = read_score_table(tmp_path / "s.csv")
+    assert list(got.columns) == ["frog"] and got.index.names == CLIP_INDEX
+    assert got.frog.tolist() == [0.25, 0.5, 0.75] and got.index[1] == ("a.wav", 3.0, 6.0)
+    table[["frog"]].to_parquet(tmp_path / "s.parquet")
+    pd.testing.assert_frame_equal(read_score_table(tmp_path / "s.parquet"), got, check_index_type=False)
+    # a prediction run's folder: the scores as predict returned them
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    files = [str(write_test_wav(audio / "rec.wav", 6.0))]
+    direct = predict(StubModel(sample_duration=2.0), files, progress=False, output_path=tmp_path / "run")
+    from_folder = read_score_table(tmp_path / "run")
+    assert from_folder.shape == (3, 2) and np.allclose(from_folder.to_numpy(), direct.to_numpy())
+    assert score_table_choices(tmp_path) == ["run", "s.csv", "s.parquet"]
+    assert score_table_choices(tmp_path / "run") == ["."]
+    assert score_table_choices(tmp_path / "nothing") == []
+
+
+@pytest.mark.parametrize("content, problem", [
+    ("frog\n0.1\n", "needs the columns"),
+    ("file,start_time,end_time,kind\na.wav,0,3,frog\n", "no column of scores"),
+    ("file,start_time,end_time,frog\n", "holds no clips"),
+    ("file,start_time,end_time,frog\na.wav,0,3,0.1\na.wav,0,3,0.2\n", "listed more than once"),
+    ("file,start_time,end_time,frog\na.wav,3,1,0.1\n", "ends before it starts"),
+    ("file,start_time,end_time,frog\n,0,3,0.1\n", "no file name"),
+    ("file,start_time,end_time,frog\na.wav,zero,3,0.1\n", "missing time"),
+])
+def test_read_score_table_names_the_problem(tmp_path, content, problem):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(ScoreTableError, match=problem) as info:
+        read_score_table(path)
+    assert str(path) in str(info.value)
+
+
+def test_read_score_table_refuses_what_is_not_a_table(tmp_path):
+    (tmp_path / "binary.parquet").write_bytes(b"\x00\x01 not parquet")
+    with pytest.raises(ScoreTableError, match="cannot be read"):
+        read_score_table(tmp_path / "binary.parquet")
+    (tmp_path / "scores.txt").write_text("file,start_time,end_time,frog\n")
+    with pytest.raises(ScoreTableError, match="not a score table"):
+        read_score_table(tmp_path / "scores.txt")
+    with pytest.raises(ScoreTableError, match="no such file"):
+        read_score_table(tmp_path / "missing.csv")
+    (tmp_path / "empty_run").mkdir()
+    with pytest.raises(ScoreTableError, match="prediction output"):
+        read_score_table(tmp_path / "empty_run")
+    with pytest.raises(ScoreTableError, match="holds no clips"):
+        read_score_table(score_table([]))
+
+
+def test_review_folder_names_keep_tables_apart(tmp_path):
+    a, b = tmp_path / "x" / "scores.csv", tmp_path / "y" / "scores.csv"
+    assert review_folder_name(a) != review_folder_name(b)
+    assert review_folder_name(a).startswith("scores-") and review_folder_name(a) == review_folder_name(a)
+
+
+# --------------------------------------------------------------------------- review sessions
+def session_table():
+    rng = np.random.default_rng(8)
+    return score_table(rng.uniform(0, 1, 120), files=("n1_20200101_050000.wav", "n2_20200102_050000.wav"))
+
+
+def test_session_resumes_with_the_same_sample_at_the_next_unlabelled_clip(tmp_path):
+    scores = session_table()
+    settings = ReviewSettings(class_name="frog", n=12, n_bins=3, seed=4, reviewer="ana")
+    first = ReviewSession.open(scores, settings, tmp_path)
+    assert len(first) == 12 and first.progress() == (0, 12) and first.position == 0
+    # stratified clips come shuffled: not in score order
+    assert not first.sample.score.is_monotonic_increasing
+    shown = [first.current]
+    first.label("present", note="loud")
+    shown.append(first.current)
+    first.label("absent")
+    skipped = first.current
+    first.skip()  # the third clip stays without a label
+    assert first.position == 3 and first.progress() == (2, 12)
+    # reopened (another day, other settings on screen): same clips, at the first one without a label
+    settings.seed, settings.n = 99, 30
+    again = ReviewSession.open(scores, settings, tmp_path)
+    assert again.sample.index.equals(first.sample.index) and again.sampling["seed"] == 4
+    assert again.position == 2 and again.current == skipped  # the skipped clip is the first without a label
+    assert again.labels.loc[shown[0], "note"] == "loud"
+    # a new sample keeps the labels
+    fresh = ReviewSession.open(scores, settings, tmp_path, new_sample=True)
+    assert len(fresh) == 30 and fresh.sampling["seed"] == 99
+    assert len(fresh.store.labels("frog")) == 2
+
+
+def test_session_navigation_label_skip_back(tmp_path):
+    scores = score_table([0.1, 0.2, 0.3, 0.4])
+    session = ReviewSession.open(scores, ReviewSettings(class_name="frog", strategy="top", n=4), tmp_path)
+    assert [c[1] for c in session.sample.index] == [9.0, 6.0, 3.0, 0.0]  # top: highest first
+    session.skip()                       # clip 0 left without a label
+    session.label("present")             # clip 1
+    assert session.position == 2
+    session.back()                       # back to clip 1, shows its answer
+    assert session.position == 1 and session.current_label()["label"] == "present"
+    session.label("absent")              # relabel: latest wins, then on to clip 2
+    assert session.position == 2 and session.labels.loc[session.sample.index[1], "label"] == "absent"
+    session.label("unsure")
+    session.label("present")             # clip 3; then wraps round to the skipped clip 0
+    assert session.position == 0
+    session.skip()                       # the only clip left: past the end
+    assert session.position == 4 and session.current is None and not session.finished
+    with pytest.raises(IndexError):
+        session.label("present")
+    session.back()
+    assert session.position == 0
+    session.label("absent")
+    assert session.finished and session.current is None and session.progress() == (4, 4)
+    session.go_to(0)
+    with pytest.raises(ValueError, match="label"):
+        session.label("maybe")
+    assert session.current_label()["label"] == "absent"  # nothing written by the refused label
+
+
+def test_session_redraws_when_the_table_changed_and_limits_files(tmp_path):
+    scores = session_table()
+    settings = ReviewSettings(class_name="frog", n=10, n_bins=2)
+    ReviewSession.open(scores, settings, tmp_path)
+    smaller = scores.iloc[:50]  # the saved sample has clips this table lacks
+    with pytest.warns(UserWarning, match="not in the score table"):
+        session = ReviewSession.open(smaller, settings, tmp_path, files=["n1_20200101_050000.wav"])
+    assert set(session.sample.index.get_level_values("file")) == {"n1_20200101_050000.wav"}
+    with pytest.raises(KeyError, match="toad"):
+        ReviewSession.open(scores, ReviewSettings(class_name="toad"), tmp_path)
+
+
+def test_session_calibrates_with_weights_and_exports_files_that_read_back(tmp_path):
+    from opso_nb.annotations import BoxedAnnotations
+
+    rng = np.random.default_rng(3)
+    s = rng.beta(0.6, 2.5, 3000)
+    truth = pd.Series(rng.uniform(size=s.size) < s, index=score_table(s).index)
+    scores = score_table(s, files=tuple(f"rec{i}.wav" for i in range(10)))
+    truth.index = scores.index
+    session = ReviewSession.open(scores, ReviewSettings(class_name="frog", n=400, n_bins=8, seed=2), tmp_path)
+    while session.current is not None:
+        session.label("present" if truth[session.current] else "absent")
+    result = session.calibrate(target_precision=0.8, n_bootstrap=100)
+    # weights undo the over-sampling of high scores: precision above 0.5 matches the whole table's
+    est = result.table[result.table.threshold >= 0.5].iloc[0].precision
+    assert est == pytest.approx(truth[s >= 0.5].mean(), abs=0.06)
+    unweighted = calibrate(scores, session.reviewed()[["class", "label"]], "frog", n_bootstrap=0)
+    assert result.threshold <= unweighted.threshold or not np.isfinite(unweighted.threshold)
+    written = session.export(tmp_path / "export", result, score_table="synthetic")
+    labels = pd.read_csv(written["labels"])
+    assert len(labels) == len(session) and set(labels.label) == {"present", "absent"}
+    assert labels.weight.sum() == pytest.approx(3000)  # the sample stands for the whole table
+    saved = json.loads(written["threshold"].read_text())
+    assert saved["threshold"] == pytest.approx(result.threshold) and saved["score_table"] == "synthetic"
+    assert saved["sampling"]["n_bins"] == 8
+    back = BoxedAnnotations.from_raven_files(written["raven"], audio_files=[p.name.split(".")[0] + ".wav"
+                                                                            for p in written["raven"]])
+    assert len(back.df) == int((labels.label == "present").sum())
+
+
+def test_threshold_json_is_strict_when_no_threshold_is_reached(tmp_path):
+    scores = score_table([0.9, 0.8, 0.2, 0.1])
+    labels = pd.DataFrame({"class": "frog", "label": ["absent", "absent", "present", "absent"]}, index=scores.index)
+    with pytest.warns(ReviewTooSmallWarning):
+        result = calibrate(scores, labels, "frog", n_bootstrap=10)
+    saved = json.loads(result.save(tmp_path / "t.json").read_text())  # json.loads rejects NaN? no: check text
+    assert saved["threshold"] is None and "NaN" not in (tmp_path / "t.json").read_text()

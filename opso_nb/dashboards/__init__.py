@@ -12,6 +12,7 @@ _DASHBOARDS = {
     "PredictionExplorer": "prediction_explorer",
     "RibbitExplorer": "ribbit_explorer",
     "LocalizationMap": "localization_map",
+    "ClipReview": "clip_review",
 }
 
 __all__ = list(_DASHBOARDS)

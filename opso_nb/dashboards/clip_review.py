@@ -1,0 +1,629 @@
+"""Clip review: listen to a sample of clips, label them, and pick a threshold you can defend.
+
+Open a score table (CSV, Parquet, or a prediction output folder) and the folder
+of its recordings, choose a class and how to sample its clips, then review clip
+by clip: spectrogram with a little context, play, and present / absent / unsure
+/ skip / back with buttons or keys. Every answer is saved at once under the
+output folder, so closing the page loses nothing and reopening it resumes at the
+next clip without a label. A calibration panel turns the answers into a
+threshold for a target precision, with its interval, and exports labels, the
+threshold and Raven tables of the confirmed detections.
+
+All science is in :mod:`opso_nb.review`; this module only wires widgets to it.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import panel as pn
+import param
+from bokeh.models import BoxAnnotation, Span
+from matplotlib.figure import Figure
+from panel.reactive import ReactiveHTML
+
+from opso_nb.audio import Audio, AudioLoadError
+from opso_nb.dashboards._widgets import (
+    FolderBox,
+    SpectrogramPlot,
+    audio_player,
+    clear_player,
+    failure_text,
+    message_alert,
+    name_list,
+    set_player_audio,
+    show_message,
+)
+from opso_nb.failures import failure_record, failures_frame
+from opso_nb.review import (
+    LABEL_VALUES,
+    Calibration,
+    ReviewSession,
+    SAMPLING_FIELDS,
+    ReviewSettings,
+    ScoreTableError,
+    example_score_table,
+    plot_calibration,
+    plot_precision_recall,
+    read_score_table,
+    review_folder_name,
+    score_table_choices,
+)
+from opso_nb.sample_data import toads_folder
+from opso_nb.spectrogram import Spectrogram
+from opso_nb.workspace import PathRefused, Workspace, _match_files, check_recordings, user_data_dirs
+
+#: Keys and what they do (lower case, as the browser names them).
+SHORTCUTS = {"y": "present", "1": "present", "n": "absent", "2": "absent", "u": "unsure", "3": "unsure",
+             "s": "skip", "b": "back", "p": "play"}
+#: Bootstrap resamples for the threshold's interval while reviewing (a click must stay quick).
+LIVE_BOOTSTRAP = 200
+#: Rows of the "reviewed so far" table.
+RECENT_ROWS = 8
+
+
+class KeyboardShortcuts(ReactiveHTML):
+    """Keys pressed anywhere on the page (outside text boxes) arrive in :attr:`event` as ``"<key>:<count>"``.
+
+    In Voila and ``panel serve`` every key press on the page counts. Inside
+    JupyterLab, whose own shortcuts use the same keys, only presses while the
+    shortcut bar has the focus (click it first) count.
+    """
+
+    keys = param.List(default=list(SHORTCUTS), doc="Keys listened to (lower case)")
+    event = param.String(default="", doc="Last key and a press counter, e.g. 'y:3'")
+
+    _template = ('<div id="bar" tabindex="0" style="font-size: 0.9em; color: #555; padding: 4px 6px; '
+                 'border: 1px dashed #bbb; border-radius: 4px; cursor: default;">'
+                 'Keys: <b>y</b> present · <b>n</b> absent · <b>u</b> unsure · <b>s</b> skip · '
+                 '<b>b</b> back · <b>p</b> play (not while typing a note)</div>')
+    _scripts = {
+        "render": """
+            if (state.scope) { state.scope.removeEventListener('keydown', state.fire); }
+            state.count = state.count || 0;
+            state.fire = (event) => {
+              const path = event.composedPath ? event.composedPath() : [event.target];
+              const target = path[0] || event.target;
+              const tag = ((target && target.tagName) || '').toLowerCase();
+              if (tag === 'input' || tag === 'textarea' || tag === 'select') { return; }
+              if (target && (target.isContentEditable || (target.getAttribute && target.getAttribute('role') === 'slider'))) { return; }
+              if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) { return; }
+              const key = (event.key || '').toLowerCase();
+              if (!data.keys.includes(key)) { return; }
+              event.preventDefault();
+              event.stopPropagation();
+              state.count += 1;
+              data.event = key + ':' + state.count;
+            };
+            // JupyterLab owns the page's keys: listen on the bar only; elsewhere, on the whole page
+            const inLab = document.querySelector('.jp-mod-commandMode, .jp-mod-editMode') !== null;
+            state.scope = inLab ? bar : document;
+            state.scope.addEventListener('keydown', state.fire);
+        """,
+        "remove": "if (state.scope) { state.scope.removeEventListener('keydown', state.fire); }",
+    }
+
+
+class ClipReview(pn.viewable.Viewer):
+    """Review a sample of one class's clips, calibrate its scores and export what was confirmed.
+
+    Parameters
+    ----------
+    scores : DataFrame, optional
+        A score table given in Python (a notebook); else one is opened from a folder.
+    scores_folder : str or Path, optional
+        Folder with score tables (default: the workspace's first data folder, else an
+        example table of the bundled toad recordings scored with RIBBIT, made in the
+        output folder on first use).
+    table : str, optional
+        Table in ``scores_folder`` to open (a file name, a prediction output
+        sub-folder, or ``"."`` for the folder itself).
+    audio_folder : str or Path, optional
+        Folder of the recordings (default: the first data folder, else the bundled toads).
+        File names of the table are matched as written (relative to the table), then by
+        base name in this folder.
+    class_name, reviewer : str, optional
+    settings : ReviewSettings, optional
+        Sampling and calibration settings (class, reviewer, strategy, n, bins, seed,
+        target precision); a saved sample of the same class and reviewer is resumed
+        instead of drawing a new one.
+    output_folder : str or Path, optional
+        The output folder (default: the workspace's); labels go to
+        ``review/<table>/<class>__<reviewer>.jsonl`` inside it.
+    workspace : Workspace, optional
+        Default :meth:`Workspace.from_env` plus the folders given.
+    table_name : str
+        Name of the review folder of a table given as ``scores``.
+    """
+
+    table = param.Selector(default=None, objects=[], allow_None=True, label="Score table",
+                           doc="CSV or Parquet table, or prediction output folder, in the scores folder")
+    context = param.Number(default=1.0, bounds=(0.0, 5.0), step=0.5, label="Context (s)",
+                           doc="Seconds shown and played on each side of the clip")
+    frequency_limit = param.Number(default=0.0, bounds=(0.0, None), softbounds=(0.0, 24000.0), step=500.0,
+                                   label="Top frequency (Hz, 0: all)", doc="Highest frequency drawn")
+
+    def __init__(self, scores: pd.DataFrame | None = None, scores_folder=None, table=None, audio_folder=None,
+                 class_name=None, reviewer=None, output_folder=None, workspace: Workspace | None = None,
+                 table_name: str = "scores", settings: ReviewSettings | None = None, **params):
+        super().__init__(**params)
+        if workspace is None:
+            trusted = [Path(d) for d in (scores_folder, audio_folder) if d]
+            workspace = Workspace(data_dirs=user_data_dirs() + trusted, output_dir=output_folder)
+        self.workspace = workspace
+        self.settings = settings if settings is not None else ReviewSettings()
+        if reviewer:
+            self.settings.reviewer = str(reviewer)
+        self._requested_class = class_name if class_name is not None else self.settings.class_name
+        self._given_scores = scores
+        self._table_name = table_name
+        self.scores: pd.DataFrame | None = None
+        self.session: ReviewSession | None = None
+        self.calibration: Calibration | None = None
+        self.audio_paths: dict = {}
+        self.available_files: list[str] = []
+        #: Recordings of the table that cannot be reviewed (failures table: missing, refused, unreadable).
+        self.audio_failures = failures_frame()
+        self.last_export: dict | None = None
+        self._busy = False  # set while the code itself changes watched values
+
+        # ------------------------------------------------------------ widgets
+        self.error = message_alert("danger")
+        self.notes = message_alert("warning")
+        self.table_note = pn.pane.Markdown("", sizing_mode="stretch_width")
+        self.audio_note = pn.pane.Markdown("", sizing_mode="stretch_width")
+        self.sample_note = pn.pane.Markdown("", sizing_mode="stretch_width")
+        self.progress = pn.indicators.Progress(value=0, max=1, sizing_mode="stretch_width", bar_color="success")
+        self.progress_text = pn.pane.Markdown("", sizing_mode="stretch_width")
+        self.clip_title = pn.pane.Markdown("", sizing_mode="stretch_width")
+        self.clip_problem = message_alert("warning")
+        self.spectrogram = SpectrogramPlot(height=280)
+        self._context_boxes = [BoxAnnotation(fill_color="#4a6fa5", fill_alpha=0.15, line_alpha=0) for _ in range(2)]
+        self._clip_edges = [Span(location=0, dimension="height", line_color="#d62728", line_dash="dashed",
+                                 line_width=2) for _ in range(2)]
+        for item in self._context_boxes + self._clip_edges:
+            self.spectrogram.figure.add_layout(item)
+        self.player = audio_player(Audio.silence(0.1, 8000), name="clip", sizing_mode="stretch_width")
+        self.buttons = {
+            "present": pn.widgets.Button(label="Present (y)", color="success"),
+            "absent": pn.widgets.Button(label="Absent (n)", color="danger"),
+            "unsure": pn.widgets.Button(label="Unsure (u)", color="warning"),
+            "skip": pn.widgets.Button(label="Skip (s)", color="light"),
+            "back": pn.widgets.Button(label="Back (b)", color="light"),
+            "play": pn.widgets.Button(label="Play (p)", color="primary"),
+        }
+        for action, button in self.buttons.items():
+            button.on_click(lambda _, a=action: self.act(a))
+        self.note = pn.widgets.TextInput(label="Note", placeholder="optional: saved with the next answer",
+                                         sizing_mode="stretch_width")
+        self.label_text = pn.pane.Markdown("", sizing_mode="stretch_width")
+        self.keys = KeyboardShortcuts(sizing_mode="stretch_width")
+        self.keys.param.watch(self._on_key, "event")
+        self.new_sample_button = pn.widgets.Button(label="Draw a new sample", color="default",
+                                                   description="Draw clips again with the settings above "
+                                                               "(labels already given are kept)")
+        self.new_sample_button.on_click(lambda _: self.open_session(new_sample=True))
+        self.calibration_warning = message_alert("warning")
+        self.calibration_text = pn.pane.Markdown("", sizing_mode="stretch_width")
+        self.precision_plot = pn.pane.Matplotlib(None, tight=True, format="png", dpi=90, width=430, height=260)
+        self.calibration_plot = pn.pane.Matplotlib(None, tight=True, format="png", dpi=90, width=430, height=260)
+        self.export_button = pn.widgets.Button(label="Export labels, threshold and Raven tables",
+                                               color="primary", disabled=True)
+        self.export_button.on_click(lambda _: self.export())
+        self.export_status = pn.pane.Markdown(f"Exports go under the output folder `{self.workspace.output_dir}`.",
+                                              sizing_mode="stretch_width")
+        self.recent = pn.pane.DataFrame(pd.DataFrame(), index=False, sizing_mode="stretch_width")
+
+        # ------------------------------------------------------------ folders
+        if scores is None:
+            if scores_folder is None and not any(d.is_dir() for d in self.workspace.user_dirs):
+                scores_folder = self._example_folder()
+            start = scores_folder or self.workspace.start_folder(self.workspace.output_dir)
+            self.scores_box = FolderBox(folder=str(start), workspace=self.workspace)
+            self.scores_box.param.watch(lambda *_: self._list_tables(), ["folder"])
+        else:
+            self.scores_box = None
+        self.audio_box = FolderBox(folder=str(audio_folder or self.workspace.start_folder(toads_folder())),
+                                   workspace=self.workspace)
+        self.audio_box.param.watch(lambda *_: self.load(), ["folder"])
+        self.param.watch(lambda *_: self._unless_busy(self.load), ["table"])
+        self.settings.param.watch(lambda *_: self._unless_busy(self.open_session), ["class_name", "reviewer"])
+        self.settings.param.watch(lambda *_: self._update_calibration(), ["target_precision"])
+        self.param.watch(lambda *_: self._show_clip(), ["context", "frequency_limit"])
+        if self.scores_box is not None:
+            self._list_tables(prefer=table)
+        else:
+            self.load()
+
+    # ------------------------------------------------------------------ opening
+    def _example_folder(self) -> Path | None:
+        """The output folder's example table (made on first use); None if it cannot be written."""
+        try:
+            folder = self.workspace.prepare_output("review/example_scores", folder=True)
+            example_score_table(folder)
+        except (OSError, PathRefused, ValueError) as err:
+            show_message(self.notes, f"The example score table could not be made: {err}")
+            return None
+        return folder
+
+    def _unless_busy(self, action):
+        if not self._busy:
+            action()
+
+    def _list_tables(self, prefer=None):
+        root = self.scores_box.root
+        choices = score_table_choices(root) if root is not None else []
+        self._busy = True
+        try:
+            self.param.table.objects = choices
+            if prefer in choices:
+                self.table = prefer
+            elif self.table not in choices:
+                self.table = choices[0] if choices else None
+        finally:
+            self._busy = False
+        if root is None:
+            self.table_note.object = f"**No score tables:** {self.scores_box.problem}."
+        elif not choices:
+            self.table_note.object = (f"No score table in `{root}`: put a CSV or Parquet table (columns file, "
+                                      "start_time, end_time and one score column per class) or a prediction output "
+                                      "folder there, or choose another folder under *Browse*.")
+        self.load()
+
+    @property
+    def table_path(self) -> Path | None:
+        """Absolute path of the chosen score table (None for a table given in Python, or none chosen)."""
+        if self.scores_box is None or self.scores_box.root is None or self.table is None:
+            return None
+        return (self.scores_box.root / self.table).resolve()
+
+    def _read_table(self) -> pd.DataFrame:
+        if self.scores_box is None:
+            return read_score_table(self._given_scores)
+        path = self.table_path
+        if path is None:
+            raise ScoreTableError(self.table_note.object or "no score table chosen")
+        self.workspace.readable(path)  # a table reached through a link out of the workspace is refused
+        return read_score_table(path)
+
+    def load(self):
+        """Read the score table, find its recordings and open the review (errors are shown, never raised)."""
+        show_message(self.error, None)
+        show_message(self.notes, None)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                scores = self._read_table()
+            except (ScoreTableError, PathRefused, ValueError, TypeError) as err:
+                self.scores = None
+                self._clear(f"{err}")
+                show_message(self.error, f"**This score table cannot be used.** {err}")
+                return
+        self.scores = scores
+        self._note_warnings(caught)
+        n_files = scores.index.get_level_values("file").nunique()
+        where = f"`{self.table_path}`" if self.table_path is not None else f"given in Python ({self._table_name})"
+        self.table_note.object = (f"Score table {where}: {len(scores)} clips of {n_files} recording(s), "
+                                  f"{len(scores.columns)} class(es).")
+        self._locate_audio()
+        classes = list(scores.columns)
+        wanted = self._requested_class if self._requested_class is not None else self.settings.class_name
+        self._busy = True
+        try:
+            self.settings.param.class_name.objects = classes
+            self.settings.class_name = wanted if wanted in classes else classes[0]
+        finally:
+            self._busy = False
+        if wanted is not None and wanted not in classes:
+            show_message(self.error, f"Class {wanted!r} is not a column of this score table; showing "
+                                     f"{classes[0]!r} instead. Classes: {', '.join(map(str, classes))}.")
+        self._requested_class = None
+        self.open_session()
+
+    def _locate_audio(self):
+        """Match the table's file names to recordings in the audio folder; unreadable ones are reported."""
+        files = list(dict.fromkeys(self.scores.index.get_level_values("file")))
+        root = self.audio_box.root
+        failures = []
+        if root is None:
+            mapping, missing = {}, files
+            reason = f"audio folder not usable: {self.audio_box.problem}"
+        else:
+            table = self.table_path if self.table_path is not None else root / "scores"
+            mapping, missing = _match_files(files, root, table)
+            reason = f"not found as written nor by name in {root}"
+        for name, path in list(mapping.items()):
+            try:
+                self.workspace.readable(path, kind="file")
+            except PathRefused as err:
+                failures.append(failure_record(name, err, stage="load"))
+                del mapping[name]
+        failures += [failure_record(name, reason, stage="load") for name in missing]
+        readable, unreadable = check_recordings(list(mapping.values()))
+        back = {path: name for name, path in mapping.items()}
+        for row in unreadable.itertuples(index=False):
+            failures.append(failure_record(back.get(row.file, row.file), row.error, stage="load"))
+        self.audio_paths = {name: path for name, path in mapping.items() if path in set(readable)}
+        self.available_files = [f for f in files if f in self.audio_paths]
+        self.audio_failures = failures_frame(failures)
+        text = f"{len(self.available_files)} of {len(files)} recording(s) of the table found"
+        text += f" in `{root}`." if root is not None else "."
+        problems = failure_text(self.audio_failures, "recording")
+        if problems:
+            text += f"  \n{problems} Their clips are skipped."
+        self.audio_note.object = text
+
+    def open_session(self, new_sample: bool = False):
+        """Open (resume) the review of the chosen class by the reviewer; ``new_sample`` draws clips again."""
+        if self.scores is None or self.settings.class_name is None:
+            return
+        try:
+            folder = self._review_folder()
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                session = ReviewSession.open(self.scores, self.settings, folder, files=self.available_files,
+                                             new_sample=new_sample, audio_paths=self.audio_paths)
+        except (KeyError, ValueError, OSError, PathRefused) as err:
+            self._clear(str(err))
+            show_message(self.error, f"**The review cannot be opened.** {err}")
+            return
+        self._note_warnings(caught)
+        self.session = session
+        # the widgets show the settings the sample was drawn with (nothing else watches them)
+        self.settings.param.update(**{k: session.sampling[k] for k in SAMPLING_FIELDS if k in session.sampling})
+        done, total = session.progress()
+        self.sample_note.object = (
+            f"Sample: {total} clips ({session.sampling.get('strategy')}, {session.sampling.get('n_bins')} bins, "
+            f"seed {session.sampling.get('seed')}), drawn {session.sampling.get('drawn', '')}. "
+            f"Labels are saved in `{session.store.path}`.")
+        if total == 0:
+            show_message(self.error, "No clip to review: this class has no finite score on a recording that "
+                                     "could be found (see the audio notes).")
+        self.export_button.disabled = False
+        self.refresh()
+
+    def _review_folder(self) -> Path:
+        name = review_folder_name(self.table_path) if self.table_path is not None else self._table_name
+        return self.workspace.prepare_output(Path("review") / name, folder=True)
+
+    def _note_warnings(self, caught):
+        messages = list(dict.fromkeys(str(w.message) for w in caught))
+        if messages:
+            show_message(self.notes, "  \n".join(messages))
+
+    # ------------------------------------------------------------------ reviewing
+    def _on_key(self, event):
+        key = str(event.new).split(":")[0]
+        if key in SHORTCUTS:
+            self.act(SHORTCUTS[key])
+
+    def act(self, action: str):
+        """Do what a button or key asks: one of present, absent, unsure, skip, back, play."""
+        session = self.session
+        if session is None:
+            return
+        if action in LABEL_VALUES:
+            if session.current is None:
+                return
+            try:
+                session.label(action, self.note.value)
+            except OSError as err:  # disk full, folder removed: the reviewer must know the label is not saved
+                show_message(self.error, f"**Label not saved:** {err}")
+                return
+            self._update_calibration()
+            self._update_recent()
+        elif action == "skip":
+            session.skip()
+        elif action == "back":
+            session.back()
+        elif action == "play":
+            self.play()
+            return
+        else:
+            raise ValueError(f"unknown action {action!r}; one of {LABEL_VALUES + ('skip', 'back', 'play')}")
+        self._show_clip()
+
+    def label(self, value: str, note: str = ""):
+        """Label the clip shown (what the buttons do), with ``note``."""
+        self.note.value = note
+        self.act(value)
+
+    def refresh(self):
+        """Redraw everything from :attr:`session` (after labelling through ``app.session`` directly)."""
+        self._update_calibration()
+        self._update_recent()
+        self._show_clip()
+
+    def play(self):
+        """Play the clip shown (with its context) from the start."""
+        self.player.time = 0
+        self.player.paused = False
+
+    def _show_clip(self):
+        session = self.session
+        for button in self.buttons.values():
+            button.disabled = session is None
+        if session is None:
+            return
+        done, total = session.progress()
+        self.progress.max, self.progress.value = max(total, 1), done
+        self.progress_text.object = f"**{done} of {total} reviewed**" + (" · all done" if total and done == total
+                                                                           else "")
+        show_message(self.clip_problem, None)
+        clip = session.current
+        if clip is None:
+            left = total - done
+            message = ("every clip of the sample is reviewed" if left == 0 else
+                       f"end of the sample; {left} skipped clip(s) have no label yet (press Back)")
+            self.clip_title.object = f"**End of the sample:** {message}."
+            self.label_text.object = ""
+            self.spectrogram.clear(message)
+            clear_player(self.player)
+            for action in LABEL_VALUES:
+                self.buttons[action].disabled = True
+            return
+        file, start, end = clip
+        row = session.sample.iloc[session.position]
+        self.clip_title.object = (f"**Clip {session.position + 1} of {total}:** `{Path(str(file)).name}` "
+                                  f"{start:g}–{end:g} s · score {row['score']:.4g}"
+                                  + (f" · score bin {int(row['bin']) + 1}" if row["bin"] >= 0 else ""))
+        saved = session.current_label()
+        self.note.value = saved["note"] if saved else ""
+        if saved is None:
+            self.label_text.object = "Not labelled yet."
+        else:
+            self.label_text.object = f"Your answer: **{saved['label']}**" + (f" ({saved['note']})" if saved["note"]
+                                                                             else "")
+        try:
+            audio, offset = session.clip_audio(self.context)
+            spectrogram = Spectrogram.from_audio(audio)
+            if 0 < self.frequency_limit < audio.sample_rate / 2:
+                spectrogram = spectrogram.bandpass(0, self.frequency_limit)
+        except (AudioLoadError, ValueError, OSError) as err:
+            self.spectrogram.clear(f"{Path(str(file)).name} cannot be read")
+            clear_player(self.player)
+            show_message(self.clip_problem, f"**This clip cannot be played:** {err}. Press Skip.")
+            return
+        self.spectrogram.update(spectrogram, time_offset=offset)
+        self.spectrogram.figure.title.text = f"{Path(str(file)).name}: clip {start:g}–{end:g} s (dashed lines)"
+        shown_end = offset + audio.duration
+        (left, right), (first, last) = self._context_boxes, self._clip_edges
+        left.left, left.right = offset, float(start)
+        right.left, right.right = float(end), shown_end
+        first.location, last.location = float(start), float(end)
+        set_player_audio(self.player, audio)
+
+    def _update_recent(self):
+        if self.session is None:
+            self.recent.object = pd.DataFrame()
+            return
+        done = self.session.reviewed().reset_index()
+        if done.empty:
+            self.recent.object = pd.DataFrame(columns=["file", "start_time", "end_time", "score", "label", "note"])
+            return
+        done = done.sort_values("time", kind="stable").tail(RECENT_ROWS).iloc[::-1]
+        done["file"] = done["file"].map(lambda f: Path(str(f)).name)
+        self.recent.object = done[["file", "start_time", "end_time", "score", "label", "note"]]
+
+    # ------------------------------------------------------------------ calibration
+    def _update_calibration(self):
+        if self.session is None:
+            return
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            cal = self.session.calibrate(self.settings.target_precision, n_bootstrap=LIVE_BOOTSTRAP)
+        self.calibration = cal
+        show_message(self.calibration_warning, "  \n".join(dict.fromkeys(str(w.message) for w in caught)))
+        self.calibration_text.object = calibration_summary(cal, self.scores[self.session.class_name])
+        for pane, draw in ((self.precision_plot, plot_precision_recall), (self.calibration_plot, plot_calibration)):
+            figure = Figure(figsize=(5.2, 3.1))
+            draw(cal, ax=figure.subplots())
+            pane.object = figure
+
+    # ------------------------------------------------------------------ export
+    def export(self) -> dict | None:
+        """Write labels CSV, threshold JSON and Raven tables under the output folder; returns their paths."""
+        if self.session is None:
+            self.export_status.object = "**Nothing to export:** open a score table first."
+            return None
+        stem = self.session.store.path.stem
+        try:
+            folder = self.workspace.prepare_output(self._review_folder() / f"{stem}_export", folder=True)
+            written = self.session.export(folder, self.calibration, score_table=str(self.table_path or
+                                                                                      self._table_name))
+        except (OSError, PathRefused, ValueError) as err:
+            self.export_status.object = f"**Not exported:** {err}"
+            return None
+        raven = written["raven"]
+        self.export_status.object = (
+            f"Wrote  \n- labels: `{written['labels']}`  \n- threshold: `{written['threshold']}`  \n"
+            + (f"- {len(raven)} Raven table(s) in `{folder / 'raven'}`: {name_list(raven)}" if raven
+               else "- no Raven table: no clip confirmed present yet"))
+        self.last_export = written
+        return written
+
+    # ------------------------------------------------------------------ clearing
+    def _clear(self, reason: str):
+        """Forget the table and review: nothing stale stays on the page under an error."""
+        self.session = None
+        self.calibration = None
+        self.spectrogram.clear(reason[:80])
+        clear_player(self.player)
+        for pane in (self.clip_title, self.label_text, self.progress_text, self.calibration_text,
+                     self.sample_note):
+            pane.object = ""
+        self.audio_note.object = ""
+        self.progress.value = 0
+        self.precision_plot.object = None
+        self.calibration_plot.object = None
+        self.recent.object = pd.DataFrame()
+        show_message(self.calibration_warning, None)
+        show_message(self.clip_problem, None)
+        self.export_button.disabled = True
+        for button in self.buttons.values():
+            button.disabled = True
+
+    # ------------------------------------------------------------------ layout
+    def __panel__(self):
+        source = [pn.pane.Markdown("### Score table")]
+        if self.scores_box is not None:
+            source += [self.scores_box.widgets(folder={"type": pn.widgets.TextInput, "name": "Scores folder"}),
+                       pn.Param(self, parameters=["table"], show_name=False)]
+        source += [self.table_note, pn.pane.Markdown("### Recordings"),
+                   self.audio_box.widgets(folder={"type": pn.widgets.TextInput, "name": "Audio folder"}),
+                   self.audio_note]
+        controls = pn.Column(
+            *source,
+            pn.pane.Markdown("### What to review"),
+            pn.Param(self.settings, parameters=["class_name", "reviewer", "strategy", "n", "n_bins", "seed"],
+                     show_name=False, widgets={"class_name": {"type": pn.widgets.Select, "name": "Class"},
+                                               "reviewer": pn.widgets.TextInput}),
+            self.new_sample_button, self.sample_note,
+            pn.Param(self, parameters=["context", "frequency_limit"], show_name=False),
+            width=330,
+        )
+        buttons = self.buttons
+        review = pn.Column(
+            self.error, self.notes, self.progress_text, self.progress, self.clip_title,
+            pn.pane.Bokeh(self.spectrogram.figure, sizing_mode="stretch_width"),
+            self.player, self.clip_problem,
+            pn.Row(buttons["present"], buttons["absent"], buttons["unsure"], buttons["skip"], buttons["back"],
+                   buttons["play"]),
+            self.note, self.label_text, self.keys,
+            sizing_mode="stretch_width",
+        )
+        calibration = pn.Column(
+            pn.pane.Markdown("### Calibration"),
+            pn.Param(self.settings, parameters=["target_precision"], show_name=False,
+                     widgets={"target_precision": {"type": pn.widgets.FloatSlider, "step": 0.01}}),
+            self.calibration_warning, self.calibration_text,
+            pn.Row(self.precision_plot, self.calibration_plot),
+            self.export_button, self.export_status,
+            pn.pane.Markdown("### Reviewed clips (latest first)"), self.recent,
+            sizing_mode="stretch_width",
+        )
+        return pn.Row(controls, pn.Column(review, calibration, sizing_mode="stretch_width"),
+                      sizing_mode="stretch_width")
+
+
+def calibration_summary(cal: Calibration, class_scores: pd.Series) -> str:
+    """Plain-words summary of a calibration: threshold, interval, counts, and clips of the table above it."""
+    if cal.n_reviewed == 0:
+        return "Label clips as present or absent: the threshold for the target precision appears here."
+    counts = (f"{cal.n_reviewed} reviewed clip(s): {cal.n_present} present, {cal.n_absent} absent "
+              "(unsure ones are left out; each clip weighted by how many clips of its score bin it stands for)")
+    if not np.isfinite(cal.threshold):
+        text = f"No threshold reaches a precision of {cal.target_precision:.0%} in the reviewed clips yet. {counts}."
+    else:
+        lo, hi = cal.threshold_ci
+        above = int((class_scores.to_numpy(dtype=float) >= cal.threshold).sum())
+        interval = (f" ({cal.confidence:.0%} interval {lo:.4g} – {hi:.4g})" if np.isfinite(lo) and np.isfinite(hi)
+                    else "")
+        text = (f"Threshold for a precision of {cal.target_precision:.0%}: **{cal.threshold:.4g}**{interval}; "
+                f"{above} of {len(class_scores)} clips of the table score at or above it. {counts}.")
+    middle = cal.score_for_probability(0.5)
+    if np.isfinite(middle):
+        text += f"  \nCalibrated: a clip scoring {middle:.4g} has a 50 % chance of holding the class."
+    return text

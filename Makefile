@@ -29,10 +29,10 @@ chromium:
 	fi
 
 app: install
-	$(BIN)/python -m opso_nb.apps --server voila --port $(PORT)
+	$(BIN)/python -m opso_nb.apps --server voila --port $(PORT) $(addprefix --data ,$(DATA)) $(if $(OUTPUT),--output $(OUTPUT))
 
 panel: install
-	$(BIN)/python -m opso_nb.apps --server panel --port 5006
+	$(BIN)/python -m opso_nb.apps --server panel --port 5006 $(addprefix --data ,$(DATA)) $(if $(OUTPUT),--output $(OUTPUT))
 
 # Unit tests, notebooks (nbval) and dashboards in headless Chromium, 2 workers.
 # --dist loadfile keeps each notebook's cells (and each test module) in one worker, in order.

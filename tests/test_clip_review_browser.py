@@ -178,7 +178,7 @@ def test_pane_updates_in_a_kernel_send_no_cdn_stylesheets():
     """Panel re-sends a Markdown or Alert pane's stylesheets when its text changes; offline they must stay local."""
     import panel as pn
     from bokeh.document import Document
-    from bokeh.models import ImportedStyleSheet, UIElement
+    from bokeh.models import ImportedStyleSheet, InlineStyleSheet, UIElement
     from panel.io.resources import CDN_DIST
 
     def cdn_links(root):
@@ -193,9 +193,9 @@ def test_pane_updates_in_a_kernel_send_no_cdn_stylesheets():
         assert cdn_links(root) == []
         note.object, alert.object = "second", "second"  # what every label does to the calibration panel
         assert cdn_links(root) == []
-        sheets = [s for m in root.select({"type": UIElement}) for s in m.stylesheets
-                  if isinstance(s, ImportedStyleSheet)]
-        assert sheets and all(s.url.startswith("data:text/css;base64,") for s in sheets)
+        inline = [s for m in root.select({"type": UIElement}) for s in m.stylesheets
+                  if isinstance(s, InlineStyleSheet)]
+        assert inline and all(s.css for s in inline)  # Panel's CSS travels with the page
     finally:
         pn.config.inline = old_inline
 

@@ -259,7 +259,7 @@ def test_calibration_recovers_parameters_on_any_score_scale():
 # --------------------------------------------------------------------------- score tables on disk
 def test_read_score_table_from_csv_parquet_and_a_prediction_folder(tmp_path):
     from opso_nb.ml.prediction import predict
-    from tests._prediction_stub import StubModel, write_test_wav
+    from tests._prediction_stub import tiny_model, write_test_wav
 
     table = score_table([0.25, 0.5, 0.75], files=("a.wav",))
     table["note"] = ["x", "y", "z"]  # text: left out with a warning
@@ -274,7 +274,7 @@ def test_read_score_table_from_csv_parquet_and_a_prediction_folder(tmp_path):
     audio = tmp_path / "audio"
     audio.mkdir()
     files = [str(write_test_wav(audio / "rec.wav", 6.0))]
-    direct = predict(StubModel(sample_duration=2.0), files, progress=False, output_path=tmp_path / "run")
+    direct = predict(tiny_model(sample_duration=2.0), files, progress=False, output_path=tmp_path / "run")
     from_folder = read_score_table(tmp_path / "run")
     assert from_folder.shape == (3, 2) and np.allclose(from_folder.to_numpy(), direct.to_numpy())
     assert score_table_choices(tmp_path) == ["run", "s.csv", "s.parquet"]

@@ -27,6 +27,7 @@ from panel.reactive import ReactiveHTML
 from opso_nb.audio import Audio, AudioLoadError
 from opso_nb.dashboards._widgets import (
     FolderBox,
+    bokeh_callback,
     SpectrogramPlot,
     audio_player,
     clear_player,
@@ -288,6 +289,7 @@ class ClipReview(pn.viewable.Viewer):
         self.workspace.readable(path)  # a table reached through a link out of the workspace is refused
         return read_score_table(path)
 
+    @bokeh_callback
     def load(self):
         """Read the score table, find its recordings and open the review (errors are shown, never raised)."""
         show_message(self.error, None)
@@ -399,6 +401,7 @@ class ClipReview(pn.viewable.Viewer):
         if key in SHORTCUTS:
             self.act(SHORTCUTS[key])
 
+    @bokeh_callback
     def act(self, action: str):
         """Do what a button or key asks: one of present, absent, unsure, skip, back, play."""
         session = self.session
@@ -441,6 +444,7 @@ class ClipReview(pn.viewable.Viewer):
         self.player.time = 0
         self.player.paused = False
 
+    @bokeh_callback
     def _show_clip(self):
         session = self.session
         for button in self.buttons.values():

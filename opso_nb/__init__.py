@@ -10,10 +10,27 @@ from opso_nb.audio import Audio  # noqa: E402
 from opso_nb.spectrogram import MelSpectrogram, Spectrogram  # noqa: E402
 
 
-def __getattr__(name):
-    # CNN pulls in torch: import it only when asked for
-    if name == "CNN":
-        from opso_nb.ml.cnn import CNN
+#: Names imported on first use: they pull in torch, scikit-learn or LiteRT, which
+#: ``import opso_nb`` should not pay for. name -> module that defines it.
+_LAZY = {
+    "CNN": "opso_nb.ml.cnn",
+    "load_model": "opso_nb.ml.cnn",
+    "BirdNET": "opso_nb.ml.birdnet",
+    "select_clips": "opso_nb.review",
+    "LabelStore": "opso_nb.review",
+    "ReviewSession": "opso_nb.review",
+    "calibrate": "opso_nb.review",
+    "labels_to_one_hot": "opso_nb.review",
+}
 
-        return CNN
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'opso_nb' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))

@@ -322,7 +322,7 @@ def tdoa_pairs(signals, pairs, cc_filter: str = "phat", sample_rate: float = 1, 
     cc_filter, sample_rate, frequency_range
         As in :func:`tdoa` (Hz, Hz).
     max_delay : float, array-like or None
-        Largest |delay| searched (s), for all pairs or one value per pair.
+        Largest absolute delay searched (s), for all pairs or one value per pair.
     epsilon : float
         See :func:`gcc`.
     return_max : bool

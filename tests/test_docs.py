@@ -28,9 +28,7 @@ TUTORIAL = "07_ribbit_pulse_rate"
 
 #: Docstring problems known when this test was written, in files other areas own; remove an entry
 #: when its docstring is fixed. Each is a regular expression matched against one warning line.
-KNOWN_DOCSTRING_WARNINGS = [
-    r"docstring of opso_nb\.localization\..*SpatialEvent.*Undefined substitution referenced: \"TDOA\"",
-]
+KNOWN_DOCSTRING_WARNINGS: list = []
 
 
 @pytest.fixture(scope="module")

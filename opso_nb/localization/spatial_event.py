@@ -105,7 +105,7 @@ class SpatialEvent:
     cc_threshold : float, optional
         Receivers whose cross-correlation peak is below this are not used.
     max_delay : float, optional
-        Largest |TDOA| searched (s); default: largest receiver distance / speed of sound.
+        Largest absolute TDOA searched (s); default: largest receiver distance / speed of sound.
     """
 
     def __init__(self, receiver_files, receiver_positions, start_time=0.0, duration=None, class_name=None,
@@ -134,7 +134,7 @@ class SpatialEvent:
                 f"{len(self.receiver_files)} receivers, position {where}>")
 
     def default_max_delay(self, speed_of_sound: float = SPEED_OF_SOUND) -> float:
-        """Largest physically possible |TDOA| (s) between this event's receivers, with a 5 % + 1 ms margin."""
+        """Largest physically possible absolute TDOA (s) between this event's receivers, with a 5 % + 1 ms margin."""
         spread = np.linalg.norm(self.receiver_positions[:, None] - self.receiver_positions[None], axis=-1).max()
         return spread / speed_of_sound * 1.05 + 1e-3
 
@@ -171,7 +171,7 @@ class SpatialEvent:
         cc_filter : str
             See :func:`opso_nb.signal_processing.gcc`.
         max_delay : float, optional
-            Largest |delay| searched (s); default ``self.max_delay``, else
+            Largest absolute delay searched (s); default ``self.max_delay``, else
             :meth:`default_max_delay`.
         speed_of_sound : float
             m/s, for the default ``max_delay``.

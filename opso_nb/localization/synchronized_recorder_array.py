@@ -155,7 +155,7 @@ class SynchronizedRecorderArray:
         cc_filter : str
             GCC weighting, see :func:`opso_nb.signal_processing.gcc`.
         max_delay : float, optional
-            Largest |delay| searched (s); default from each event's receiver spread.
+            Largest absolute delay searched (s); default from each event's receiver spread.
         bandpass_ranges : dict or (low, high), optional
             ``{class: (low_f, high_f)}`` in Hz (or one band for all classes).
         residual_threshold : float
@@ -309,7 +309,7 @@ class LocalizationSettings(param.Parameterized):
     cc_threshold = param.Number(default=0.0, doc="Receivers with a smaller cross-correlation peak are dropped")
     cc_filter = param.Selector(default="phat", objects=list(CC_FILTERS), doc="Generalized cross-correlation weighting")
     max_delay = param.Number(default=None, allow_None=True, bounds=(0, None),
-                             doc="Largest |delay| searched (s); default from the receivers' spread")
+                             doc="Largest absolute delay searched (s); default from the receivers' spread")
     residual_threshold = param.Number(default=np.inf, bounds=(0, None), doc="Largest residual RMS (m) kept")
     speed_of_sound = param.Number(default=SPEED_OF_SOUND, bounds=(1, None), doc="m/s")
     num_workers = param.Integer(default=0, bounds=(0, None), doc="Processes (0: this one)")

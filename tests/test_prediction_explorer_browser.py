@@ -13,6 +13,7 @@ import torch
 from opso_nb.dashboards import PredictionExplorer  # noqa: E402
 from opso_nb.detection import detection_counts  # noqa: E402
 from opso_nb.ml.prediction import load_prediction_output  # noqa: E402
+from opso_nb.store import RunStore  # noqa: E402
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,7 +132,8 @@ def test_explorer_finds_models_in_the_output_folder_and_writes_only_there(setup,
     assert app.error.visible and "outside the output folder" in app.error.object and not (tmp_path / "escape").exists()
     app.output_folder = ""
     app.start(blocking=True)
-    assert app.state == "done" and (out / "predictions" / "run7" / "manifest.json").exists()
+    assert app.state == "done"
+    assert (RunStore.existing(out / "predictions" / "run7", job="predict").folder / "manifest.json").exists()
     assert not list(rec.glob("predictions*"))  # nothing written next to the recordings
     assert app.export_csv() == out / "predictions" / "run7" / "detections.csv"
     assert str(out / "predictions" / "run7" / "detections.csv") in app.export_status.object

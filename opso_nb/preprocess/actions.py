@@ -179,11 +179,10 @@ class BaseAction(param.Parameterized):
     OpenSoundscape: ``self.params["threshold"] = 0.2`` in its ``__init__`` adds
     one (read it back with ``self.params["threshold"]`` or :meth:`get`).
 
+    The live :attr:`params` Series holds the step's parameters.
+
     Attributes
     ----------
-    params : pd.Series
-        The step's parameters (name -> value); assigning to an item changes
-        the action.
     bypass : bool
         Skip this step.
     is_augmentation : bool

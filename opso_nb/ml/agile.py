@@ -14,36 +14,102 @@ clips that sound alike), label some matches (the same
 clip, label the top and the most uncertain ones (:meth:`ShallowClassifier.suggest`),
 retrain, repeat.
 
-Search is exact (cosine similarity with numpy, in blocks) up to
+Search is exact (cosine similarity with numpy) up to
 :data:`EXACT_SEARCH_LIMIT` clips; above that, when ``faiss-cpu`` is installed,
 an inverted-file index (``faiss.IndexIVFFlat`` on unit vectors) answers in
 milliseconds at a small loss of recall; ``benchmarks/bench_search.py`` measures both.
+
+Clips that could not be embedded (unreadable audio) are NaN rows of an
+embeddings table, as in every table of the prediction loop: search leaves them
+out and classifiers give them NaN scores.
 """
 from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import param
 
+from opso_nb.review import LabelStore, labels_to_one_hot
+from opso_nb.store import RunStore
 from opso_nb.utils import CLIP_INDEX, atomic_write
 
 __all__ = [
     "EXACT_SEARCH_LIMIT",
+    "EMBEDDING_PREFIX",
     "EmbeddingSearch",
     "search_by_example",
     "ShallowClassifier",
     "ClassifierLoadError",
     "embedding_model_of",
+    "embedding_columns",
+    "split_embeddings",
+    "load_embeddings",
+    "training_labels",
 ]
 
 #: Up to this many embeddings, search is exact (numpy); above it an approximate faiss index is used when available.
 EXACT_SEARCH_LIMIT = 50_000
+#: Columns of an embeddings table are ``emb_0``, ``emb_1`` ...
+EMBEDDING_PREFIX = "emb_"
 _FORMAT = "opso_nb.ShallowClassifier"
 _FORMAT_VERSION = 1
+_BLOCK_ROWS = 65536  # rows per block when checking or normalising: no temporary as large as the table
+
+
+def embedding_columns(size: int) -> list:
+    """Column names of an embeddings table: ``emb_0`` ... ``emb_{size-1}``."""
+    return [f"{EMBEDDING_PREFIX}{i}" for i in range(int(size))]
+
+
+def split_embeddings(table, size: int, model_name: str, return_preds: bool = False, failures=None,
+                     return_invalid_samples: bool = False):
+    """What an ``embed()`` method returns, from the prediction loop's table (embedding columns first).
+
+    Returns ``embeddings`` (its ``attrs["embedding_model"]`` set to
+    ``model_name``), then the remaining columns as ``preds`` if
+    ``return_preds``, then ``failures`` if ``return_invalid_samples``: one
+    value alone, or a tuple. A ``table`` of None (``return_scores=False``)
+    gives None in place of the tables.
+    """
+    embeddings = preds = None
+    if table is not None:
+        embeddings = table.iloc[:, :size]
+        embeddings.attrs["embedding_model"] = model_name
+        preds = table.iloc[:, size:]
+    result = (embeddings,) + ((preds,) if return_preds else ()) + ((failures,) if return_invalid_samples else ())
+    return result if len(result) > 1 else result[0]
+
+
+def load_embeddings(output_path, files=None):
+    """Read the embeddings of a (finished or interrupted) streamed ``embed()`` run.
+
+    Parameters
+    ----------
+    output_path : str or Path
+        The ``output_path`` given to :meth:`opso_nb.ml.birdnet.BirdNET.embed`
+        or :meth:`opso_nb.ml.cnn.CNN.embed` (its latest embedding run), or a
+        run's sub-folder.
+    files : list of str, optional
+        Only these input files, in this order (default: all finished files).
+
+    Returns
+    -------
+    (embeddings, failures) : (DataFrame, DataFrame)
+        Embeddings indexed by ``(file, start_time, end_time)``, float32
+        columns ``emb_*``, with ``attrs["embedding_model"]`` as when computed
+        (species scores stored beside them with ``return_preds`` are left
+        out); the failures table of :mod:`opso_nb.failures`.
+    """
+    run = RunStore.existing(output_path, job="embed")
+    table, failures = run.read(files)
+    embeddings = table[[c for c in table.columns if str(c).startswith(EMBEDDING_PREFIX)]]
+    embeddings.attrs["embedding_model"] = (run.settings.get("output") or {}).get("embedding_model")
+    return embeddings, failures
 
 
 def embedding_model_of(embeddings: pd.DataFrame) -> str | None:
@@ -51,15 +117,25 @@ def embedding_model_of(embeddings: pd.DataFrame) -> str | None:
     return embeddings.attrs.get("embedding_model")
 
 
-def _as_matrix(embeddings) -> np.ndarray:
+def _as_matrix(embeddings, finite: bool = True) -> np.ndarray:
+    """float32 values of an embeddings table; ``finite``: NaN/inf anywhere is an error."""
     values = embeddings.to_numpy(dtype=np.float32) if isinstance(embeddings, pd.DataFrame) else np.asarray(
         embeddings, dtype=np.float32)
     if values.ndim != 2:
         raise ValueError(f"embeddings must be 2-D (clips x dimensions), got shape {values.shape}")
-    if not np.isfinite(values).all():
-        bad = int((~np.isfinite(values)).any(axis=1).sum())
-        raise ValueError(f"{bad} embedding row(s) hold NaN or inf; drop the failed clips first")
+    if finite:
+        bad = int((~_finite_rows(values)).sum())
+        if bad:
+            raise ValueError(f"{bad} embedding row(s) hold NaN or inf (clips that failed); drop them first")
     return values
+
+
+def _finite_rows(values: np.ndarray) -> np.ndarray:
+    """True for rows without NaN/inf, checked in blocks (no boolean copy of a 4 GB table)."""
+    ok = np.empty(len(values), dtype=bool)
+    for lo in range(0, len(values), _BLOCK_ROWS):
+        ok[lo:lo + _BLOCK_ROWS] = np.isfinite(values[lo:lo + _BLOCK_ROWS]).all(axis=1)
+    return ok
 
 
 def _unit_rows(values: np.ndarray) -> np.ndarray:
@@ -94,11 +170,22 @@ class EmbeddingSearch:
         _check_clip_index(embeddings)
         if method not in ("auto", "exact", "ivf"):
             raise ValueError(f"method must be 'auto', 'exact' or 'ivf', got {method!r}")
-        self.index = embeddings.index
         self.embedding_model = embedding_model_of(embeddings)
-        # one float32 copy, normalised in place: a million 1,024-value embeddings are 4 GB
-        self.vectors = np.array(_as_matrix(embeddings), dtype=np.float32, copy=True)
-        self.vectors /= np.maximum(np.linalg.norm(self.vectors, axis=1, keepdims=True), 1e-12)
+        values = _as_matrix(embeddings, finite=False)
+        finite = _finite_rows(values)
+        if not finite.all():
+            warnings.warn(f"{int((~finite).sum())} clip(s) without an embedding (NaN: they failed) are left out "
+                          "of the search", UserWarning, stacklevel=2)
+            values = values[finite]
+        self.index = embeddings.index[finite] if not finite.all() else embeddings.index
+        if not len(values):
+            raise ValueError("no clip has an embedding to search")
+        # one float32 copy, normalised in place block by block: a million 1,024-value embeddings are 4 GB
+        self.vectors = np.array(values, dtype=np.float32, copy=True)
+        del values
+        for lo in range(0, len(self.vectors), _BLOCK_ROWS):
+            block = self.vectors[lo:lo + _BLOCK_ROWS]
+            block /= np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
         if method == "auto":
             method = "exact"
             if len(self.vectors) > EXACT_SEARCH_LIMIT:
@@ -181,41 +268,92 @@ def search_by_example(embeddings: pd.DataFrame, queries, k: int = 10, method: st
     -------
     DataFrame
         Indexed by ``(file, start_time, end_time)`` (best first); columns
-        ``rank`` (1 = best) and ``similarity`` (cosine, -1 to 1). An example
-        that is in ``embeddings`` is its own best match.
+        ``rank`` (1 = best) and ``similarity`` (cosine, -1 to 1). A single
+        example that is in ``embeddings`` is its own best match (ahead of
+        clips with an identical embedding, e.g. stretches of silence).
+        Clips that failed (NaN rows) are never returned.
     """
     searcher = searcher or EmbeddingSearch(embeddings, method=method)
+    rows = []
     if isinstance(queries, pd.DataFrame):
         query_vectors = _as_matrix(queries)
     else:
         keys = [queries] if isinstance(queries, tuple) else list(queries)
-        rows = [_locate(embeddings, key) for key in keys]
+        rows = [_locate(searcher.index, key) for key in keys]
         query_vectors = searcher.vectors[rows]
     query = _unit_rows(query_vectors).mean(axis=0)
     positions, sims = searcher.search(query, k)
-    found = embeddings.index[positions[0]]
-    return pd.DataFrame({"rank": np.arange(1, len(found) + 1), "similarity": sims[0].astype(float)}, index=found)
+    positions, sims = positions[0], sims[0]
+    if len(rows) == 1 and len(positions):
+        # its own similarity is the largest possible (1), but identical embeddings (silence) tie with it,
+        # and an approximate index may miss it: the example itself comes first
+        own = positions == rows[0]
+        own_similarity = sims[own][0] if own.any() else np.float32(1.0)
+        n = len(positions)
+        positions, sims = np.r_[rows[0], positions[~own]][:n], np.r_[own_similarity, sims[~own]][:n]
+    found = searcher.index[positions]
+    return pd.DataFrame({"rank": np.arange(1, len(found) + 1), "similarity": sims.astype(float)}, index=found)
 
 
-def _locate(embeddings: pd.DataFrame, key) -> int:
-    """Row position of a clip key (file, start, end) or of the clip of ``file`` containing ``time``."""
+def _locate(index: pd.MultiIndex, key) -> int:
+    """Row position in ``index`` of a clip key (file, start, end) or of the clip of ``file`` containing ``time``."""
     if len(key) == 3:
         try:
-            loc = embeddings.index.get_loc(tuple(key))
+            loc = index.get_loc(tuple(key))
         except KeyError:
-            raise KeyError(f"clip {key} is not in the embeddings table") from None
+            raise KeyError(f"clip {key} is not in the embeddings table (or it failed and has no embedding)") from None
         return int(loc) if isinstance(loc, (int, np.integer)) else int(np.flatnonzero(loc)[0])
     if len(key) == 2:
         file, time = str(key[0]), float(key[1])
-        files = embeddings.index.get_level_values("file").astype(str)
-        starts = embeddings.index.get_level_values("start_time").to_numpy(dtype=float)
-        ends = embeddings.index.get_level_values("end_time").to_numpy(dtype=float)
+        files = index.get_level_values("file").astype(str)
+        starts = index.get_level_values("start_time").to_numpy(dtype=float)
+        ends = index.get_level_values("end_time").to_numpy(dtype=float)
         hit = np.flatnonzero((files == file) & (starts <= time) & (time < ends))
         if not len(hit):
             raise KeyError(f"no embedded clip of {file} contains {time} s")
         # of overlapping clips, the one whose centre is nearest the time
         return int(hit[np.argmin(np.abs((starts[hit] + ends[hit]) / 2 - time))])
     raise ValueError(f"a query is (file, start_time, end_time) or (file, time), got {key!r}")
+
+
+def training_labels(labels, embeddings: pd.DataFrame | None = None, classes=None, unsure: str = "drop") -> pd.DataFrame:
+    """One-hot labels for :meth:`ShallowClassifier.fit`, from the label store shared with clip review.
+
+    Parameters
+    ----------
+    labels : LabelStore, DataFrame
+        A :class:`opso_nb.review.LabelStore`, the table its ``labels()``
+        returns (columns ``class`` and ``label``), or one-hot labels already.
+    embeddings : DataFrame, optional
+        Keep only the labelled clips that have an embedding here (a label
+        store may also hold clips of other folders or clip lengths; how many
+        were left out is warned).
+    classes : list of str, optional
+        Classes to train (default: every labelled class).
+    unsure : {"drop", "absent"}
+        See :func:`opso_nb.review.labels_to_one_hot`.
+
+    Returns
+    -------
+    DataFrame
+        Indexed by ``(file, start_time, end_time)``; one 0/1 column per class.
+    """
+    if isinstance(labels, LabelStore):
+        labels = labels.labels()
+    if isinstance(labels, pd.DataFrame) and {"class", "label"} <= set(labels.columns):
+        labels = labels_to_one_hot(labels, classes=classes, unsure=unsure)
+    elif classes is not None:
+        labels = labels[list(classes)]
+    _check_clip_index(labels, "labels")
+    if embeddings is not None:
+        _check_clip_index(embeddings)
+        present = embeddings.index[_finite_rows(_as_matrix(embeddings, finite=False))]
+        keep = labels.index.isin(present)
+        if not keep.all():
+            warnings.warn(f"{int((~keep).sum())} labelled clip(s) are not among the embedded clips (other files, "
+                          "clip times, or clips that failed) and are left out", UserWarning, stacklevel=2)
+        labels = labels[keep]
+    return labels
 
 
 class ClassifierLoadError(ValueError):
@@ -247,20 +385,32 @@ class ShallowClassifier(param.Parameterized):
         self.n_train = 0
 
     # ------------------------------------------------------------ training
-    def fit(self, embeddings: pd.DataFrame, labels: pd.DataFrame) -> "ShallowClassifier":
+    def fit(self, embeddings: pd.DataFrame, labels, classes=None) -> "ShallowClassifier":
         """Train on the labelled clips.
 
         Parameters
         ----------
         embeddings : DataFrame
             Indexed by ``(file, start_time, end_time)``.
-        labels : DataFrame
+        labels : DataFrame or LabelStore
             One-hot labels (0/1 per class column) on the same index (clips
             missing from ``embeddings`` are an error), e.g. from
-            :func:`opso_nb.review.labels_to_one_hot`.
+            :func:`opso_nb.review.labels_to_one_hot`; or a
+            :class:`~opso_nb.review.LabelStore` (or its ``labels()`` table),
+            whose clips without an embedding are left out with a warning
+            (see :func:`training_labels`).
+        classes : list of str, optional
+            Classes to train (default: every labelled class).
         """
         _check_clip_index(embeddings)
+        if isinstance(labels, LabelStore) or (isinstance(labels, pd.DataFrame) and
+                                              {"class", "label"} <= set(labels.columns)):
+            labels = training_labels(labels, embeddings, classes)
+        elif classes is not None:
+            labels = labels[list(classes)]
         _check_clip_index(labels, "labels")
+        if labels.shape[1] == 0 or len(labels) == 0:
+            raise ValueError("no labelled clips to train on")
         missing = labels.index.difference(embeddings.index)
         if len(missing):
             raise KeyError(f"{len(missing)} labelled clip(s) have no embedding, e.g. {missing[0]}")
@@ -314,9 +464,9 @@ class ShallowClassifier(param.Parameterized):
                              f"these are from {model!r}")
 
     def decision_function(self, embeddings) -> np.ndarray:
-        """Raw outputs (logits) ``[n_clips, n_classes]``."""
+        """Raw outputs (logits) ``[n_clips, n_classes]``; NaN for clips without an embedding (NaN rows)."""
         self._check_ready(embeddings if isinstance(embeddings, pd.DataFrame) else pd.DataFrame())
-        h = _as_matrix(embeddings)
+        h = _as_matrix(embeddings, finite=False)
         for i, (w, b) in enumerate(self.layers):
             h = h @ w + b
             if i < len(self.layers) - 1:
@@ -324,11 +474,42 @@ class ShallowClassifier(param.Parameterized):
         return h
 
     def predict(self, embeddings: pd.DataFrame) -> pd.DataFrame:
-        """Scores in [0, 1] for every clip: a score table (clip index x classes)."""
+        """Scores in [0, 1] for every clip: a score table (clip index x classes); NaN where a clip failed."""
         _check_clip_index(embeddings)
         logits = self.decision_function(embeddings)
         scores = 1.0 / (1.0 + np.exp(-np.clip(logits, -60, 60)))
         return pd.DataFrame(scores.astype(np.float32), index=embeddings.index, columns=self.classes)
+
+    def score(self, embedder, samples, **embed_kwargs):
+        """Score new recordings without labelling them: embed with ``embedder``, then :meth:`predict`.
+
+        Parameters
+        ----------
+        embedder : BirdNET, CNN or any object with ``embed(samples, **kwargs)``
+            The model whose embeddings this classifier was trained on (checked:
+            another model's embeddings are refused).
+        samples : files, folder or clip table
+            As for ``embedder.embed``.
+        **embed_kwargs
+            Passed to ``embedder.embed`` (e.g. ``output_path`` to keep the
+            embeddings, resumable).
+
+        Returns
+        -------
+        DataFrame
+            Scores (clip index x classes); if ``embed`` returns a tuple (e.g.
+            with ``return_invalid_samples=True``), the same tuple with the
+            scores in place of the embeddings.
+        """
+        self._check_ready(pd.DataFrame())
+        name = getattr(embedder, "embedding_model", None)
+        if isinstance(name, str) and self.embedding_model and name != self.embedding_model:
+            raise ValueError(f"this classifier was trained on {self.embedding_model!r} embeddings, not on those "
+                             f"of {name!r}")
+        result = embedder.embed(samples, **embed_kwargs)
+        if isinstance(result, tuple):
+            return (self.predict(result[0]),) + tuple(result[1:])
+        return self.predict(result)
 
     def suggest(self, scores: pd.DataFrame, class_name: str, labelled=None, n: int = 10,
                 mode: str = "top") -> pd.DataFrame:
@@ -353,7 +534,7 @@ class ShallowClassifier(param.Parameterized):
         """
         if mode not in ("top", "uncertain"):
             raise ValueError(f"mode must be 'top' or 'uncertain', got {mode!r}")
-        column = scores[class_name]
+        column = scores[class_name].dropna()
         if labelled is not None and len(labelled):
             column = column[~column.index.isin(labelled)]
         key = column if mode == "top" else -(column - 0.5).abs()

@@ -21,6 +21,7 @@ is ~10x slower).
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.util
 import os
 import threading
@@ -36,6 +37,7 @@ __all__ = [
     "BirdNETUnavailable",
     "birdnet_model_dir",
     "birdnet_labels",
+    "birdnet_model_digest",
     "BirdNETInterpreter",
     "location_species_scores",
 ]
@@ -92,6 +94,12 @@ def birdnet_labels() -> tuple[str, ...]:
     if len(labels) != 6522:
         raise BirdNETUnavailable(f"{birdnet_model_dir() / _LABELS}: expected 6522 labels, found {len(labels)}")
     return labels
+
+
+@functools.lru_cache(maxsize=1)
+def birdnet_model_digest() -> str:
+    """16 hex characters of the SHA-1 of the classifier file (identifies the model in stored runs)."""
+    return hashlib.sha1((birdnet_model_dir() / _CLASSIFIER).read_bytes()).hexdigest()[:16]
 
 
 @functools.lru_cache(maxsize=1)
@@ -178,16 +186,24 @@ def location_species_scores(latitude: float, longitude: float, week: int = -1) -
         ``[6522]`` float32 occurrence scores in [0, 1]; BirdNET keeps classes
         scoring at least 0.03 by default.
     """
-    from ai_edge_litert.interpreter import Interpreter
-
     if not (-90 <= float(latitude) <= 90 and -180 <= float(longitude) <= 180):
         raise ValueError(f"latitude must be in [-90, 90] and longitude in [-180, 180], got {latitude}, {longitude}")
     week = int(week)
     if week != -1 and not 1 <= week <= 48:
         raise ValueError(f"week must be 1-48 (BirdNET's 48-week year) or -1 for all year, got {week}")
+    interpreter, lock = _meta_interpreter()
+    with lock:
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"],
+                               np.array([[latitude, longitude, week]], dtype=np.float32))
+        interpreter.invoke()
+        return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0].astype(np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def _meta_interpreter():
+    """The meta-data model's interpreter (loaded once) and the lock that serialises its use."""
+    from ai_edge_litert.interpreter import Interpreter
+
     interpreter = Interpreter(model_path=str(birdnet_model_dir() / _META), num_threads=1)
     interpreter.allocate_tensors()
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"],
-                           np.array([[latitude, longitude, week]], dtype=np.float32))
-    interpreter.invoke()
-    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0].astype(np.float32)
+    return interpreter, threading.Lock()

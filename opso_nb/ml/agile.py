@@ -34,7 +34,9 @@ import numpy as np
 import pandas as pd
 import param
 
+from opso_nb.audio import Audio
 from opso_nb.review import LabelStore, labels_to_one_hot
+from opso_nb.spectrogram import Spectrogram
 from opso_nb.store import RunStore
 from opso_nb.utils import CLIP_INDEX, atomic_write
 
@@ -50,6 +52,7 @@ __all__ = [
     "split_embeddings",
     "load_embeddings",
     "training_labels",
+    "plot_clips",
 ]
 
 #: Up to this many embeddings, search is exact (numpy); above it an approximate faiss index is used when available.
@@ -354,6 +357,61 @@ def training_labels(labels, embeddings: pd.DataFrame | None = None, classes=None
                           "clip times, or clips that failed) and are left out", UserWarning, stacklevel=2)
         labels = labels[keep]
     return labels
+
+
+def plot_clips(clips, titles=None, columns: int = 4, max_f: float | None = 12000.0, figsize_per_clip=(3.0, 2.2)):
+    """Spectrogram tiles of clips (e.g. search matches or suggestions), each read from its file alone.
+
+    Parameters
+    ----------
+    clips : DataFrame or list of (file, start_time, end_time)
+        A table indexed by ``(file, start_time, end_time)`` (its rows are
+        plotted in order) or a list of keys; times in seconds.
+    titles : list of str, optional
+        One per clip (default: file name and start time).
+    columns : int
+        Tiles per row.
+    max_f : float, optional
+        Upper frequency shown (Hz); None: the Nyquist frequency.
+    figsize_per_clip : (float, float)
+        Inches per tile.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        A clip that cannot be read gets a tile saying why.
+    """
+    import matplotlib.pyplot as plt
+
+    keys = list(clips.index) if isinstance(clips, pd.DataFrame) else [tuple(k) for k in clips]
+    n = max(len(keys), 1)
+    rows = math.ceil(n / columns)
+    fig, axes = plt.subplots(rows, min(columns, n), figsize=(figsize_per_clip[0] * min(columns, n),
+                                                            figsize_per_clip[1] * rows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i >= len(keys):
+            ax.axis("off")
+            continue
+        file, start, end = keys[i]
+        title = titles[i] if titles is not None else f"{Path(str(file)).name} {float(start):g} s"
+        try:
+            audio = Audio.from_file(file, offset=float(start), duration=float(end) - float(start),
+                                    out_of_bounds_mode="ignore", load_metadata=False)
+            spec = Spectrogram.from_audio(audio)
+            if max_f is not None:
+                spec = spec.bandpass(0, min(max_f, audio.sample_rate / 2))
+            spec.plot(ax=ax, inline=False)
+            ax.set_title(title, fontsize=8)
+        except Exception as err:  # one unreadable clip must not hide the others
+            ax.text(0.5, 0.5, f"cannot read:\n{type(err).__name__}", ha="center", va="center", fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(title, fontsize=8)
+        ax.set_xlabel("")
+        ax.set_ylabel("")
+        ax.tick_params(labelsize=6)
+    fig.tight_layout()
+    return fig
 
 
 class ClassifierLoadError(ValueError):

@@ -67,6 +67,7 @@ __all__ = [
     "read_species_list",
     "species_at_location",
     "summarize_detections",
+    "top_species",
     "confidence_detections",
     "split_label",
 ]
@@ -519,6 +520,35 @@ def confidence_detections(scores: pd.DataFrame, threshold, merge: bool = False) 
     found["scientific_name"] = [n[0] for n in names]
     found["common_name"] = [n[1] for n in names]
     return found
+
+
+def top_species(scores: pd.DataFrame, n: int = 3) -> pd.DataFrame:
+    """The ``n`` best-scoring species of every clip, as a long table.
+
+    Parameters
+    ----------
+    scores : DataFrame
+        From :meth:`BirdNET.predict` (clip index x species).
+    n : int
+        Species per clip.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``file, start_time, end_time, rank`` (1 = best), ``species``,
+        ``common_name`` and ``confidence``; clips that failed (NaN) are left out.
+    """
+    values = scores.to_numpy(dtype=np.float32)
+    ok = np.isfinite(values).all(axis=1)
+    n = int(min(n, values.shape[1]))
+    order = np.argsort(-values[ok], axis=1, kind="stable")[:, :n]
+    keys = scores.index[ok]
+    species = np.asarray(scores.columns)[order]
+    return pd.DataFrame({
+        "file": np.repeat(keys.get_level_values(0), n), "start_time": np.repeat(keys.get_level_values(1), n),
+        "end_time": np.repeat(keys.get_level_values(2), n), "rank": np.tile(np.arange(1, n + 1), len(keys)),
+        "species": species.ravel(), "common_name": [split_label(x)[1] for x in species.ravel()],
+        "confidence": np.take_along_axis(values[ok], order, axis=1).ravel().astype(float)})
 
 
 def summarize_detections(detections: pd.DataFrame, by: str = "species") -> pd.DataFrame:

@@ -174,24 +174,19 @@ class EmbeddingSearch:
         if method not in ("auto", "exact", "ivf"):
             raise ValueError(f"method must be 'auto', 'exact' or 'ivf', got {method!r}")
         self.embedding_model = embedding_model_of(embeddings)
-        values = _as_matrix(embeddings, finite=False)
-        finite = _finite_rows(values)
-        if not finite.all():
+        self._values = _as_matrix(embeddings, finite=False)  # the table's own values when they are float32
+        finite = _finite_rows(self._values)
+        self._rows = None if finite.all() else np.flatnonzero(finite)
+        if self._rows is not None:
             warnings.warn(f"{int((~finite).sum())} clip(s) without an embedding (NaN: they failed) are left out "
                           "of the search", UserWarning, stacklevel=2)
-            values = values[finite]
-        self.index = embeddings.index[finite] if not finite.all() else embeddings.index
-        if not len(values):
+        self.index = embeddings.index if self._rows is None else embeddings.index[self._rows]
+        self.size, self.dim = len(self.index), self._values.shape[1]
+        if not self.size:
             raise ValueError("no clip has an embedding to search")
-        # one float32 copy, normalised in place block by block: a million 1,024-value embeddings are 4 GB
-        self.vectors = np.array(values, dtype=np.float32, copy=True)
-        del values
-        for lo in range(0, len(self.vectors), _BLOCK_ROWS):
-            block = self.vectors[lo:lo + _BLOCK_ROWS]
-            block /= np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
         if method == "auto":
             method = "exact"
-            if len(self.vectors) > EXACT_SEARCH_LIMIT:
+            if self.size > EXACT_SEARCH_LIMIT:
                 try:
                     import faiss  # noqa: F401  (optional: approximate search on large tables)
 
@@ -199,22 +194,39 @@ class EmbeddingSearch:
                 except ImportError:
                     pass
         self.method = method
-        self._faiss = None
-        if method == "ivf":
+        self.vectors, self._faiss = None, None
+        if method == "exact":
+            # one normalised float32 copy, made block by block: a million 1,024-value embeddings are 4 GB
+            vectors = np.empty((self.size, self.dim), dtype=np.float32)
+            for lo in range(0, self.size, _BLOCK_ROWS):
+                vectors[lo:lo + _BLOCK_ROWS] = self._from_table(np.arange(lo, min(lo + _BLOCK_ROWS, self.size)))
+            self.vectors = vectors
+        else:
             self._faiss = self._build_ivf(n_lists, n_probe)
+
+    def _from_table(self, positions) -> np.ndarray:
+        rows = positions if self._rows is None else self._rows[positions]
+        return _unit_rows(np.asarray(self._values[rows], dtype=np.float32))
+
+    def unit_vectors(self, positions) -> np.ndarray:
+        """Embeddings of the clips at ``positions`` (rows of :attr:`index`), scaled to length 1."""
+        positions = np.asarray(positions, dtype=np.int64)
+        return self.vectors[positions] if self.vectors is not None else self._from_table(positions)
 
     def _build_ivf(self, n_lists, n_probe):
         import faiss
 
-        n, dim = self.vectors.shape
         # sqrt(n) lists and k-means on 40 vectors per list keep building a 10^6-clip index under a minute
-        n_lists = int(n_lists or max(1, int(math.sqrt(n))))
-        quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFFlat(quantizer, dim, n_lists, faiss.METRIC_INNER_PRODUCT)
+        n_lists = int(n_lists or max(1, int(math.sqrt(self.size))))
+        quantizer = faiss.IndexFlatIP(self.dim)
+        index = faiss.IndexIVFFlat(quantizer, self.dim, n_lists, faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(0)
-        train = self.vectors if n <= 40 * n_lists else self.vectors[rng.choice(n, 40 * n_lists, replace=False)]
-        index.train(train)
-        index.add(self.vectors)
+        sample = np.arange(self.size) if self.size <= 40 * n_lists else np.sort(
+            rng.choice(self.size, 40 * n_lists, replace=False))
+        index.train(self.unit_vectors(sample))
+        # the index keeps its own copy: add it block by block instead of normalising the whole table at once
+        for lo in range(0, self.size, _BLOCK_ROWS):
+            index.add(self.unit_vectors(np.arange(lo, min(lo + _BLOCK_ROWS, self.size))))
         index.nprobe = int(min(n_probe, n_lists))
         return index
 
@@ -231,9 +243,9 @@ class EmbeddingSearch:
         (positions, similarities) : two ``(n_queries, k)`` arrays, best first.
         """
         q = _unit_rows(np.atleast_2d(np.asarray(queries, dtype=np.float32)))
-        if q.shape[1] != self.vectors.shape[1]:
-            raise ValueError(f"queries have {q.shape[1]} dimensions, the embeddings {self.vectors.shape[1]}")
-        k = int(min(k, len(self.vectors)))
+        if q.shape[1] != self.dim:
+            raise ValueError(f"queries have {q.shape[1]} dimensions, the embeddings {self.dim}")
+        k = int(min(k, self.size))
         if self._faiss is not None:
             sims, pos = self._faiss.search(np.ascontiguousarray(q), k)
             return pos, sims
@@ -283,7 +295,7 @@ def search_by_example(embeddings: pd.DataFrame, queries, k: int = 10, method: st
     else:
         keys = [queries] if isinstance(queries, tuple) else list(queries)
         rows = [_locate(searcher.index, key) for key in keys]
-        query_vectors = searcher.vectors[rows]
+        query_vectors = searcher.unit_vectors(rows)
     query = _unit_rows(query_vectors).mean(axis=0)
     positions, sims = searcher.search(query, k)
     positions, sims = positions[0], sims[0]

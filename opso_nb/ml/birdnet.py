@@ -33,6 +33,7 @@ attribution, share-alike); see :data:`~opso_nb.ml.birdnet_runtime.BIRDNET_LICENS
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import hashlib
@@ -42,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import param
+import torch
 
 from opso_nb.detection import detections_table, thresholds_per_class, write_raven_tables
 from opso_nb.ml.agile import embedding_columns, split_embeddings
@@ -265,6 +267,17 @@ class BirdNETOutput(NetworkOutput):
                        activation_layer=self.activation_layer, sensitivity=self.sensitivity)
         return out
 
+    @contextlib.contextmanager
+    def running(self):
+        # BirdNET runs on LiteRT's threads; torch only stacks clips here, and its thread pool would
+        # compete with LiteRT's for the cores (stacking 1-D clips with several torch threads is also slow)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
+
     def __call__(self, batch):
         clips = batch.numpy() if hasattr(batch, "numpy") else np.asarray(batch)
         logits, embeddings = self.interpreter.run(clips)
@@ -322,7 +335,9 @@ class BirdNET(param.Parameterized):
     species_list = param.Parameter(None, doc="Only these species: a text file (one name per line) or a list of "
                                              "names; None keeps every class. Combined with the location filter, "
                                              "a species must pass both.")
-    batch_size = param.Integer(16, bounds=(1, 1024), doc="Clips per network call.")
+    batch_size = param.Integer(8, bounds=(1, 1024),
+                               doc="Clips per network call. Larger batches are not faster on a CPU and each clip "
+                                   "needs about 20 MB of working memory.")
     num_threads = param.Integer(None, allow_None=True, bounds=(1, 64),
                                 doc="CPU threads of the network (None: all cores, at most 8).")
 

@@ -335,12 +335,14 @@ class AudioPreprocessor(BasePreprocessor):
         Clip length (s).
     sample_rate : int, optional
         Resample every clip to this rate (Hz); None keeps each file's.
+    extend_short_clips : bool
+        Pad clips shorter than ``sample_duration`` with silence (else they are an error).
     """
 
-    def __init__(self, sample_duration=None, sample_rate=None, **params):
+    def __init__(self, sample_duration=None, sample_rate=None, extend_short_clips=True, **params):
         super().__init__(sample_duration=sample_duration, **params)
         self.pipeline = pd.Series({"load_audio": actions.AudioClipLoader(sample_rate=sample_rate),
-                                   "trim_audio": actions.AudioTrim(),
+                                   "trim_audio": actions.AudioTrim(extend=bool(extend_short_clips)),
                                    "to_tensor": actions.AudioToTensor()}, dtype=object)
 
     @property

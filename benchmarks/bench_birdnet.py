@@ -26,20 +26,21 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 import warnings
 
-from _common import DATA, ROOT
+from _common import DATA, HERE
 from bench_prediction import SAMPLE_RATE, synthesize
+from bench_prediction import run_child as run_script
 
 BATCH = 8  # BirdNET's default batch_size
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process (MB)."""
+    """Peak resident memory of this process alone (MB): a helper process that something spawns while importing
+    torch peaks at ~800 MB, and a run here has no worker processes to count."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -88,11 +89,10 @@ def child(mode: str, file: str, n_batches: int) -> dict:
 
 
 def run_child(args: list) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--child", *map(str, args)], capture_output=True, text=True,
-                          cwd=ROOT)
-    if proc.returncode != 0:
-        return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    """Run ``child(*args)`` in a fresh process (its own peak memory) through bench_prediction's runner."""
+    launcher = (f"import runpy, sys; sys.path.insert(0, {str(HERE)!r}); "
+                f"sys.argv = {[__file__, '--child', *map(str, args)]!r}; runpy.run_path({__file__!r}, run_name='__main__')")
+    return run_script(args, script=launcher)
 
 
 def main():

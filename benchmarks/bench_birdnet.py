@@ -80,8 +80,9 @@ def child(mode: str, file: str, n_batches: int) -> dict:
     import soundfile
 
     clips = int(-(-soundfile.info(file).duration // 3))  # the final, shorter window counts
-    if table is not None:
-        clips = len(table[0] if isinstance(table, tuple) else table)
+    first = table[0] if isinstance(table, tuple) else table  # (embeddings, preds) with return_preds
+    if first is not None:
+        clips = len(first)
     after = invoke_rate(model.interpreter, BATCH, n_batches)
     return {"clips": clips, "seconds": elapsed, "clips_per_s": clips / elapsed, "clips_per_cpu_s": clips / cpu,
             "peak_rss_mb": rss, "invoke_clips_per_s": (before[0] + after[0]) / 2,
@@ -99,6 +100,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="4 min and 20 min files instead of 60 min and 10 h")
     parser.add_argument("--only", choices=["short", "long"], help="run only one of the two files")
+    parser.add_argument("--tasks", nargs="+", choices=["predict", "embed", "both", "embed-stream", "both-stream"],
+                        help="only these runs (default: predict, embed, both on the short file; embed-stream, "
+                             "both-stream on the long one)")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -115,6 +119,7 @@ def main():
         file = synthesize(DATA / f"synth_{minutes}min_{SAMPLE_RATE}Hz.wav", minutes)
         label = f"{minutes} min file" if minutes < 120 else f"{minutes // 60} h file"
         modes = ("predict", "embed", "both") if key == "short" else ("embed-stream", "both-stream")
+        modes = [m for m in modes if m in args.tasks] if args.tasks else modes
         for mode in modes:
             result = run_child([mode, file, n_batches])
             rows.append((label, mode, result))

@@ -11,13 +11,9 @@ from opso_nb.spectrogram import MelSpectrogram, Spectrogram  # noqa: E402
 
 
 def __getattr__(name):
-    # CNN and BirdNET pull in torch (and BirdNET its optional runtime): import them only when asked for
+    # CNN pulls in torch: import it only when asked for
     if name == "CNN":
         from opso_nb.ml.cnn import CNN
 
         return CNN
-    if name == "BirdNET":
-        from opso_nb.ml.birdnet import BirdNET
-
-        return BirdNET
     raise AttributeError(f"module 'opso_nb' has no attribute {name!r}")

@@ -241,3 +241,14 @@ def test_failed_clips_are_left_out_of_search_and_get_nan_scores():
     assert len(kept) == 5
     scores = ShallowClassifier().fit(table, kept).predict(table)
     assert np.isnan(scores["call"].iloc[2]) and np.isfinite(scores["call"].drop(index[2])).all()
+
+
+def test_load_embeddings_returns_the_scores_stored_beside_them(tmp_path):
+    wav = write_test_wav(tmp_path / "a.wav", 4.0)
+    model = tiny_model()
+    embeddings, preds = model.embed([wav], return_preds=True, output_path=tmp_path / "out", progress=False)
+    stored, stored_preds, failures = load_embeddings(tmp_path / "out", return_preds=True)
+    assert_same_table(stored, embeddings)
+    assert stored.attrs == embeddings.attrs and stored.attrs["embedding_model"].startswith("opso_nb.CNN:")
+    assert_same_table(stored_preds, preds)
+    assert list(stored_preds.columns) == model.classes and failures.empty

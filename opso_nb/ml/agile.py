@@ -88,7 +88,7 @@ def split_embeddings(table, size: int, model_name: str, return_preds: bool = Fal
     return result if len(result) > 1 else result[0]
 
 
-def load_embeddings(output_path, files=None):
+def load_embeddings(output_path, files=None, return_preds: bool = False):
     """Read the embeddings of a (finished or interrupted) streamed ``embed()`` run.
 
     Parameters
@@ -99,20 +99,23 @@ def load_embeddings(output_path, files=None):
         run's sub-folder.
     files : list of str, optional
         Only these input files, in this order (default: all finished files).
+    return_preds : bool
+        Also return the scores stored beside the embeddings by a run with
+        ``return_preds=True`` (no columns if the run had none).
 
     Returns
     -------
-    (embeddings, failures) : (DataFrame, DataFrame)
+    (embeddings, failures) or (embeddings, preds, failures)
         Embeddings indexed by ``(file, start_time, end_time)``, float32
-        columns ``emb_*``, with ``attrs["embedding_model"]`` as when computed
-        (species scores stored beside them with ``return_preds`` are left
-        out); the failures table of :mod:`opso_nb.failures`.
+        columns ``emb_*``, with ``attrs["embedding_model"]`` as when computed;
+        the scores on the same index; the failures table of
+        :mod:`opso_nb.failures`.
     """
     run = RunStore.existing(output_path, job="embed")
     table, failures = run.read(files)
-    embeddings = table[[c for c in table.columns if str(c).startswith(EMBEDDING_PREFIX)]]
-    embeddings.attrs["embedding_model"] = (run.settings.get("output") or {}).get("embedding_model")
-    return embeddings, failures
+    size = sum(str(c).startswith(EMBEDDING_PREFIX) for c in table.columns)
+    model = (run.settings.get("output") or {}).get("embedding_model")
+    return split_embeddings(table, size, model, return_preds, failures, return_invalid_samples=True)
 
 
 def embedding_model_of(embeddings: pd.DataFrame) -> str | None:

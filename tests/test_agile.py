@@ -99,3 +99,21 @@ def test_classifier_refuses_other_embeddings_and_bad_files(tmp_path):
         ShallowClassifier.load(tmp_path / "junk.json")
     with pytest.raises(ValueError, match="both present and absent"):
         ShallowClassifier().fit(table, pd.DataFrame({"call": 1}, index=table.index))
+
+
+def test_search_by_example_with_the_ivf_index_skips_failed_clips_and_finds_the_query():
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(20, 32))
+    vectors = centres[rng.integers(0, 20, 2000)] + 0.2 * rng.normal(size=(2000, 32))
+    vectors[7] = np.nan  # a clip that failed
+    table = embeddings_table(vectors)
+    with pytest.warns(UserWarning, match="1 clip"):
+        searcher = EmbeddingSearch(table, method="ivf", n_probe=8)
+    assert searcher.vectors is None and searcher.size == 1999  # the index holds the only normalised copy
+    query = table.index[11]
+    hits = search_by_example(table, query, k=5, searcher=searcher)
+    assert hits.index[0] == query and table.index[7] not in hits.index
+    with pytest.warns(UserWarning, match="1 clip"):
+        exact = search_by_example(table, query, k=5, method="exact")
+    assert len(set(hits.index) & set(exact.index)) >= 4

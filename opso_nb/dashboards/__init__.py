@@ -10,6 +10,7 @@ _DASHBOARDS = {
     "PreprocessingTuner": "preprocessing_tuner",
     "TrainingMonitor": "training_monitor",
     "PredictionExplorer": "prediction_explorer",
+    "AgileModeling": "agile_modeling",
     "RibbitExplorer": "ribbit_explorer",
     "LocalizationMap": "localization_map",
     "ClipReview": "clip_review",

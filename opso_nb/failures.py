@@ -71,8 +71,10 @@ def failures_frame(records=()) -> pd.DataFrame:
                                        rec.get("end_time"), rec.get("stage") or "load"))
         else:
             rows.append(dict(zip(FAILURE_COLUMNS, rec)))
-    df = pd.DataFrame(rows, columns=FAILURE_COLUMNS)
-    return df.astype({"file": object, "start_time": float, "end_time": float, "stage": object, "error": object})
+    # object columns built explicitly: pandas >= 3 would infer UTF-8 strings, which cannot hold the
+    # surrogate escapes of file names that are not valid UTF-8
+    columns = {c: pd.Series([r.get(c) for r in rows], dtype=object) for c in FAILURE_COLUMNS}
+    return pd.DataFrame(columns).astype({"start_time": float, "end_time": float})
 
 
 def summarize_failures(failures: pd.DataFrame, limit: int = 3) -> str:
@@ -83,11 +85,10 @@ def summarize_failures(failures: pd.DataFrame, limit: int = 3) -> str:
     """
     if failures is None or len(failures) == 0:
         return ""
-    n_files = failures["file"].nunique()
-    shown = []
-    for file, group in failures.groupby("file", sort=False):
-        if len(shown) == limit:
-            break
-        shown.append(f"{file}: {group['error'].iloc[0]}")
+    first_error = {}  # no groupby: it cannot factorize file names that are not valid UTF-8 (pandas >= 3)
+    for file, error in zip(failures["file"], failures["error"]):
+        first_error.setdefault(file, error)
+    n_files = len(first_error)
+    shown = [f"{file}: {error}" for file, error in list(first_error.items())[:limit]]
     more = f" (and {n_files - len(shown)} more file(s))" if n_files > len(shown) else ""
     return f"{len(failures)} failure(s) in {n_files} file(s): " + "; ".join(shown) + more

@@ -662,62 +662,128 @@ def plot_ribbit_detail(spectrogram, params: RibbitParams, start_time: float, end
 
 
 # --------------------------------------------------------------------------- many files, many species
-def _score_file(path, params_by_species, chunk_duration):
-    """Scores of one file for every species: DataFrame indexed (file, start_time, end_time)."""
-    from opso_nb.audio import Audio, audio_info
-    from opso_nb.spectrogram import Spectrogram
+# Imports of this section are kept here, not at the top, while the scoring maths above is being rewritten
+# in parallel (separate merges); they belong with the others once both land.
+import warnings  # noqa: E402
 
+from opso_nb import __version__  # noqa: E402
+from opso_nb.audio import Audio, AudioLoadError, audio_info  # noqa: E402
+from opso_nb.failures import failure_record, failures_frame, summarize_failures  # noqa: E402
+from opso_nb.files import list_audio_files  # noqa: E402
+from opso_nb.spectrogram import Spectrogram  # noqa: E402
+from opso_nb.store import (  # noqa: E402
+    RunStore,
+    empty_clip_table,
+    make_clip_index,
+    process_files,
+    utf8_name,
+    write_failures_csv,
+)
+
+#: Why a RIBBIT score can be missing (reported per clip, stage "score").
+NON_FINITE_SCORE = ("score is NaN or infinite: the clip has too few spectrogram windows for a pulse-rate "
+                    "spectrum, or the audio holds NaN/inf samples")
+
+
+def _species_grid(duration, params_by_species):
+    """Clip times per species (species with other clip settings have other clips)."""
+    return {n: generate_clip_times_df(duration, p.clip_duration, p.clip_overlap, p.final_clip)
+            for n, p in params_by_species.items()}
+
+
+def _score_group(path, info, names, params_by_species, clips_by_species, window_samples, overlap_samples,
+                 chunk_duration):
+    """Scores of species sharing spectrogram settings: one spectrogram per chunk of audio, read once."""
+    scores = {n: np.full(len(clips_by_species[n]), np.nan) for n in names}
+    # chunks of audio, each extended by the longest clip so every clip lies inside one chunk
+    longest = max(params_by_species[n].clip_duration for n in names)
+    step = max(chunk_duration, longest)
+    hop = window_samples - overlap_samples
+    chunk_start = 0.0
+    while chunk_start < info.duration - 1e-9:
+        # clips starting in [chunk_start, chunk_start + step) are scored from this chunk
+        chunk_end = min(info.duration, chunk_start + step + longest)
+        # start a few hops early (on the same hop grid) so windows centred just after
+        # chunk_start exist, as they do in a whole-file spectrogram
+        load_start = max(0.0, chunk_start - (window_samples // hop + 1) * hop / info.sample_rate)
+        audio = Audio.from_file(path, offset=load_start, duration=chunk_end - load_start,
+                                out_of_bounds_mode="ignore")
+        if audio.n_samples < window_samples:
+            break
+        spec = Spectrogram.from_audio(audio, window_samples=window_samples, overlap_samples=overlap_samples,
+                                      decibel_limits=(-200, 0))
+        amp_rate = _amplitude_rate(spec)
+        times = np.asarray(spec.times)
+        for n in names:
+            p = params_by_species[n]
+            starts = clips_by_species[n].start_time.values
+            mine = np.flatnonzero((starts >= chunk_start - 1e-9) & (starts < chunk_start + step - 1e-9))
+            if len(mine) == 0:
+                continue
+            prr = _pulse_range(p.pulse_rate_range)
+            _pulse_nyquist_check(prr, amp_rate)
+            net = _net_amplitude(spec, _band(p.signal_band, "signal_band"), _noise_bands(p.noise_bands),
+                                 p.spec_clip_range)
+            scores[n][mine] = _clip_scores(net, times, amp_rate, clips_by_species[n].values[mine], prr, p.nfft,
+                                           offset=load_start)
+        chunk_start += step
+    return scores
+
+
+def _score_file(path, params_by_species, chunk_duration):
+    """Scores of one file for every species, and a failure for each clip whose score is missing.
+
+    Returns
+    -------
+    table : DataFrame
+        Indexed by (file, start_time, end_time), one column per species (NaN on
+        clips that belong to other species' clip grids).
+    failures : list of dict
+        Failure records (stage "score") for clips of a species whose score is NaN/inf.
+    """
     info = audio_info(path)
     if info.duration <= 0 or info.frames == 0:
-        raise ValueError(f"{path}: no audio samples")
-    # species that share spectrogram settings share one spectrogram per chunk
-    groups = {}
+        raise AudioLoadError(path, "no audio samples")
+    clips_by_species = _species_grid(info.duration, params_by_species)
+    groups = {}  # species that share spectrogram settings share one spectrogram per chunk
     for name, p in params_by_species.items():
         groups.setdefault((p.window_samples, p.overlap_samples), []).append(name)
-    columns = []
+    columns, failures = [], []
     for (window_samples, overlap_samples), names in groups.items():
-        per_species = {n: generate_clip_times_df(info.duration, params_by_species[n].clip_duration,
-                                                 params_by_species[n].clip_overlap,
-                                                 params_by_species[n].final_clip) for n in names}
-        scores = {n: np.full(len(per_species[n]), np.nan) for n in names}
-        # chunks of audio, each extended by the longest clip so every clip lies inside one chunk
-        longest = max(params_by_species[n].clip_duration for n in names)
-        step = max(chunk_duration, longest)
-        chunk_start = 0.0
-        while chunk_start < info.duration - 1e-9:
-            # clips starting in [chunk_start, chunk_start + step) are scored from this chunk
-            chunk_end = min(info.duration, chunk_start + step + longest)
-            # start a few hops early (on the same hop grid) so windows centred just after
-            # chunk_start exist, as they do in a whole-file spectrogram
-            hop = window_samples - overlap_samples
-            load_start = max(0.0, chunk_start - (window_samples // hop + 1) * hop / info.sample_rate)
-            audio = Audio.from_file(path, offset=load_start, duration=chunk_end - load_start,
-                                    out_of_bounds_mode="ignore")
-            if audio.n_samples < window_samples:
-                break
-            spec = Spectrogram.from_audio(audio, window_samples=window_samples, overlap_samples=overlap_samples,
-                                          decibel_limits=(-200, 0))
-            amp_rate = _amplitude_rate(spec)
-            times = np.asarray(spec.times)
-            for n in names:
-                p = params_by_species[n]
-                clips = per_species[n]
-                starts = clips.start_time.values
-                mine = np.flatnonzero((starts >= chunk_start - 1e-9) & (starts < chunk_start + step - 1e-9))
-                if len(mine) == 0:
-                    continue
-                prr = _pulse_range(p.pulse_rate_range)
-                _pulse_nyquist_check(prr, amp_rate)
-                net = _net_amplitude(spec, _band(p.signal_band, "signal_band"), _noise_bands(p.noise_bands),
-                                     p.spec_clip_range)
-                scores[n][mine] = _clip_scores(net, times, amp_rate, clips.values[mine], prr, p.nfft,
-                                               offset=load_start)
-            chunk_start += step
+        scores = _score_group(path, info, names, params_by_species, clips_by_species, window_samples,
+                              overlap_samples, chunk_duration)
         for n in names:
-            df = per_species[n].assign(file=str(path), **{n: scores[n]}).set_index(CLIP_INDEX)
-            columns.append(df)
-    out = pd.concat(columns, axis=1) if len(columns) > 1 else columns[0]
-    return out[list(params_by_species)]
+            clips = clips_by_species[n]
+            for k in np.flatnonzero(~np.isfinite(scores[n])):
+                scores[n][k] = np.nan
+                failures.append(failure_record(path, f"{n}: {NON_FINITE_SCORE}", clips.start_time.iloc[k],
+                                               clips.end_time.iloc[k], stage="score"))
+            index = make_clip_index([str(path)] * len(clips), clips.start_time, clips.end_time)
+            columns.append(pd.DataFrame({n: scores[n]}, index=index))
+    table = pd.concat(columns, axis=1) if len(columns) > 1 else columns[0]
+    return table[list(params_by_species)], failures
+
+
+def _ribbit_settings(params, chunk_duration) -> dict:
+    """What a stored RIBBIT run's results depend on."""
+    return {"species": {n: p.to_dict() for n, p in params.items()}, "chunk_duration": float(chunk_duration),
+            "opso_nb": __version__}
+
+
+def _store_paths(out_path):
+    """(run folder root, CSV to export or None): a ``.csv`` path keeps its run in ``<name>.run/`` beside it."""
+    out_path = Path(out_path)
+    if out_path.suffix.lower() == ".csv":
+        return out_path.with_suffix(".run"), out_path
+    return out_path, None
+
+
+def _export_csv(csv_path: Path, scores, failures):
+    """Whole table and failures as CSV (once, at the end of a run), for users of the older CSV output."""
+    with atomic_write(csv_path, "w", newline="") as fh:
+        scores.rename(index=utf8_name, level="file").to_csv(fh)
+    if len(failures):
+        write_failures_csv(failures, csv_path.with_name(csv_path.stem + ".errors.csv"))
 
 
 def run_ribbit(files, species_params, out_path=None, resume=True, chunk_duration=300.0, progress=True,
@@ -728,22 +794,29 @@ def run_ribbit(files, species_params, out_path=None, resume=True, chunk_duration
     ----------
     files : iterable of str or Path, or a folder
         Audio files (any length: long files are read ``chunk_duration`` s at
-        a time, so memory stays bounded); a folder means its WAV, FLAC, MP3
-        and OGG files.
+        a time, so memory stays bounded); a folder means its audio files
+        (:data:`opso_nb.files.AUDIO_EXTENSIONS`, not recursive).
     species_params : RibbitParams, list of them, dict ``{species: RibbitParams or dict}``, or DataFrame
         One parameter set per species (see :func:`species_params_from_df`).
     out_path : str or Path, optional
-        CSV to stream results to: rewritten atomically after every file, with
-        failures in ``<out_path stem>.errors.csv`` next to it.
+        Output folder of a resumable run (:class:`opso_nb.store.RunStore`):
+        one part per file written as each file finishes, never a rewrite of
+        the whole table. A path ending in ``.csv`` keeps the run in
+        ``<name>.run/`` beside it and also writes the whole table there (and
+        failures to ``<name>.errors.csv``) once, at the end. Other species
+        parameters or ``chunk_duration`` start a new run beside the old one,
+        so resuming never returns scores computed with other settings.
     resume : bool
-        With ``out_path``: skip files already in it and keep their rows.
+        With ``out_path``: skip files already scored with these settings
+        (False scores every file again).
     chunk_duration : float
         Seconds of audio per chunk (a multiple of ``clip_duration - clip_overlap``
         keeps the clip grid identical to a whole-file run).
     progress : bool
         Show a tqdm progress bar.
     progress_callback : callable, optional
-        Called as ``progress_callback(i_done, n_files, file)`` after each file.
+        Called as ``progress_callback(i_done, n_files, file)`` after each file
+        still to do.
 
     Returns
     -------
@@ -752,66 +825,40 @@ def run_ribbit(files, species_params, out_path=None, resume=True, chunk_duration
         Species with different clip settings have different clips; a species'
         column is NaN on the other species' clips.
     errors : pandas.DataFrame
-        Columns ``file``, ``error`` (type and message), ``time`` (UTC, ISO).
-    """
-    from opso_nb.audio import AudioLoadError
+        The failures table (:data:`opso_nb.failures.FAILURE_COLUMNS`): whole
+        files that could not be read (NaN times, stage "load") and clips whose
+        score is NaN/inf (stage "score").
 
+    Warns
+    -----
+    UserWarning
+        When anything could not be scored, summarising the failures.
+    """
     params = _as_params(species_params)
     if not params:
         raise ValueError("no species parameters given")
-    if isinstance(files, (str, Path)):
-        folder = Path(files)
-        if folder.is_dir():  # a folder: every audio file in it (not recursive)
-            files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".wav", ".flac", ".mp3", ".ogg"))
-        else:
-            files = [files]
-    files = [str(f) for f in files]
-    done_frames, errors = [], []
-    done_files = set()
-    out_path = Path(out_path) if out_path is not None else None
-    err_path = out_path.with_name(out_path.stem + ".errors.csv") if out_path is not None else None
-    if out_path is not None and resume and out_path.exists():
-        previous = pd.read_csv(out_path).set_index(CLIP_INDEX)
-        missing = [s for s in params if s not in previous.columns]
-        if missing:
-            raise ValueError(f"{out_path}: has no column for species {missing}; use resume=False or a new file")
-        done_frames.append(previous[list(params)])
-        done_files = set(previous.index.get_level_values("file"))
-    todo = [f for f in files if f not in done_files]
+    files = list_audio_files(files) if isinstance(files, (str, Path)) and Path(files).is_dir() else (
+        [str(files)] if isinstance(files, (str, Path)) else [str(f) for f in files])
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    def compute(file):
+        return _score_file(file, params, chunk_duration)
 
-        bar = tqdm(total=len(todo), desc="RIBBIT", unit="file")
-    for i, f in enumerate(todo):
-        try:
-            done_frames.append(_score_file(f, params, chunk_duration))
-        except (AudioLoadError, ValueError, RuntimeError, OSError) as exc:
-            errors.append(dict(file=f, error=f"{type(exc).__name__}: {exc}",
-                               time=pd.Timestamp.now(tz="UTC").isoformat()))
-        if out_path is not None:
-            _write_scores(out_path, done_frames, params)
-            if errors:
-                with atomic_write(err_path) as fh:
-                    pd.DataFrame(errors).to_csv(fh, index=False)
-        if bar is not None:
-            bar.update(1)
-        if progress_callback is not None:
-            progress_callback(i + 1, len(todo), f)
-    if bar is not None:
-        bar.close()
-    scores = _combine(done_frames, params)
-    return scores, pd.DataFrame(errors, columns=["file", "error", "time"])
-
-
-def _combine(frames, params):
-    if not frames:
-        empty = pd.DataFrame(columns=CLIP_INDEX + list(params)).set_index(CLIP_INDEX)
-        return empty.astype(float)
-    return pd.concat(frames)[list(params)]
-
-
-def _write_scores(path, frames, params):
-    with atomic_write(path) as fh:
-        _combine(frames, params).to_csv(fh)
+    options = dict(progress=progress, desc="RIBBIT", progress_callback=progress_callback)
+    if out_path is None:
+        tables, failures = process_files(files, compute, **options)
+        frames = [tables[f] for f in dict.fromkeys(files) if f in tables]
+        scores = pd.concat(frames) if frames else empty_clip_table(list(params), "float64")
+        failures = failures_frame(failures)
+    else:
+        root, csv_path = _store_paths(out_path)
+        with RunStore.open(root, _ribbit_settings(params, chunk_duration), job="ribbit", columns=list(params),
+                           dtype="float64") as run:
+            if not resume:
+                run.reset()
+            process_files(files, compute, run=run, **options)
+            scores, failures = run.read(files)
+        if csv_path is not None:
+            _export_csv(csv_path, scores, failures)
+    if len(failures):
+        warnings.warn(f"RIBBIT could not score everything: {summarize_failures(failures)}", stacklevel=2)
+    return scores, failures

@@ -1,6 +1,7 @@
 """predict(): clip times for overlap/final-clip modes, batching, activations, failures, streaming."""
 from __future__ import annotations
 
+import contextlib
 import shutil
 
 import numpy as np
@@ -9,13 +10,15 @@ import pytest
 import torch
 
 from opso_nb.ml.prediction import (
+    NetworkOutput,
     PredictionInterrupted,
     PredictionSettings,
     apply_activation,
     load_prediction_output,
     predict,
 )
-from tests._prediction_stub import StubModel, direct_scores, write_test_wav
+from opso_nb.store import RunSettingsChanged, RunStore
+from tests._prediction_stub import direct_scores, tiny_model, tiny_preprocessor, write_test_wav
 
 torch.set_num_threads(1)
 
@@ -30,7 +33,7 @@ def wavs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model():
-    return StubModel(sample_duration=2.0)
+    return tiny_model(sample_duration=2.0)
 
 
 def starts(df, file):
@@ -164,8 +167,12 @@ def test_streaming_parts_manifest_and_resume(model, wavs, tmp_path):
     ref = predict(model, wavs, batch_size=2, progress=False)
     first = predict(model, wavs, batch_size=2, progress=False, output_path=out)
     pd.testing.assert_frame_equal(first, ref)
-    parts = sorted(p.name for p in out.glob("*.parquet"))
-    assert len(parts) == 2 and (out / "manifest.json").exists()
+    run = RunStore.existing(out)
+    assert sorted(p.suffix for p in run.parts_folder.iterdir()) == [".parquet", ".parquet"]
+    assert (run.folder / "manifest.json").exists() and (run.folder / "failures.csv").exists()
+    # the parts folder reads directly as one dataset with the clip-table columns
+    dataset = pd.read_parquet(run.parts_folder).set_index(["file", "start_time", "end_time"]).sort_index()
+    pd.testing.assert_frame_equal(dataset, ref.sort_index())
     stored, invalid = load_prediction_output(out)
     pd.testing.assert_frame_equal(stored, ref)
     assert len(invalid) == 0
@@ -185,15 +192,24 @@ def test_streaming_parts_manifest_and_resume(model, wavs, tmp_path):
     redone = predict(model, files, progress=False, output_path=out, progress_callback=lambda d, t, f: calls.append(f))
     assert set(calls) == {str(changed)}
     assert starts(redone, changed) == [0.0, 2.0, 4.0]
-    # different settings or a different model do not reuse old parts
+    # different settings or a different model start a new run (named in a warning), never reuse old parts
     calls.clear()
-    predict(model, files, progress=False, output_path=out, overlap_fraction=0.5,
-            progress_callback=lambda d, t, f: calls.append(f))
+    with pytest.warns(RunSettingsChanged, match=r"overlap: 0\.0 -> 1\.0"):
+        predict(model, files, progress=False, output_path=out, overlap_fraction=0.5,
+                progress_callback=lambda d, t, f: calls.append(f))
     assert set(calls) == {str(f) for f in files}
     calls.clear()
-    predict(StubModel(sample_duration=2.0, seed=3), files, progress=False, output_path=out, overlap_fraction=0.5,
-            progress_callback=lambda d, t, f: calls.append(f))
+    with pytest.warns(RunSettingsChanged, match="output.network"):
+        predict(tiny_model(sample_duration=2.0, seed=3), files, progress=False, output_path=out,
+                overlap_fraction=0.5, progress_callback=lambda d, t, f: calls.append(f))
     assert set(calls) == {str(f) for f in files}
+    assert len([p for p in out.iterdir() if p.is_dir()]) == 3
+    # back to the first settings: that run is still there and resumes with nothing to do
+    calls.clear()
+    with pytest.warns(RunSettingsChanged):
+        back = predict(model, files, progress=False, output_path=out, progress_callback=lambda d, t, f: calls.append(f))
+    assert calls == []
+    pd.testing.assert_frame_equal(back.loc[[str(wavs[0])]], ref.loc[[str(wavs[0])]])
 
 
 def test_csv_parts_and_interrupt(model, wavs, tmp_path):
@@ -218,10 +234,8 @@ def test_settings_object(model, wavs):
 # ----------------------------------------------------------------------------- with the real CNN
 def test_real_cnn_predict_delegates_and_batches(wavs):
     from opso_nb.ml import cnn
-    from tests._prediction_stub import StubPreprocessor
-
     torch.manual_seed(0)
-    model = cnn.CNN("resnet18", ["frog", "bird"], 2.0, preprocessor=StubPreprocessor(2.0),
+    model = cnn.CNN("resnet18", ["frog", "bird"], 2.0, preprocessor=tiny_preprocessor(2.0),
                     sample_shape=(32, 32, 1), weights=None, device="cpu", use_amp=False)  # exact float32
     model.network.train()  # predict must switch to eval (batch-norm running stats) and back
     scores = model.predict(wavs, batch_size=4, activation_layer="softmax", progress=False)
@@ -237,12 +251,10 @@ def test_real_cnn_predict_delegates_and_batches(wavs):
 def test_mixed_precision_scores_close_to_float32(wavs, tmp_path):
     from opso_nb.ml import cnn
     from opso_nb.ml.utils import autocast_dtype
-    from tests._prediction_stub import StubPreprocessor
-
     assert autocast_dtype("cpu", False) is None and autocast_dtype("cpu", True) == torch.bfloat16
     assert autocast_dtype("meta", True) is None
     torch.manual_seed(0)
-    model = cnn.CNN("resnet18", ["frog", "bird"], 2.0, preprocessor=StubPreprocessor(2.0),
+    model = cnn.CNN("resnet18", ["frog", "bird"], 2.0, preprocessor=tiny_preprocessor(2.0),
                     sample_shape=(32, 32, 1), weights=None, device="cpu", use_amp=False)
     exact = model.predict(wavs, batch_size=4, activation_layer="softmax", progress=False)
     model.use_amp = True
@@ -252,7 +264,8 @@ def test_mixed_precision_scores_close_to_float32(wavs, tmp_path):
     # precision is part of a streamed run's identity: switching it redoes the files instead of mixing them
     model.predict(wavs, batch_size=4, output_path=tmp_path / "out", progress=False)
     model.use_amp = False
-    again = model.predict(wavs, batch_size=4, output_path=tmp_path / "out", progress=False)
+    with pytest.warns(RunSettingsChanged, match="precision"):
+        again = model.predict(wavs, batch_size=4, output_path=tmp_path / "out", progress=False)
     np.testing.assert_array_equal(again.to_numpy(), model.predict(wavs, batch_size=4, progress=False).to_numpy())
 
 
@@ -296,10 +309,63 @@ def test_streaming_clip_table_with_missing_file_and_changed_preprocessor(model, 
     assert scores.iloc[0].notna().all() and scores.iloc[1].isna().all()
     assert invalid["file"].tolist() == [str(tmp_path / "gone.wav")]
     # a preprocessor with other settings must not reuse the stored scores
-    other = StubModel(sample_duration=2.0)
-    other.preprocessor.to_dict = lambda: {"sample_duration": 2.0, "band": [0, 1000]}
+    other = tiny_model(sample_duration=2.0)
+    other.preprocessor.pipeline["bandpass"].max_f = 3000
     calls = []
     with pytest.warns(UserWarning):
         predict(other, pd.DataFrame(index=idx), output_path=out, progress=False,
                 progress_callback=lambda d, t, f: calls.append(f))
     assert str(wavs[0]) in calls
+
+
+def test_empty_input_gives_empty_table_with_class_columns(model, tmp_path):
+    for samples in ([], pd.DataFrame(index=pd.MultiIndex.from_tuples([], names=["file", "start_time", "end_time"]))):
+        scores, failures = predict(model, samples, return_invalid_samples=True, progress=False)
+        assert scores.shape == (0, 2) and list(scores.columns) == ["frog", "bird"]
+        assert list(scores.index.names) == ["file", "start_time", "end_time"] and len(failures) == 0
+    stored = predict(model, [], output_path=tmp_path / "out", progress=False)
+    assert stored.shape == (0, 2) and list(stored.columns) == ["frog", "bird"]
+
+
+def test_file_shorter_than_a_clip_follows_final_clip(model, tmp_path):
+    """As the manual documents for generate_clip_times_df: a file shorter than one clip is one clip."""
+    short = write_test_wav(tmp_path / "short.wav", 1.2, seed=4)
+    by_mode = {mode: predict(model, [short], final_clip=mode, progress=False)
+               for mode in (None, "remainder", "full", "extend")}
+    for mode in (None, "remainder", "full"):
+        assert by_mode[mode].index.tolist() == [(str(short), 0.0, 1.2)]
+    assert by_mode["extend"].index.tolist() == [(str(short), 0.0, 2.0)]
+    # the preprocessor pads the 1.2 s clip with silence to the model's 2 s: every mode scores the same audio
+    expected = direct_scores(model, short, 0.0, 1.2)
+    for mode, scores in by_mode.items():
+        np.testing.assert_allclose(scores.to_numpy()[0], expected, rtol=1e-5, atol=1e-6, err_msg=str(mode))
+
+
+def test_network_output_hook_reuses_the_loop_and_the_store(model, wavs, tmp_path):
+    """A second kind of output (here: the pooled features before the last layer) runs on the same loop and store."""
+    class PooledFeatures(NetworkOutput):
+        columns = [f"feature_{i}" for i in range(4)]
+        job = "embed"
+
+        def settings(self):
+            return {"output": "pooled_features"}
+
+        @contextlib.contextmanager
+        def running(self):
+            with torch.inference_mode():
+                yield
+
+        def __call__(self, batch):
+            net = model.network
+            return torch.relu(net.bn(net.conv(batch))).mean(dim=(2, 3)).numpy()
+
+    features = predict(model, wavs, network_output=PooledFeatures(), output_path=tmp_path / "out", progress=False)
+    scores = predict(model, wavs, output_path=tmp_path / "out", progress=False)
+    assert list(features.columns) == PooledFeatures.columns and features.index.equals(scores.index)
+    # the last layer applied to the stored features gives the class scores
+    fc = model.network.fc
+    np.testing.assert_allclose(fc(torch.tensor(features.to_numpy())).detach().numpy(), scores.to_numpy(),
+                               rtol=1e-5, atol=1e-6)
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "out").iterdir() if p.is_dir()) == ["embed", "predict"]
+    stored = RunStore.existing(tmp_path / "out", job="embed").read()[0]
+    pd.testing.assert_frame_equal(stored, features)

@@ -1,38 +1,63 @@
-"""Score audio with a trained model: clips read on demand, batched, streamed to disk, resumable.
+"""Score audio with a trained model: clips read on demand, batched, streamed to a resumable store.
 
 :func:`predict` is what :meth:`opso_nb.ml.cnn.CNN.predict` runs. It works for a
 handful of short clips and for folders of 10-hour recordings alike:
 
 * clips are read on demand with offset/duration reads (a 10-hour file is never
   loaded whole); each worker reads a run of consecutive clips of one file;
-* with ``output_path`` (a folder) the scores of each input file are written
-  atomically to their own Parquet (or CSV) part as soon as the file is done,
-  and ``manifest.json`` records each finished file's size and modification
-  time. Running again with the same ``output_path`` skips unchanged finished
-  files and redoes changed ones, so a run killed after 20 hours keeps 20 hours;
-* a file that cannot be read is reported (file, start_time, end_time, error)
-  and the other files are scored.
+* with ``output_path`` (a folder) each input file's results are written to a
+  :class:`opso_nb.store.RunStore` as soon as the file is done: one part per
+  file plus a small record. Running again with the same folder and settings
+  skips unchanged finished files, so a run killed after 20 hours keeps 20
+  hours; other settings start a new run beside the old one; a file that was
+  being scored when a run died is retried once on its own, then quarantined;
+* what could not be scored is reported in the :mod:`opso_nb.failures` table
+  (stage ``"load"``, ``"preprocess"`` or ``"score"``, the last for clips whose
+  outputs came out NaN or infinite) and the other files are scored.
 
-The model only needs ``.network`` (a ``torch.nn.Module``), ``.classes``,
-``.sample_duration`` (s), ``.preprocessor`` (with
-``forward(sample, bypass_augmentations=True)`` returning a sample whose
-``.data`` is a ``[C, H, W]`` tensor) and optionally ``.device``.
+The loop is not tied to class scores: :class:`NetworkOutput` is the hook for
+"what the network returns" for each batch. :class:`ClassScores` (the default)
+gives one score per class; an embedding (a layer's activations) or a model
+that is not a torch module is another subclass, and reuses this loop, its
+workers, its failure handling and its store unchanged.
+
+The model needs ``.preprocessor`` (``forward(sample, bypass_augmentations=True)``
+returning a sample whose ``.data`` is a tensor, e.g. ``[C, H, W]``) and
+``.sample_duration`` (s); :class:`ClassScores` also uses ``.network``,
+``.classes`` and optionally ``.device``, ``.use_amp`` and ``.channels_last``.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import json
-import os
-import time
+import queue
+import threading
 import warnings
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import param
+import torch
+from tqdm.auto import tqdm
 
-from opso_nb.utils import CLIP_INDEX, atomic_path, atomic_write, generate_clip_times_df
+from opso_nb import __version__
+from opso_nb.audio import AudioLoadError, audio_info
+from opso_nb.failures import failure_record, failures_frame, summarize_failures
+from opso_nb.files import list_audio_files
+from opso_nb.ml.utils import (
+    ACTIVATION_LAYERS,
+    apply_activation_layer,
+    autocast_dtype,
+    loader_worker_init,
+    network_forward,
+    prepare_network,
+)
+from opso_nb.sample import AudioSample
+from opso_nb.store import RunStore, empty_clip_table, error_stage, make_clip_index, write_failures_csv
+from opso_nb.utils import CLIP_INDEX, generate_clip_times_df
 
 __all__ = [
     "predict",
@@ -40,18 +65,17 @@ __all__ = [
     "load_prediction_output",
     "PredictionSettings",
     "PredictionInterrupted",
+    "NetworkOutput",
+    "ClassScores",
     "ACTIVATION_LAYERS",
 ]
-
-ACTIVATION_LAYERS = (None, "sigmoid", "softmax", "softmax_and_logit")
-MANIFEST = "manifest.json"
-MANIFEST_VERSION = 1
-INVALID_COLUMNS = ["file", "start_time", "end_time", "error"]
 
 #: Clips a worker reads and preprocesses as one unit (one file read per unit when
 #: the preprocessor accepts pre-loaded audio). Large enough to amortise a seek and
 #: a DataLoader round trip, small enough that progress and memory stay fine-grained.
 DEFAULT_CHUNK_CLIPS = 32
+FINAL_CLIPS = (None, "remainder", "full", "extend")
+NON_FINITE = "non-finite output (NaN or inf): the clip's audio holds NaN/inf samples or the network overflowed"
 
 
 class PredictionInterrupted(RuntimeError):
@@ -61,7 +85,6 @@ class PredictionInterrupted(RuntimeError):
     """
 
 
-# --------------------------------------------------------------------------- helpers
 def apply_activation(logits, activation_layer=None):
     """Apply an activation to raw model outputs ``[n_clips, n_classes]``.
 
@@ -70,11 +93,108 @@ def apply_activation(logits, activation_layer=None):
     "sigmoid" maps each score to [0, 1]; "softmax" makes each row sum to 1;
     "softmax_and_logit" applies softmax then the logit transform (finite reals).
     """
-    from opso_nb.ml.utils import apply_activation_layer
-
     return apply_activation_layer(logits, activation_layer)
 
 
+# --------------------------------------------------------------------------- what the network returns
+class NetworkOutput:
+    """What the inference loop computes from each batch of preprocessed clips: the hook behind :func:`predict`.
+
+    :func:`predict` reads clips, stacks them into batches, calls this object
+    on each batch inside :meth:`running`, checks that every value is finite
+    and stores the rows. Subclass it to get something else from the same loop
+    and store: e.g. embeddings (activations of the penultimate layer, one
+    column per dimension) or the outputs of a pre-trained model that is not
+    a torch module. Pass the instance as ``predict(..., network_output=...)``.
+
+    Attributes a subclass sets
+    --------------------------
+    columns : list of str
+        Name of each value returned per clip (class names, ``"dim_0"`` ...).
+    dtype : numpy dtype
+        Type of the values (default float32).
+    job : str
+        Name of the job in a stored run's folder name ("predict", "embed" ...).
+    """
+
+    columns: list = []
+    dtype = np.float32
+    job = "predict"
+
+    def settings(self) -> dict:
+        """Everything that changes the values (weights hash, layer, activation ...): part of a stored run's identity."""
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def running(self):
+        """Context around the whole loop (e.g. evaluation mode, device, ``torch.inference_mode``)."""
+        yield
+
+    def __call__(self, batch: torch.Tensor):
+        """Values for a batch of stacked preprocessor tensors (``[n, C, H, W]``): ``[n, len(columns)]``."""
+        raise NotImplementedError
+
+
+def weights_fingerprint(network) -> str:
+    """16 hex characters hashing a torch module's class and every tensor of its state (weights, buffers)."""
+    h = hashlib.sha1(f"{type(network).__module__}.{type(network).__qualname__}".encode())
+    for name, tensor in network.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class ClassScores(NetworkOutput):
+    """One score per class: the network's outputs after ``activation_layer`` (the default of :func:`predict`).
+
+    Parameters
+    ----------
+    model : CNN or similar
+        Uses ``network`` (a ``torch.nn.Module``), ``classes`` and optionally
+        ``device``, ``use_amp`` (mixed precision; models without it run in
+        float32) and ``channels_last``.
+    activation_layer : {None, "sigmoid", "softmax", "softmax_and_logit"}
+        Applied to the raw outputs (None: raw logits).
+    """
+
+    def __init__(self, model, activation_layer=None):
+        if activation_layer not in ACTIVATION_LAYERS:
+            raise ValueError(f"activation_layer must be one of {ACTIVATION_LAYERS}, got {activation_layer!r}")
+        self.network = model.network
+        self.columns = [str(c) for c in model.classes]
+        self.activation_layer = activation_layer
+        self.device = torch.device(getattr(model, "device", None) or "cpu")
+        self.amp_dtype = autocast_dtype(self.device, getattr(model, "use_amp", False))
+        self.channels_last = bool(getattr(model, "channels_last", False))
+
+    def settings(self) -> dict:
+        return {"output": "class_scores", "classes": self.columns, "activation_layer": self.activation_layer,
+                "network": weights_fingerprint(self.network),
+                "precision": str(self.amp_dtype or torch.float32)}  # mixed-precision scores differ slightly
+
+    @contextlib.contextmanager
+    def running(self):
+        was_training = self.network.training
+        self.network.eval()
+        prepare_network(self.network, self.device, self.channels_last)
+        try:
+            with torch.inference_mode():
+                yield
+        finally:
+            self.network.train(was_training)
+
+    def __call__(self, batch):
+        out = network_forward(self.network, batch, self.device, self.amp_dtype, self.channels_last,
+                              self.activation_layer)
+        if out.shape[1] != len(self.columns):
+            raise ValueError(f"network returned {out.shape[1]} outputs per clip but the model has "
+                             f"{len(self.columns)} classes {self.columns}")
+        return out.numpy()
+
+
+# --------------------------------------------------------------------------- planning
 def _resolve_overlap(sample_duration, clip_overlap, clip_overlap_fraction, overlap_fraction) -> float:
     """Overlap between consecutive clips in seconds, from whichever spelling was given."""
     given = {k: v for k, v in dict(clip_overlap=clip_overlap, clip_overlap_fraction=clip_overlap_fraction,
@@ -95,130 +215,83 @@ def _resolve_overlap(sample_duration, clip_overlap, clip_overlap_fraction, overl
     return overlap
 
 
-class _SimpleSample:
-    """Minimal clip description used when :mod:`opso_nb.sample` is not available."""
-
-    def __init__(self, source, start_time=None, duration=None, labels=None):
-        self.source = source
-        self.start_time = start_time
-        self.duration = duration
-        self.labels = labels
-        self.data = None
-        self.trace = None
-
-
-def _make_sample(file, start_time, duration):
-    try:
-        from opso_nb.sample import AudioSample
-    except ImportError:  # preprocess package not built yet / stripped install
-        return _SimpleSample(file, start_time, duration)
-    return AudioSample(file, start_time=start_time, duration=duration)
-
-
-def _tensor_of(sample):
-    import torch
-
-    data = getattr(sample, "data", sample)
-    if isinstance(data, np.ndarray):
-        data = torch.from_numpy(data)
-    if not isinstance(data, torch.Tensor):
-        raise TypeError(f"preprocessor returned {type(data).__name__}, expected a tensor [C, H, W]")
-    return data
-
-
-def _file_signature(path) -> dict:
-    st = os.stat(path)
-    return {"size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns)}
-
-
-def _network_fingerprint(network) -> str:
-    """Hash of all weights: a rerun with a different model must not reuse old parts."""
-    h = hashlib.sha1()
-    for name, tensor in network.state_dict().items():
-        h.update(name.encode())
-        t = tensor.detach().cpu().contiguous()
-        h.update(str(t.dtype).encode())
-        h.update(t.view(-1).view(dtype=__import__("torch").uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()[:16]
-
-
-def _preprocessor_fingerprint(preprocessor) -> str:
-    """Settings of the preprocessor (changed settings must not reuse old parts)."""
-    to_dict = getattr(preprocessor, "to_dict", None)
-    try:
-        desc = json.dumps(to_dict(), sort_keys=True, default=str) if callable(to_dict) else None
-    except Exception:  # a preprocessor that cannot describe itself: fall back to its type
-        desc = None
-    if desc is None:
-        desc = f"{type(preprocessor).__module__}.{type(preprocessor).__qualname__}"
-    return hashlib.sha1(desc.encode()).hexdigest()[:16]
-
-
-def _part_name(file: str, fmt: str) -> str:
-    digest = hashlib.sha1(file.encode()).hexdigest()[:12]
-    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(file).stem)[:60]
-    return f"{stem}-{digest}.{fmt}"
-
-
-# --------------------------------------------------------------------------- jobs
 @dataclass
 class _FileJob:
     file: str
     times: np.ndarray  # (n, 2) start, end in seconds
-    key: str = ""  # settings + clip-times fingerprint
-    chunks: list = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        """Identity of the clips asked for this file (a clip table may ask other clips of the same file)."""
+        return hashlib.sha1(np.ascontiguousarray(self.times, dtype=float).tobytes()).hexdigest()[:12]
+
+
+def _jobs_from_clip_table(df):
+    starts = df.index.get_level_values(1).to_numpy(dtype=float)
+    ends = df.index.get_level_values(2).to_numpy(dtype=float)
+    bad = np.isnan(starts) | np.isnan(ends) | (ends <= starts)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"samples: row {row} ({df.index[row]}) has a missing time or does not end after it starts")
+    rows_of = {}
+    for i, f in enumerate(df.index.get_level_values(0).astype(str)):
+        rows_of.setdefault(f, []).append(i)
+    return [_FileJob(f, np.stack([starts[rows], ends[rows]], axis=1)) for f, rows in rows_of.items()]
+
+
+def _file_list(samples) -> list:
+    if isinstance(samples, pd.DataFrame):
+        files = [str(f) for f in samples.index]
+    elif isinstance(samples, (str, Path)):
+        files = list_audio_files(samples) if Path(samples).is_dir() else [str(samples)]
+    else:
+        files = [str(f) for f in samples]
+    if len(set(files)) != len(files):
+        dupes = sorted(f for f, n in Counter(files).items() if n > 1)
+        warnings.warn(f"samples lists some files more than once; scoring each once: {dupes[:3]}", stacklevel=4)
+        files = list(dict.fromkeys(files))
+    return files
 
 
 def _plan_jobs(samples, sample_duration, split_files_into_clips, overlap, final_clip, raise_errors):
-    """Group the requested clips by file, keeping order. Returns (jobs, invalid rows, input_kind)."""
-    from opso_nb.audio import AudioLoadError, audio_info
-
-    invalid = []
-    jobs: list[_FileJob] = []
-    if isinstance(samples, pd.DataFrame):
-        df = samples
-        if list(df.index.names) == CLIP_INDEX or all(c in df.columns for c in CLIP_INDEX):
-            if list(df.index.names) != CLIP_INDEX:
-                df = df.set_index(CLIP_INDEX)
-            files = df.index.get_level_values(0).astype(str).to_numpy()
-            starts = df.index.get_level_values(1).to_numpy(dtype=float)
-            ends = df.index.get_level_values(2).to_numpy(dtype=float)
-            bad = np.isnan(starts) | np.isnan(ends) | (ends <= starts)
-            if bad.any():
-                row = int(np.flatnonzero(bad)[0])
-                raise ValueError(
-                    f"samples: row {row} ({df.index[row]}) has a missing time or does not end after it starts"
-                )
-            order = {}
-            for i, f in enumerate(files):
-                order.setdefault(f, []).append(i)
-            for f, rows in order.items():
-                rows = np.asarray(rows)
-                jobs.append(_FileJob(f, np.stack([starts[rows], ends[rows]], axis=1)))
-            return jobs, invalid, "clips"
-        file_list = [str(f) for f in df.index]
-    elif isinstance(samples, (str, Path)):
-        file_list = [str(samples)]
-    else:
-        file_list = [str(f) for f in samples]
-    if len(set(file_list)) != len(file_list):
-        dupes = sorted({f for f in file_list if file_list.count(f) > 1})
-        warnings.warn(f"samples lists some files more than once; scoring each once: {dupes[:3]}", stacklevel=3)
-        file_list = list(dict.fromkeys(file_list))
-    for f in file_list:
+    """Group the requested clips by file, keeping order. Returns (jobs, whole-file failures, input kind)."""
+    if isinstance(samples, pd.DataFrame) and (
+            list(samples.index.names) == CLIP_INDEX or all(c in samples.columns for c in CLIP_INDEX)):
+        df = samples if list(samples.index.names) == CLIP_INDEX else samples.set_index(CLIP_INDEX)
+        return _jobs_from_clip_table(df), [], "clips"
+    jobs, failures = [], []
+    for f in _file_list(samples):
         try:
             duration = audio_info(f).duration
         except AudioLoadError as err:
             if raise_errors:
                 raise
-            invalid.append((f, np.nan, np.nan, str(err)))
+            failures.append(failure_record(f, err, stage="load"))
             continue
         if split_files_into_clips:
             times = generate_clip_times_df(duration, sample_duration, overlap, final_clip).to_numpy(dtype=float)
         else:
             times = np.array([[0.0, round(duration, 10)]])
         jobs.append(_FileJob(f, times.reshape(-1, 2)))
-    return jobs, invalid, "files"
+    return jobs, failures, "files"
+
+
+def _preprocessor_description(preprocessor):
+    """Settings of the preprocessor (changed settings must not reuse stored results)."""
+    try:
+        return preprocessor.to_dict()
+    except (AttributeError, TypeError, ValueError):  # cannot describe itself: its type is all we know
+        return f"{type(preprocessor).__module__}.{type(preprocessor).__qualname__}"
+
+
+# --------------------------------------------------------------------------- reading clips
+def _tensor_of(sample):
+    data = getattr(sample, "data", sample)
+    if isinstance(data, np.ndarray):
+        data = torch.from_numpy(data)
+    if not isinstance(data, torch.Tensor):
+        raise TypeError(f"preprocessor returned {type(data).__name__}, expected a tensor [C, H, W]")
+    return data
 
 
 class _ChunkDataset:
@@ -229,54 +302,66 @@ class _ChunkDataset:
         self.bypass_augmentations = bypass_augmentations
         self.raise_errors = raise_errors
         self.jobs = jobs
-        self.items = []
-        for j, job in enumerate(jobs):
-            for lo in range(0, len(job.times), chunk_clips):
-                self.items.append((j, lo, min(lo + chunk_clips, len(job.times))))
+        self.items = [(j, lo, min(lo + chunk_clips, len(job.times)))
+                      for j, job in enumerate(jobs) for lo in range(0, len(job.times), chunk_clips)]
 
     def __len__(self):
         return len(self.items)
 
     def __getitem__(self, i):
-        import torch
-
         j, lo, hi = self.items[i]
         job = self.jobs[j]
-        tensors, ok, errors = [], np.zeros(hi - lo, dtype=bool), []
+        tensors, ok, failures = [], np.zeros(hi - lo, dtype=bool), []
         for k in range(lo, hi):
-            start, end = job.times[k]
+            start, end = (float(t) for t in job.times[k])
             try:
-                sample = _make_sample(job.file, float(start), float(end - start))
-                out = self.preprocessor.forward(sample, bypass_augmentations=self.bypass_augmentations)
-                t = _tensor_of(out)
+                sample = AudioSample(job.file, start_time=start, duration=end - start)
+                t = _tensor_of(self.preprocessor.forward(sample, bypass_augmentations=self.bypass_augmentations))
                 if tensors and t.shape != tensors[0].shape:
                     raise ValueError(f"preprocessed shape {tuple(t.shape)} differs from {tuple(tensors[0].shape)}")
                 tensors.append(t)
                 ok[k - lo] = True
-            except Exception as err:
+            except Exception as err:  # any clip that cannot be prepared is reported, never fatal
                 if self.raise_errors:
                     raise
-                errors.append((k, f"{type(err).__name__}: {err}"))
+                failures.append(failure_record(job.file, err, start, end, stage=error_stage(err, "preprocess")))
         data = torch.stack(tensors).contiguous() if tensors else None
-        return {"job": j, "lo": lo, "hi": hi, "data": data, "ok": ok, "errors": errors}
+        return {"job": j, "lo": lo, "hi": hi, "data": data, "ok": ok, "failures": failures}
 
 
-def _prefetch(dataset, depth: int = 2):
-    """Yield ``dataset[i]`` in order, preparing the next items in a background thread.
+class _MarkingOrder(torch.utils.data.Sampler):
+    """Chunk indices in order; calls ``on_start(job index)`` just before a job's first chunk is handed out.
+
+    Iterated in the main process (also by a DataLoader with workers), so a
+    file is marked as started before any of its audio is read.
+    """
+
+    def __init__(self, dataset, on_start):
+        self.dataset, self.on_start = dataset, on_start
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __iter__(self):
+        for i, (j, lo, _) in enumerate(self.dataset.items):
+            if lo == 0:
+                self.on_start(j)
+            yield i
+
+
+def _prefetch(dataset, order, depth: int = 2):
+    """Yield ``dataset[i]`` for ``i`` in ``order``, preparing the next items in a background thread.
 
     With ``num_workers=0`` this overlaps reading/preprocessing (numpy, soundfile and
     most torch ops release the GIL) with the forward pass of the previous batch.
     """
-    import queue
-    import threading
-
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
     done = object()
 
     def produce():
         try:
-            for i in range(len(dataset)):
+            for i in order:
                 if stop.is_set():
                     return
                 q.put((True, dataset[i]))
@@ -308,81 +393,109 @@ def _identity(item):
     return item
 
 
-# --------------------------------------------------------------------------- manifest
-def _read_manifest(folder: Path) -> dict:
-    path = folder / MANIFEST
-    if not path.exists():
-        return {"version": MANIFEST_VERSION, "files": {}}
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{path}: prediction manifest is unreadable ({err}); use a new output_path") from err
-    if not isinstance(data, dict) or "files" not in data:
-        raise ValueError(f"{path} is not an opso_nb prediction manifest; use a new output_path")
-    return data
+def _chunks(dataset, order, num_workers, isolated):
+    """Items of ``dataset`` in ``order``: in this thread (isolated), a prefetch thread, or DataLoader workers."""
+    if isolated or len(dataset) <= 1:
+        return (dataset[i] for i in order)
+    if num_workers > 0:
+        return torch.utils.data.DataLoader(
+            dataset, batch_size=None, sampler=order, num_workers=num_workers, worker_init_fn=loader_worker_init,
+            prefetch_factor=2, persistent_workers=False, collate_fn=_identity,
+        )
+    return _prefetch(dataset, order)
 
 
-def _write_manifest(folder: Path, manifest: dict):
-    with atomic_write(folder / MANIFEST, "w") as handle:
-        json.dump(manifest, handle, indent=1, default=str)
+# --------------------------------------------------------------------------- the inference loop
+class _InferenceRun:
+    """Runs :class:`NetworkOutput` over the clips of a list of files; hands each finished file to ``on_file``.
 
-
-def _write_part(path: Path, df: pd.DataFrame, fmt: str):
-    with atomic_path(path) as tmp:
-        if fmt == "parquet":
-            df.reset_index().to_parquet(tmp, index=False)
-        else:
-            df.reset_index().to_csv(tmp, index=False)
-
-
-def _read_part(path: Path, fmt: str) -> pd.DataFrame:
-    if fmt == "parquet":
-        df = pd.read_parquet(path)
-    else:
-        df = pd.read_csv(path, dtype={"file": str})
-        # scores are float32 in memory; CSV keeps enough digits for an exact round trip
-        df = df.astype({c: np.float32 for c in df.columns if c not in CLIP_INDEX})
-    return df.set_index(CLIP_INDEX)
-
-
-def load_prediction_output(output_path, files=None):
-    """Read the scores and failures of a (finished or interrupted) streamed prediction run.
-
-    Parameters
-    ----------
-    output_path : str or Path
-        The folder given to :func:`predict`.
-    files : list of str, optional
-        Only these input files (default: all finished files, in the order they finished).
-
-    Returns
-    -------
-    (scores, invalid) : (DataFrame, DataFrame)
-        Scores indexed by (file, start_time, end_time); failures with columns
-        file, start_time, end_time, error.
+    ``on_file(job, values, failures)`` gets the file's ``[n_clips, n_columns]``
+    values (NaN rows where a clip failed) and its failure records.
     """
-    folder = Path(output_path)
-    manifest = _read_manifest(folder)
-    entries = manifest["files"]
-    wanted = list(entries) if files is None else [str(f) for f in files]
-    frames, invalid = [], []
-    for f in wanted:
-        entry = entries.get(f)
-        if entry is None:
-            continue
-        frames.append(_read_part(folder / entry["part"], entry.get("format", "parquet")))
-        invalid.extend((f, s, e, msg) for s, e, msg in entry.get("errors", []))
-    for f, msg in manifest.get("failed_files", {}).items():
-        if files is None or f in wanted:
-            invalid.append((f, np.nan, np.nan, msg))
-    classes = manifest.get("classes", [])
-    scores = pd.concat(frames) if frames else _empty_scores(classes)
-    return scores, pd.DataFrame(invalid, columns=INVALID_COLUMNS)
+
+    def __init__(self, output, preprocessor, batch_size, num_workers, chunk_clips, bypass_augmentations,
+                 raise_errors, on_file, on_start=None, total=0, done=0, progress=False, progress_callback=None,
+                 where=None):
+        self.output = output
+        self.preprocessor = preprocessor
+        self.batch_size, self.num_workers, self.chunk_clips = batch_size, num_workers, chunk_clips
+        self.bypass_augmentations, self.raise_errors = bypass_augmentations, raise_errors
+        self.on_file, self.on_start = on_file, on_start or (lambda job: None)
+        self.total, self.done = int(total), int(done)
+        self.progress_callback, self.where = progress_callback, where
+        self.bar = tqdm(total=self.total, initial=self.done, unit="clip", desc="predicting") if progress else None
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+    def run(self, jobs, isolated=False):
+        """Score ``jobs``; ``isolated``: one chunk at a time in this thread (files suspected of killing a run)."""
+        dataset = _ChunkDataset(jobs, self.preprocessor, self.bypass_augmentations, self.raise_errors,
+                                self.chunk_clips)
+        order = _MarkingOrder(dataset, lambda j: self.on_start(jobs[j]))
+        n_columns = len(self.output.columns)
+        buffers = {}
+        for item in _chunks(dataset, order, self.num_workers, isolated):
+            j, lo, hi = item["job"], item["lo"], item["hi"]
+            job = jobs[j]
+            if j not in buffers:
+                buffers[j] = (np.full((len(job.times), n_columns), np.nan, dtype=self.output.dtype), [], [0])
+            values, failures, received = buffers[j]
+            if item["data"] is not None:
+                values[lo + np.flatnonzero(item["ok"])] = self._forward(item["data"])
+            failures.extend(item["failures"])
+            received[0] += hi - lo
+            if received[0] == len(job.times):
+                del buffers[j]
+                self.on_file(job, values, _non_finite_failures(job, values, failures))
+            self._advance(hi - lo, job.file)
+        for job in jobs:  # files with no clips at all (an empty clip-table group) still count as done
+            if len(job.times) == 0:
+                self.on_start(job)
+                self.on_file(job, np.zeros((0, n_columns), self.output.dtype), [])
+
+    def _forward(self, data):
+        outs = [np.asarray(self.output(data[b:b + self.batch_size]), dtype=self.output.dtype)
+                for b in range(0, data.shape[0], self.batch_size)]
+        return np.concatenate(outs)
+
+    def _advance(self, n_clips, file):
+        self.done += n_clips
+        if self.bar is not None:
+            self.bar.update(n_clips)
+        if self.progress_callback is not None and self.progress_callback(self.done, self.total, file) is False:
+            raise PredictionInterrupted(
+                f"prediction stopped after {self.done} of {self.total} clips"
+                + (f"; finished files are in {self.where}, run again to resume" if self.where else ""))
 
 
-def _empty_scores(classes):
-    index = pd.MultiIndex.from_arrays([[], [], []], names=CLIP_INDEX)
-    return pd.DataFrame(np.zeros((0, len(classes)), dtype=np.float32), index=index, columns=list(classes))
+def _non_finite_failures(job, values, failures):
+    """Add a "score" failure for each clip whose values came out NaN/inf (and make its row all NaN)."""
+    failed = {(f["start_time"], f["end_time"]) for f in failures}
+    bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
+    extra = []
+    for k in bad:
+        start, end = float(job.times[k, 0]), float(job.times[k, 1])
+        values[k] = np.nan
+        if (start, end) not in failed:
+            extra.append(failure_record(job.file, NON_FINITE, start, end, stage="score"))
+    return failures + extra
+
+
+def _clip_table(job, values, columns):
+    return pd.DataFrame(values, index=make_clip_index([job.file] * len(job.times), job.times[:, 0], job.times[:, 1]),
+                        columns=columns)
+
+
+def _report_failures(failures, invalid_samples_log):
+    if invalid_samples_log is not None:
+        write_failures_csv(failures, invalid_samples_log)
+    if len(failures):
+        n_score = int((failures["stage"] == "score").sum())
+        non_finite = f" ({n_score} with NaN/inf outputs, stage 'score')" if n_score else ""
+        warnings.warn(f"some clips or files could not be scored{non_finite}: {summarize_failures(failures)}; "
+                      "use return_invalid_samples=True to get the table", stacklevel=3)
 
 
 # --------------------------------------------------------------------------- predict
@@ -407,6 +520,7 @@ def predict(
     output_format: str = "parquet",
     return_scores: bool = True,
     chunk_clips: int | None = None,
+    network_output: NetworkOutput | None = None,
     wandb_session=None,
 ):
     """Score clips of audio files with a model.
@@ -416,10 +530,11 @@ def predict(
     model : CNN or similar
         Has ``network``, ``classes``, ``sample_duration`` (s), ``preprocessor``
         and optionally ``device``.
-    samples : list of paths, path, or DataFrame
-        Audio files (each split into clips of ``model.sample_duration`` s), a
-        DataFrame indexed by file, or a clip table indexed (or with columns)
-        ``(file, start_time, end_time)``, which is scored clip by clip.
+    samples : list of paths, path, folder, or DataFrame
+        Audio files (each split into clips of ``model.sample_duration`` s; a
+        folder means its audio files), a DataFrame indexed by file, or a clip
+        table indexed (or with columns) ``(file, start_time, end_time)``, which
+        is scored clip by clip. An empty list gives an empty table.
     batch_size : int
         Clips per forward pass.
     num_workers : int
@@ -435,19 +550,25 @@ def predict(
         The same overlap as a fraction of the sample duration (both spellings
         accepted; e.g. 0.5 with 5 s clips gives starts 0, 2.5, 5, ...).
     final_clip : {None, "remainder", "full", "extend"}
-        What to do with the end of a file shorter than a clip (see
-        :func:`opso_nb.utils.generate_clip_times_df`).
+        What to do with the end of a file that does not fill a whole clip (see
+        :func:`opso_nb.utils.generate_clip_times_df`). A file shorter than one
+        clip gives one clip ``(0, duration)`` (``(0, sample_duration)`` with
+        "extend"), which the preprocessor pads to the sample duration.
     bypass_augmentations : bool
         Skip augmentation actions of the preprocessor (default True).
     invalid_samples_log : str or Path, optional
-        Write the failures (file, start_time, end_time, error) to this CSV.
+        Write the failures table to this CSV.
     raise_errors : bool
         Raise on the first unreadable file or clip instead of recording it.
     return_invalid_samples : bool
         Also return the failures table.
     output_path : str or Path, optional
-        Folder to stream results to (one part per input file plus
-        ``manifest.json``). Rerunning with the same folder resumes.
+        Output folder of a resumable run (:class:`opso_nb.store.RunStore`):
+        one part per input file, written as each file finishes. Rerunning
+        with the same folder and settings resumes; other settings (model
+        weights, preprocessor, clip settings, activation ...) start a new run
+        beside the old one. A second process using the same folder at the
+        same time is refused (:class:`opso_nb.store.StoreLocked`).
     progress : bool
         Show a ``tqdm.auto`` progress bar (clips).
     progress_callback : callable, optional
@@ -461,6 +582,9 @@ def predict(
         for very large runs; read it later with :func:`load_prediction_output`).
     chunk_clips : int, optional
         Consecutive clips one worker loads as a unit (default max(batch_size, 32)).
+    network_output : NetworkOutput, optional
+        What to compute for each batch (default :class:`ClassScores` with
+        ``activation_layer``): the hook for embeddings and other models.
     wandb_session : ignored
         Accepted for OpenSoundscape compatibility.
 
@@ -468,216 +592,143 @@ def predict(
     -------
     DataFrame, or (DataFrame, DataFrame)
         Scores indexed by (file, start_time, end_time), one column per class;
-        clips that failed to load have NaN scores. With
-        ``return_invalid_samples`` also the failures table (columns file,
-        start_time, end_time, error; whole-file failures have NaN times).
-        Files come in input order, clips in time (or table) order.
+        clips that failed have NaN scores. With ``return_invalid_samples``
+        also the failures table (:data:`opso_nb.failures.FAILURE_COLUMNS`;
+        whole-file failures have NaN times). Files come in input order, clips
+        in time (or table) order.
+
+    Warns
+    -----
+    UserWarning
+        When anything could not be scored (including clips with NaN/inf
+        outputs), summarising the failures.
     """
-    import torch
-
-    from opso_nb.ml.utils import autocast, autocast_dtype, loader_worker_init, prepare_network, to_network_input
-
-    if activation_layer not in ACTIVATION_LAYERS:
-        raise ValueError(f"activation_layer must be one of {ACTIVATION_LAYERS}, got {activation_layer!r}")
-    if output_format not in ("parquet", "csv"):
-        raise ValueError(f"output_format must be 'parquet' or 'csv', got {output_format!r}")
-    batch_size = int(batch_size)
+    batch_size, num_workers = int(batch_size), int(num_workers)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    num_workers = int(num_workers)
     if num_workers < 0:
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
-    classes = [str(c) for c in model.classes]
+    if output_format not in ("parquet", "csv"):
+        raise ValueError(f"output_format must be 'parquet' or 'csv', got {output_format!r}")
+    if final_clip not in FINAL_CLIPS:
+        raise ValueError(f"final_clip must be None, 'remainder', 'full' or 'extend', got {final_clip!r}")
+    output = network_output if network_output is not None else ClassScores(model, activation_layer)
     sample_duration = float(model.sample_duration)
     overlap = _resolve_overlap(sample_duration, clip_overlap, clip_overlap_fraction, overlap_fraction)
-    if final_clip not in (None, "remainder", "full", "extend"):
-        raise ValueError(f"final_clip must be None, 'remainder', 'full' or 'extend', got {final_clip!r}")
-    chunk_clips = int(chunk_clips or max(batch_size, DEFAULT_CHUNK_CLIPS))
+    jobs, failures, kind = _plan_jobs(samples, sample_duration, split_files_into_clips, overlap, final_clip,
+                                      raise_errors)
+    settings = {"input": kind, "sample_duration": sample_duration, "overlap": overlap, "final_clip": final_clip,
+                "split_files_into_clips": bool(split_files_into_clips),
+                "bypass_augmentations": bool(bypass_augmentations),
+                "preprocessor": _preprocessor_description(model.preprocessor), "opso_nb": __version__}
+    loop = dict(preprocessor=model.preprocessor, batch_size=batch_size, num_workers=num_workers,
+                chunk_clips=int(chunk_clips or max(batch_size, DEFAULT_CHUNK_CLIPS)),
+                bypass_augmentations=bypass_augmentations, raise_errors=raise_errors, progress=progress,
+                progress_callback=progress_callback)
+    if output_path is None:
+        results = _predict_in_memory(output, jobs, loop, return_scores)
+    else:
+        results = _predict_to_store(output, jobs, failures, settings, loop, Path(output_path), output_format,
+                                    return_scores)
+    scores_by_file, run_failures = results
+    failures = failures_frame(failures + run_failures)
+    _report_failures(failures, invalid_samples_log)
+    scores = None
+    if return_scores:
+        frames = [scores_by_file[job.file] for job in jobs if job.file in scores_by_file]
+        scores = pd.concat(frames) if frames else empty_clip_table(output.columns, output.dtype)
+    return (scores, failures) if return_invalid_samples else scores
 
-    jobs, invalid, kind = _plan_jobs(samples, sample_duration, split_files_into_clips, overlap, final_clip, raise_errors)
-    network = model.network
-    device = torch.device(getattr(model, "device", None) or "cpu")
-    # models other than CNN (no use_amp attribute) run in float32
-    amp_dtype = autocast_dtype(device, getattr(model, "use_amp", False))
 
-    # ---- resume bookkeeping
-    folder = Path(output_path) if output_path is not None else None
-    manifest = None
-    settings = {
-        "classes": classes, "sample_duration": sample_duration, "overlap": overlap, "final_clip": final_clip,
-        "split_files_into_clips": bool(split_files_into_clips), "activation_layer": activation_layer,
-        "bypass_augmentations": bool(bypass_augmentations), "input": kind,
-        "precision": str(amp_dtype or torch.float32),  # mixed-precision scores differ slightly
-    }
-    todo = list(range(len(jobs)))
-    if folder is not None:
-        folder.mkdir(parents=True, exist_ok=True)
-        manifest = _read_manifest(folder)
-        settings["network"] = _network_fingerprint(network)
-        settings["preprocessor"] = _preprocessor_fingerprint(model.preprocessor)
-        settings_key = hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
-        manifest.update(version=MANIFEST_VERSION, classes=classes)
-        manifest.setdefault("failed_files", {})
-        todo = []
-        for j, job in enumerate(jobs):
-            times_key = hashlib.sha1(np.ascontiguousarray(job.times).tobytes()).hexdigest()[:12]
-            job.key = f"{settings_key}-{times_key}"
-            entry = manifest["files"].get(job.file)
-            try:
-                sig = _file_signature(job.file)
-            except OSError:
-                sig = None
-            if (entry is not None and sig is not None and entry.get("key") == job.key
-                    and entry.get("size") == sig["size"] and entry.get("mtime_ns") == sig["mtime_ns"]
-                    and (folder / entry["part"]).exists()):
-                continue  # finished earlier with the same inputs and settings
-            manifest["files"].pop(job.file, None)
-            todo.append(j)
-        for f, _, _, msg in invalid:
-            manifest["files"].pop(f, None)
-            manifest["failed_files"][f] = msg
-        _write_manifest(folder, manifest)
+def _predict_in_memory(output, jobs, loop, return_scores):
+    """Score every job; returns ({file: table}, failure records)."""
+    scores, failures = {}, []
+
+    def on_file(job, values, file_failures):
+        failures.extend(file_failures)
+        if return_scores:
+            scores[job.file] = _clip_table(job, values, output.columns)
 
     total = int(sum(len(job.times) for job in jobs))
-    done = total - int(sum(len(jobs[j].times) for j in todo))
-    todo_jobs = [jobs[j] for j in todo]
-    dataset = _ChunkDataset(todo_jobs, model.preprocessor, bypass_augmentations, raise_errors, chunk_clips)
-
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, initial=done, unit="clip", desc="predicting", leave=True)
-
-    if num_workers > 0 and len(dataset) > 0:
-        loader = torch.utils.data.DataLoader(
-            dataset, batch_size=None, shuffle=False, num_workers=num_workers,
-            worker_init_fn=loader_worker_init, prefetch_factor=2, persistent_workers=False, collate_fn=_identity,
-        )
-    elif len(dataset) > 1:
-        loader = _prefetch(dataset)
-    else:
-        loader = (dataset[i] for i in range(len(dataset)))
-
-    results: dict[str, pd.DataFrame] = {}
-    received = np.zeros(len(todo_jobs), dtype=int)
-    buffers = [None] * len(todo_jobs)
-    was_training = network.training
-    network.eval()
-    channels_last = bool(getattr(model, "channels_last", False))
-    prepare_network(network, device, channels_last)
-    n_classes = len(classes)
+    run = _InferenceRun(output, on_file=on_file, total=total, **loop)
     try:
-        with torch.inference_mode():
-            for item in loader:
-                j, lo, hi = item["job"], item["lo"], item["hi"]
-                job = todo_jobs[j]
-                if buffers[j] is None:
-                    buffers[j] = (np.full((len(job.times), n_classes), np.nan, dtype=np.float32), [])
-                scores, errors = buffers[j]
-                if item["data"] is not None:
-                    data = item["data"]
-                    outs = []
-                    for b in range(0, data.shape[0], batch_size):
-                        with autocast(device, amp_dtype):
-                            out = network(to_network_input(data[b:b + batch_size], device, channels_last))
-                        if isinstance(out, (tuple, list)):  # e.g. Inception's (logits, aux)
-                            out = out[0]
-                        outs.append(apply_activation(out.float(), activation_layer).cpu())
-                    logits = torch.cat(outs).numpy()
-                    if logits.shape[1] != n_classes:
-                        raise ValueError(
-                            f"network returned {logits.shape[1]} outputs per clip but the model has "
-                            f"{n_classes} classes {classes}"
-                        )
-                    scores[lo + np.flatnonzero(item["ok"])] = logits
-                for k, msg in item["errors"]:
-                    errors.append((float(job.times[k, 0]), float(job.times[k, 1]), msg))
-                received[j] += hi - lo
-                done += hi - lo
-                if received[j] == len(job.times):
-                    df = _finish_job(job, scores, errors, classes)
-                    buffers[j] = None
-                    invalid.extend((job.file, s, e, m) for s, e, m in errors)
-                    if folder is not None:
-                        _store_job(folder, manifest, job, df, errors, output_format)
-                    if return_scores:
-                        results[job.file] = df
-                if bar is not None:
-                    bar.update(hi - lo)
-                if progress_callback is not None:
-                    if progress_callback(done, total, job.file) is False:
-                        raise PredictionInterrupted(
-                            f"prediction stopped after {done} of {total} clips"
-                            + (f"; finished files are in {folder}, run again to resume" if folder else "")
-                        )
-            # files with no clips at all (e.g. an empty clip table group) still count as done
-            for j, job in enumerate(todo_jobs):
-                if len(job.times) == 0:
-                    df = _finish_job(job, np.zeros((0, n_classes), np.float32), [], classes)
-                    if folder is not None:
-                        _store_job(folder, manifest, job, df, [], output_format)
-                    if return_scores:
-                        results[job.file] = df
+        with output.running():
+            run.run(jobs)
     finally:
-        if bar is not None:
-            bar.close()
-        network.train(was_training)
-
-    invalid_df = pd.DataFrame(invalid, columns=INVALID_COLUMNS)
-    if invalid_samples_log is not None:
-        with atomic_write(invalid_samples_log, "w", newline="") as handle:
-            invalid_df.to_csv(handle, index=False)
-    if len(invalid_df):
-        n_files = invalid_df["file"].nunique()
-        warnings.warn(
-            f"{len(invalid_df)} clip(s)/file(s) in {n_files} file(s) could not be scored "
-            f"(first: {invalid_df.iloc[0]['file']}: {invalid_df.iloc[0]['error']}); "
-            "use return_invalid_samples=True to get the table",
-            stacklevel=2,
-        )
-
-    scores_df = None
-    if return_scores:
-        frames = []
-        for job in jobs:
-            if job.file in results:
-                frames.append(results[job.file])
-            elif folder is not None and job.file in manifest["files"]:
-                entry = manifest["files"][job.file]
-                frames.append(_read_part(folder / entry["part"], entry.get("format", "parquet")))
-                invalid_df = pd.concat(
-                    [invalid_df, pd.DataFrame([(job.file, s, e, m) for s, e, m in entry.get("errors", [])],
-                                              columns=INVALID_COLUMNS)], ignore_index=True,
-                ) if entry.get("errors") else invalid_df
-        scores_df = pd.concat(frames) if frames else _empty_scores(classes)
-        if frames and list(scores_df.columns) != classes:
-            scores_df = scores_df[classes]
-    if return_invalid_samples:
-        return scores_df, invalid_df
-    return scores_df
+        run.close()
+    return scores, failures
 
 
-def _finish_job(job, scores, errors, classes):
-    index = pd.MultiIndex.from_arrays(
-        [np.full(len(job.times), job.file, dtype=object), job.times[:, 0], job.times[:, 1]], names=CLIP_INDEX
-    )
-    return pd.DataFrame(scores, index=index, columns=classes)
+def _predict_to_store(output, jobs, load_failures, settings, loop, root, output_format, return_scores):
+    """Score the jobs a stored run has not finished (suspects first, alone); returns ({file: table}, failures)."""
+    scores, failures = {}, []
+    settings = {**settings, "output": output.settings()}
+    with RunStore.open(root, settings, job=output.job, columns=output.columns, dtype=output.dtype,
+                       format=output_format) as run:
+        for rec in load_failures:
+            run.fail(rec["file"], [rec])
+        finished = [job for job in jobs if run.is_done(job.file, job.key)]
+        todo = [job for job in jobs if not run.is_done(job.file, job.key)]
+        suspect_files = set(run.suspects())
+        suspects = [job for job in todo if job.file in suspect_files]
+        others = [job for job in todo if job.file not in suspect_files]
+
+        def on_file(job, values, file_failures):
+            table = _clip_table(job, values, output.columns)
+            run.write(job.file, table, file_failures, key=job.key)
+            failures.extend(file_failures)
+            if return_scores:
+                scores[job.file] = table
+
+        total = int(sum(len(job.times) for job in jobs))
+        done = int(sum(len(job.times) for job in finished))
+        inference = _InferenceRun(output, on_file=on_file, on_start=lambda job: run.begin(job.file, job.key),
+                                  total=total, done=done, where=root, **loop)
+        try:
+            with output.running():
+                inference.run(suspects, isolated=True)
+                inference.run(others)
+        finally:
+            inference.close()
+        stored, stored_failures = run.read(files=[job.file for job in finished])
+        failures.extend(stored_failures.to_dict("records"))
+        if return_scores:
+            scores.update(_split_by_file(stored))
+    return scores, failures
 
 
-def _store_job(folder, manifest, job, df, errors, fmt):
-    part = _part_name(job.file, fmt)
-    _write_part(folder / part, df, fmt)
-    try:
-        sig = _file_signature(job.file)
-    except OSError:  # input vanished (clip table naming a missing file): never counts as unchanged
-        sig = {"size": -1, "mtime_ns": -1}
-    manifest["files"][job.file] = {
-        "part": part, "format": fmt, "key": job.key, "n_clips": int(len(df)),
-        "errors": [list(e) for e in errors], "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **sig,
-    }
-    manifest.get("failed_files", {}).pop(job.file, None)
-    _write_manifest(folder, manifest)
+def _split_by_file(table) -> dict:
+    """``{file: rows}`` keeping order (no groupby: it cannot factorize names that are not valid UTF-8)."""
+    rows_of = {}
+    for row, file in enumerate(table.index.get_level_values(0)):
+        rows_of.setdefault(file, []).append(row)
+    return {file: table.iloc[rows] for file, rows in rows_of.items()}
+
+
+def load_prediction_output(output_path, files=None):
+    """Read the scores and failures of a (finished or interrupted) streamed prediction run.
+
+    Parameters
+    ----------
+    output_path : str or Path
+        The folder given to :func:`predict` (its most recent run is read), or
+        one run's sub-folder.
+    files : list of str, optional
+        Only these input files, in this order (default: all finished files,
+        in the order they finished).
+
+    Returns
+    -------
+    (scores, failures) : (DataFrame, DataFrame)
+        Scores indexed by (file, start_time, end_time); failures with the
+        columns of :data:`opso_nb.failures.FAILURE_COLUMNS`.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``output_path`` holds no prediction run.
+    """
+    return RunStore.existing(output_path, job="predict").read(files)
 
 
 # --------------------------------------------------------------------------- settings object
@@ -695,7 +746,7 @@ class PredictionSettings(param.Parameterized):
     activation_layer = param.Selector(default="sigmoid", objects=list(ACTIVATION_LAYERS),
                                       doc="Activation applied to raw outputs (None: raw logits).")
     overlap_fraction = param.Number(default=0.0, bounds=(0.0, 0.95), doc="Overlap of consecutive clips (fraction).")
-    final_clip = param.Selector(default=None, objects=[None, "remainder", "full", "extend"],
+    final_clip = param.Selector(default=None, objects=list(FINAL_CLIPS),
                                 doc="How to score the end of a file that is shorter than a clip.")
     output_format = param.Selector(default="parquet", objects=["parquet", "csv"], doc="Format of streamed parts.")
 

@@ -603,6 +603,16 @@ class RunStore:
             return False
         return rec.get("part") is None or (self.parts_folder / rec["part"]).exists()
 
+    def started(self, file) -> dict | None:
+        """The start mark of ``file`` (``attempts``, ``pid``, ``host``, ``started_ns`` ...) if it is in progress, else None.
+
+        Read from disk, so a coordinator sees the marks its helpers wrote: a
+        worker that died while its mark was newer than the run's start was
+        working on that file.
+        """
+        mark = _read_json(self._started_path(str(file)))
+        return mark if isinstance(mark, dict) and mark.get("file") == str(file) else None
+
     def suspects(self) -> list:
         """Files a killed run left in progress (to be retried once, on their own, before the others)."""
         return list(self._suspects)

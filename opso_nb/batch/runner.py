@@ -40,6 +40,9 @@ DEFAULT_MAX_FILES_PER_TASK = 100
 #: Tasks kept in flight per worker thread: enough to keep workers busy, few enough that a
 #: million-file run never puts a million tasks on the scheduler.
 TASKS_PER_THREAD = 2
+#: A file whose task was on a dying worker this many times without ever having been started there
+#: (queued behind the file that killed it) is quarantined all the same: bounded retries.
+MAX_INNOCENT_KILLS = 3
 
 
 class BatchInterrupted(RuntimeError):
@@ -135,7 +138,11 @@ def local_client(n_workers: int | None = None, threads_per_worker: int = 1, memo
 
     if n_workers is None:
         n_workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    config = {} if allowed_failures is None else {"distributed.scheduler.allowed-failures": int(allowed_failures)}
+    # saturation 1.0: a worker holds only the tasks it runs, so a worker's death counts against the task that
+    # killed it and not also against one queued behind it
+    config = {"distributed.scheduler.worker-saturation": 1.0}
+    if allowed_failures is not None:
+        config["distributed.scheduler.allowed-failures"] = int(allowed_failures)
     options = dict(n_workers=int(n_workers), threads_per_worker=int(threads_per_worker), processes=True,
                    memory_limit=memory_limit, dashboard_address=dashboard_address,
                    silence_logs=logging.CRITICAL)  # worker deaths are reported by run_batch itself
@@ -257,6 +264,8 @@ class _Coordinator:
         self.progress_callback = progress_callback
         self.retries = retries
         self.session = uuid.uuid4().hex
+        self.started_ns = time.time_ns()
+        self.kills: dict = {}  # file -> times its task was given up because its workers died
         self.in_flight: dict = {}
         self.counts = {"done": 0, "failed": 0, "quarantined": 0, "clip_failures": 0, "rows": 0}
         self.audio_seconds = 0.0
@@ -317,6 +326,12 @@ class _Coordinator:
                 self.pending.extendleft([f] for f in reversed(files))
                 return True
             file = files[0]
+            self.kills[file] = self.kills.get(file, 0) + 1
+            mark = self.run.started(file)
+            was_running = mark is not None and int(mark.get("started_ns", 0)) >= self.started_ns
+            if not was_running and self.kills[file] < MAX_INNOCENT_KILLS:
+                self.pending.appendleft([file])  # it only waited on workers that something else killed
+                return True
             self.run.quarantine(file, "every Dask worker that processed this file died (killed, e.g. for using "
                                       "too much memory); skipped until the file changes")
             self.counts["quarantined"] += 1

@@ -26,6 +26,7 @@ from bokeh.palettes import Category10
 from bokeh.plotting import figure
 
 from opso_nb import sample_data
+from opso_nb.batch.results import read_score_table
 from opso_nb.dashboards._widgets import (
     AUDIO_PATTERNS,
     FolderFilePicker,
@@ -41,7 +42,7 @@ from opso_nb.detection import (
     write_detections_csv,
     write_raven_tables,
 )
-from opso_nb.ml.prediction import PredictionInterrupted, PredictionSettings, load_prediction_output
+from opso_nb.ml.prediction import PredictionInterrupted, PredictionSettings
 
 MODEL_PATTERNS = ("*.model", "*.pt", "*.pth")
 
@@ -66,6 +67,17 @@ def list_audio_files(folder) -> list[Path]:
     return sorted(found)
 
 
+def _export_folder(path: Path) -> Path:
+    """Where exports of scores read from ``path`` go: the folder holding the runs, or the table's folder."""
+    if path.name == "parts" and (path.parent / "settings.json").exists():
+        return path.parent.parent
+    if (path / "settings.json").exists():
+        return path.parent
+    if path.is_dir() and any(path.glob("*/settings.json")):
+        return path
+    return path.parent  # a table, or a plain dataset folder: never write into it
+
+
 class PredictionExplorer(pn.viewable.Viewer):
     """Run a saved model over a folder of recordings and review its scores.
 
@@ -81,7 +93,8 @@ class PredictionExplorer(pn.viewable.Viewer):
     """
 
     folder = param.String(default="", doc="Folder of recordings to score")
-    output_folder = param.String(default="", doc="Folder for scores (empty: next to the recordings)")
+    output_folder = param.String(default="", doc="Folder for scores (empty: next to the recordings); "
+                                                 "Open scores reads it, e.g. the --out of python -m opso_nb.batch")
     selected_class = param.Selector(default=None, objects=[], doc="Class to review")
     threshold = param.Number(default=0.5, softbounds=(0.0, 1.0), step=0.01, doc="Score threshold of this class")
     timeline_file = param.Selector(default=None, objects=[], doc="Recording shown in the timeline")
@@ -111,6 +124,7 @@ class PredictionExplorer(pn.viewable.Viewer):
 
         self.run_button = pn.widgets.Button(label="Run prediction", button_type="primary")
         self.stop_button = pn.widgets.Button(label="Stop", button_type="warning", disabled=True)
+        self.open_button = pn.widgets.Button(label="Open scores")
         self.progress = pn.indicators.Progress(value=0, max=100, sizing_mode="stretch_width")
         self.status = pn.pane.Markdown("Choose a model and a folder, then press **Run prediction**.",
                                        sizing_mode="stretch_width")
@@ -139,6 +153,7 @@ class PredictionExplorer(pn.viewable.Viewer):
 
         self.run_button.on_click(lambda _: self.start())
         self.stop_button.on_click(lambda _: self.stop())
+        self.open_button.on_click(lambda _: self.open_scores())
         self.export_csv_button.on_click(lambda _: self.export_csv())
         self.export_raven_button.on_click(lambda _: self.export_raven())
         self.param.watch(self._on_class, ["selected_class"])
@@ -256,7 +271,7 @@ class PredictionExplorer(pn.viewable.Viewer):
     def load_results(self, out=None, files=None):
         """Read scores from ``out`` (default: the output folder) and refresh every view."""
         out = Path(out) if out is not None else self.resolved_output_folder()
-        scores, invalid = load_prediction_output(out, files=[str(f) for f in files] if files else None)
+        scores, invalid = read_score_table(out, files=[str(f) for f in files] if files else None)
         self.scores, self.invalid = scores, invalid
         classes = list(scores.columns)
         for c in classes:
@@ -272,6 +287,26 @@ class PredictionExplorer(pn.viewable.Viewer):
             if self.selected_class not in classes:
                 self.selected_class = classes[0] if classes else None
         self._on_class()
+
+    def open_scores(self):
+        """Review the scores already in the output folder (e.g. from a batch run on a cluster), without scoring.
+
+        The output folder may be a run's output folder, one run, its ``parts/``,
+        or any Parquet (or CSV) score table (see :func:`opso_nb.batch.read_score_table`).
+        Exports then go to the folder holding the runs (or the table).
+        """
+        where = self.resolved_output_folder()
+        try:
+            self.load_results(where)
+        except Exception as err:  # not a score table: say what was found
+            show_message(self.error, f"Could not open scores in {where}: {err}")
+            return
+        show_message(self.error, None)
+        home = _export_folder(where)
+        if home != where:
+            self.output_folder = str(home)
+        n_files = self.scores.index.get_level_values("file").nunique()
+        self.status.object = f"Opened the scores of {n_files} file(s) from `{where}`"
 
     def _class_scores(self) -> np.ndarray:
         if self.scores is None or self.selected_class is None:
@@ -389,7 +424,7 @@ class PredictionExplorer(pn.viewable.Viewer):
                      widgets={"folder": pn.widgets.TextInput, "output_folder": pn.widgets.TextInput}),
             pn.Param(self.settings, show_name=False,
                      widgets={"overlap_fraction": pn.widgets.FloatSlider}),
-            pn.Row(self.run_button, self.stop_button),
+            pn.Row(self.run_button, self.stop_button, self.open_button),
             width=330,
         )
         review = pn.Column(

@@ -469,7 +469,7 @@ def run_batch(job: BatchJob, files, output_path, scheduler=None, n_workers: int 
             if suspects or others:
                 connection = _Connection(scheduler, n_workers, allowed_failures)
                 client = connection.client
-                if verbose and getattr(client, "dashboard_link", None):
+                if verbose and connection.owned and getattr(client, "dashboard_link", None):
                     print(f"Dask dashboard: {client.dashboard_link}")
                 threads = max(1, sum(client.nthreads().values()))
                 per_task = max(1, min(int(max_files_per_task), -(-len(others) // (4 * threads))))

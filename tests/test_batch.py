@@ -120,7 +120,7 @@ def test_input_files_walks_folder_trees_and_keeps_listed_files(tmp_path):
 def client():
     # allowed_failures=1: a task is given up after two worker deaths (Dask's default is four), which keeps
     # the poisoned-file test short
-    client = local_client(n_workers=2, allowed_failures=1, dashboard_address=None)
+    client = local_client(n_workers=2, allowed_failures=1)
     yield client
     client.close()
 

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -60,7 +63,7 @@ def test_bad_arguments_and_missing_inputs_exit_with_a_message(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def scheduler():
-    client = local_client(n_workers=1, dashboard_address=None)
+    client = local_client(n_workers=1)
     yield client.scheduler.address
     client.close()
 
@@ -86,6 +89,34 @@ def test_summary_and_ribbit_run_end_to_end_on_a_scheduler(scheduler, tmp_path):
     scores, _ = run_ribbit(folder, RibbitParams.load(params), progress=False)
     pd.testing.assert_frame_equal(RunStore.existing(tmp_path / "ribbit").read(list(scores.index.unique(0)))[0],
                                   scores)
+
+
+def test_sigterm_stops_the_run_cleanly_and_it_resumes(scheduler, tmp_path):
+    """What a SLURM time limit does: SIGTERM, then (later) SIGKILL. The run must stop cleanly before that."""
+    folder = tmp_path / "minutes"
+    folder.mkdir()
+    for i in range(12):
+        shutil.copy(sample_data.audiomoth_1min(), folder / f"unit{i:02d}.wav")
+    out = tmp_path / "out"
+    args = ["summary", "--files", folder, "--out", out, "--scheduler", scheduler, "--group-mb", "0", "--quiet"]
+    proc = subprocess.Popen([sys.executable, "-m", "opso_nb.batch", *map(str, args)], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not list(out.glob("summary-*/records/*.json")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "run the same command again to resume" in stderr
+    time.sleep(2)  # the task that was running when it stopped may still finish: then it counts as done
+    run = RunStore.existing(out)
+    summary = run.summary()
+    assert summary["files_in_progress"] == 0  # nothing held against a recording by the next run
+    assert 1 <= summary["files_done"] < 12
+    resumed = cli(*args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(RunStore.existing(out).records()) == 12
+    assert all(r["attempts"] == 1 for r in RunStore.existing(out).records().values())
 
 
 def test_a_command_starts_its_own_local_cluster(tmp_path):

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import textwrap
+import threading
 
 from opso_nb.batch.jobs import RibbitJob, SummaryJob
 from opso_nb.batch.runner import DEFAULT_GROUP_MEGABYTES, BatchInterrupted, run_batch
@@ -180,6 +182,11 @@ def make_job(args):
 def main(argv=None) -> int:
     """Run the command line; returns the exit status (0: the run finished, bad files included)."""
     args = build_parser().parse_args(argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:
+        # SIGTERM (a SLURM time limit, kill PID) stops the run cleanly like Ctrl-C: files in progress are
+        # released, not held against the recordings by the next run
+        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         job = make_job(args)
         run_batch(job, args.files, args.out, scheduler=args.scheduler, n_workers=args.workers,
@@ -191,4 +198,7 @@ def main(argv=None) -> int:
     except (BatchInterrupted, OSError, ValueError, RuntimeError, ImportError) as err:
         print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return 0

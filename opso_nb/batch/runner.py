@@ -109,7 +109,7 @@ def _group(files, group_bytes: float, max_files: int) -> list:
 
 # --------------------------------------------------------------------------- where it runs
 def local_client(n_workers: int | None = None, threads_per_worker: int = 1, memory_limit="auto",
-                 allowed_failures: int | None = None, dashboard_address: str | None = ":0", profile: bool = False,
+                 allowed_failures: int | None = None, dashboard_address: str = ":0", profile: bool = False,
                  **kwargs):
     """A ``distributed.Client`` on a new ``LocalCluster`` sized to this machine: one process per core.
 
@@ -126,8 +126,9 @@ def local_client(n_workers: int | None = None, threads_per_worker: int = 1, memo
     allowed_failures : int, optional
         Times a task may be running on a worker that dies before it is given
         up (Dask's ``distributed.scheduler.allowed-failures``, default 3).
-    dashboard_address : str or None
-        Where the Dask dashboard listens (":0": any free port; None: none).
+    dashboard_address : str
+        Where the Dask dashboard listens (":0", the default: any free port, so
+        several clusters on one machine never collide; ":8787": Dask's usual port).
     profile : bool
         Run Dask's sampling profiler in the workers (the dashboard's Profile
         page). Off by default: it samples the working thread's stack every
@@ -166,10 +167,7 @@ def local_client(n_workers: int | None = None, threads_per_worker: int = 1, memo
                    silence_logs=logging.CRITICAL)  # worker deaths are reported by run_batch itself
     options.update(kwargs)
     with dask.config.set(config):
-        cluster = distributed.LocalCluster(**options)
-    client = distributed.Client(cluster)
-    client._opso_owned_cluster = cluster  # closed with the client (see _Connection)
-    return client
+        return distributed.Client(**options)  # a client that makes its LocalCluster also closes it
 
 
 class _Connection:
@@ -192,10 +190,7 @@ class _Connection:
 
     def close(self):
         if self.owned:
-            cluster = getattr(self.client, "_opso_owned_cluster", None)
             self.client.close()
-            if cluster is not None:
-                cluster.close()
 
 
 # --------------------------------------------------------------------------- on the workers
@@ -336,6 +331,8 @@ class _Coordinator:
                 self.audio_seconds += status["audio_seconds"]
                 keep_going = self.file_finished(status["file"]) and keep_going
             return keep_going
+        if future.status == "cancelled":  # by the scheduler (restarted) or another client: not a file's fault
+            raise RuntimeError(f"the Dask scheduler cancelled task {future.key}; run again to resume")
         error = future.exception()
         if isinstance(error, JobSetupError):
             raise error

@@ -156,10 +156,15 @@ def parts_mtimes(run_folder) -> dict:
     return {p.name: p.stat().st_mtime_ns for p in (Path(run_folder) / "parts").iterdir()}
 
 
+def executing(dask_worker) -> int:
+    return dask_worker.state.executing_count
+
+
 def wait_until_idle(client, n_workers=2, timeout=120):
+    """All workers up and none running a task (a cancelled task runs on until it ends, unseen by the scheduler)."""
     client.wait_for_workers(n_workers, timeout=timeout)
     deadline = time.time() + timeout
-    while any(client.processing().values()) and time.time() < deadline:
+    while (any(client.processing().values()) or any(client.run(executing).values())) and time.time() < deadline:
         time.sleep(0.1)
 
 

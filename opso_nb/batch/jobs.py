@@ -100,10 +100,10 @@ def file_sha256(path, block_bytes: int = 1 << 20) -> str:
 class BatchJob(param.Parameterized):
     """What :func:`~opso_nb.batch.run_batch` computes for each input file (subclass it).
 
-    Class attributes a subclass sets
-    --------------------------------
+    Attributes
+    ----------
     job : str
-        Kind of job; the run folder is ``<job>-<fingerprint>``.
+        Kind of job (a class attribute); the run folder is ``<job>-<fingerprint>``.
     columns : list of str
         Value columns of its tables (a property when they depend on the parameters).
     dtype : str
@@ -111,17 +111,14 @@ class BatchJob(param.Parameterized):
     format : str
         Part format, "parquet" (default) or "csv".
 
-    Methods a subclass overrides
-    ----------------------------
-    compute(file)
-        Required: ``(table, failures)`` for one file.
-    setup()
-        What to load once per worker process (a model); ``self.loaded`` returns it.
-    settings()
-        What identifies the results besides the parameters (default: class,
-        parameter values, opso_nb version).
-    prepare()
-        Work done once, on the coordinator, before any task (e.g. hash a model file).
+    Notes
+    -----
+    A subclass sets the attributes above and overrides :meth:`compute`
+    (required: ``(table, failures)`` for one file) and, when needed,
+    :meth:`setup` (what to load once per worker process, e.g. a model;
+    :attr:`loaded` returns it), :meth:`settings` (what identifies the results
+    besides the parameters) and :meth:`prepare` (work done once on the
+    coordinator before any task, e.g. hashing a model file).
     """
 
     job = "job"

@@ -13,7 +13,10 @@ What it measures:
    machine, the run least disturbed by other work). Printed: seconds,
    audio hours per second, the overhead of 1 worker over serial (goal < 10 %)
    and the scaling efficiency of 2 workers, rate(2) / (2 x rate(1))
-   (goal >= 85 % on 2 free cores).
+   (goal >= 85 % on 2 free cores). Also the CPU seconds each way used (all
+   workers together): unlike wall time it barely depends on what else the
+   machine runs, and the extra CPU time of 2 workers over 1 is the work that
+   splitting the run adds.
 2. **Cost per task**: 10,000 tasks that do nothing, on the 2-worker cluster:
    bare Dask (``client.map``), ``run_batch`` with a no-op job and one file
    per task (what a folder of tiny files would cost without grouping), and
@@ -92,11 +95,12 @@ def serial_model(model_file, warm_up_file):
     return model
 
 
-def time_serial(model, files, out) -> float:
-    started = time.perf_counter()
+def time_serial(model, files, out):
+    """(wall seconds, CPU seconds) of the serial call."""
+    started, cpu = time.perf_counter(), time.process_time()
     model.predict(files, batch_size=16, activation_layer="sigmoid", output_path=out, progress=False,
                   return_scores=False)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, time.process_time() - cpu
 
 
 def warm_up(client, job, warm_up_file, out):
@@ -104,10 +108,13 @@ def warm_up(client, job, warm_up_file, out):
     client.run(lambda: job.loaded and None)  # every worker loads the model before any clock starts
 
 
-def time_batch(client, job, files, out) -> float:
+def time_batch(client, job, files, out):
+    """(wall seconds, CPU seconds of all workers) of a run_batch call."""
+    cpu = client.run(time.process_time)
     started = time.perf_counter()
     run_batch(job, files, out, scheduler=client, progress=False, verbose=False, group_megabytes=0)
-    return time.perf_counter() - started
+    wall = time.perf_counter() - started
+    return wall, sum(after - cpu[worker] for worker, after in client.run(time.process_time).items())
 
 
 def peak_rss_mb() -> float:
@@ -186,7 +193,7 @@ def main():
 
     job = CNNPredictJob(model=model_file, activation_layer="sigmoid", batch_size=16)
     scratch = Path(tempfile.mkdtemp(prefix="bench_batch_"))
-    names = ["serial (CNN.predict, 1 thread)", "run_batch, LocalCluster 1 worker", "run_batch, LocalCluster 2 workers"]
+    names = ["serial (CNN.predict, 1 thread)", "run_batch, 1 worker", "run_batch, 2 workers"]
     runs = {name: [] for name in names}
     clients = {}
     try:
@@ -207,17 +214,22 @@ def main():
         for client in clients.values():
             client.close()
         shutil.rmtree(scratch, ignore_errors=True)
-    times = {name: min(seconds) for name, seconds in runs.items()}
+    times = {name: min(wall for wall, _ in measured) for name, measured in runs.items()}
+    cpu = {name: min(seconds for _, seconds in measured) for name, measured in runs.items()}
 
     serial, one, two = times.values()
     print(f"\nCNN prediction, resnet18 at {args.shape} x {args.shape} x 3, 3 s clips, batch 16, "
           f"{args.files} files, {args.minutes:g} min of audio")
-    print(f"{'how':40s} {'seconds':>8s} {'audio h/s':>10s} {'x real time':>12s} {'vs serial':>10s}  all runs (s)")
+    print(f"{'how':34s} {'seconds':>8s} {'audio h/s':>10s} {'x real time':>12s} {'vs serial':>10s} "
+          f"{'CPU s':>7s}  all runs (wall s)")
     for what, seconds in times.items():
-        print(f"{what:40s} {seconds:8.1f} {hours / seconds:10.4f} {hours * 3600 / seconds:12.0f} "
-              f"{seconds / serial - 1:+10.1%}  {' '.join(f'{t:.1f}' for t in runs[what])}")
+        print(f"{what:34s} {seconds:8.1f} {hours / seconds:10.4f} {hours * 3600 / seconds:12.0f} "
+              f"{seconds / serial - 1:+10.1%} {cpu[what]:7.1f}  {' '.join(f'{t:.1f}' for t, _ in runs[what])}")
     print(f"overhead of 1 worker over serial: {one / serial - 1:+.1%} (goal < 10 %)")
     print(f"scaling efficiency of 2 workers: {one / (2 * two):.1%} (goal >= 85 % on 2 free cores)")
+    cpu_one, cpu_two = cpu[names[1]], cpu[names[2]]
+    print(f"CPU time of 2 workers over 1 worker: {cpu_two / cpu_one - 1:+.1%} (the work added by splitting it; "
+          "on free cores the efficiency is about 1 / (1 + this))")
     per_worker = hours / one
     print(f"per-worker rate: {per_worker:.4f} audio h/s = {per_worker * 3600:.0f} audio hours per worker-hour")
 

@@ -332,6 +332,21 @@ def test_ribbit_job_gives_run_ribbit_scores_in_its_folder(client, tmp_path):
     assert gpt[str(folder / "gpt3.mp3")] > gpt[str(folder / "negative1.mp3")]  # a toad trill scores higher
 
 
+def test_birdnet_jobs_give_the_serial_calls_tables(client, tmp_path):
+    """Runs once opso_nb.ml.birdnet (built in parallel) and its runtime are installed; skipped before."""
+    birdnet = pytest.importorskip("opso_nb.ml.birdnet")
+    from opso_nb.batch import BirdNETEmbedJob, BirdNETPredictJob
+
+    files = [str(sample_data.path("formats/456440__inspectorj__bird-whistling-robin-single-13.ogg")),
+             str(sample_data.path("soundscapes/birds_10s.wav"))]
+    for job, method in ((BirdNETPredictJob(), "predict"), (BirdNETEmbedJob(), "embed")):
+        batch = run_batch(job, files, tmp_path / method, scheduler=client, progress=False)
+        serial_out = tmp_path / f"serial-{method}"
+        expected = getattr(birdnet.BirdNET(), method)(files, output_path=serial_out, progress=False)
+        pd.testing.assert_frame_equal(batch.table, expected, rtol=1e-5, atol=1e-6)
+        assert RunStore.existing(serial_out).folder.name == batch.folder.name
+
+
 # ----------------------------------------------------------------------------- score tables from a batch
 def test_score_tables_open_from_run_folders_parts_and_plain_datasets(client, model_file, files, tmp_path):
     result = run_batch(CNNPredictJob(model=model_file), files[:3], tmp_path / "out", scheduler=client,

@@ -137,3 +137,12 @@ def test_predict_and_birdnet_options_reach_their_jobs():
     job = make_job(build_parser().parse_args(
         ["embed", "--files", "a.wav", "--out", "o", "--set", "lat=40.5", "--set", "species_list=[\"a\"]"]))
     assert type(job).__name__ == "BirdNETEmbedJob" and job.birdnet_options == {"lat": 40.5, "species_list": ["a"]}
+
+
+def test_birdnet_without_its_module_says_what_to_install(tmp_path, capsys):
+    from opso_nb.batch.ml_jobs import birdnet_available
+
+    if birdnet_available():
+        pytest.skip("BirdNET is installed here")
+    assert main(["birdnet", "--files", SOUNDSCAPES[0], "--out", str(tmp_path / "out"), "--quiet"]) == 1
+    assert "opso_nb[birdnet]" in capsys.readouterr().err

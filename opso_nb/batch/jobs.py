@@ -238,9 +238,10 @@ class SerialCallJob(BatchJob):
         raise NotImplementedError
 
     def describe(self) -> RunDescription:
-        if self._description is None:
-            self._description = describe_serial_run(self.run_serial)
-        return self._description
+        values = json.dumps(self.parameter_values(), sort_keys=True)
+        if self._description is None or self._description[0] != values:  # described again after a change
+            self._description = (values, describe_serial_run(self.run_serial))
+        return self._description[1]
 
     def __getstate__(self):
         state = super().__getstate__()

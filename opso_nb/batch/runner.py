@@ -371,7 +371,7 @@ class _Coordinator:
             self.top_up(completed)
 
     def abandon(self):
-        """Cancel what is left and clear the start marks of files whose tasks never finished."""
+        """Cancel the tasks still queued or running (a running task finishes on its worker, unseen)."""
         futures = [future for future, _ in self.in_flight.values()]
         if futures:
             self.client.cancel(futures)

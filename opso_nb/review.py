@@ -55,6 +55,7 @@ from opso_nb.audio import Audio
 from opso_nb.detection import write_raven_tables
 from opso_nb.ribbit import RibbitParams, run_ribbit
 from opso_nb.sample_data import toads_folder
+from opso_nb.store import read_results
 from opso_nb.utils import CLIP_INDEX, atomic_write, validate_clip_table
 
 __all__ = [
@@ -798,6 +799,10 @@ def score_table_choices(folder) -> list[str]:
 def read_score_table(path) -> pd.DataFrame:
     """Read a score table from a CSV or Parquet file or a prediction output folder, and check it.
 
+    The table is opened with :func:`opso_nb.store.read_results` (which also
+    reads a run's ``parts/`` and folders of Parquet files written by Dask);
+    this adds the checks a review needs.
+
     Parameters
     ----------
     path : str, Path or DataFrame
@@ -824,14 +829,12 @@ def read_score_table(path) -> pd.DataFrame:
     path = Path(path)
     name = str(path)
     if path.is_dir():
-        if not _is_run_folder(path):
+        if not (_is_run_folder(path) or path.name == "parts" or any(path.glob("*/settings.json"))
+                or any(path.glob("*.parquet"))):
             raise ScoreTableError(f"{name}: a folder, but not a prediction output folder (none of "
-                                  f"{', '.join(_RUN_MARKERS)} in it)")
-        # prediction pulls in torch: imported only when a prediction folder is opened
-        from opso_nb.ml.prediction import load_prediction_output
-
+                                  f"{', '.join(_RUN_MARKERS)} in it) nor a folder of Parquet tables")
         try:
-            table, _ = load_prediction_output(path)
+            table, _ = read_results(path)
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise ScoreTableError(f"{name}: not a readable prediction output folder ({err})") from None
     elif not path.is_file():

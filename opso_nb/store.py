@@ -76,8 +76,12 @@ A job with its own loop (prediction streams clips of many files through one
 network) calls the same steps itself: :meth:`RunStore.is_done`,
 :meth:`RunStore.suspects`, :meth:`RunStore.begin` before reading a file,
 then :meth:`RunStore.write` or :meth:`RunStore.fail`. A Dask batch runner
-opens the run in its coordinator (holding the lock) and lets each worker open
-it with ``lock=False`` to write its files' parts and records.
+(:mod:`opso_nb.batch`) opens the run in its coordinator (holding the lock) and
+lets each worker open it with ``lock=False`` to write its files' parts and
+records; the coordinator hands each worker the attempt number of a file
+(:meth:`RunStore.next_attempt`, passed to :meth:`RunStore.begin`), quarantines
+a file that killed every worker that tried it (:meth:`RunStore.quarantine`)
+and releases the marks of tasks it cancels (:meth:`RunStore.release`).
 """
 from __future__ import annotations
 
@@ -114,6 +118,7 @@ __all__ = [
     "make_clip_index",
     "remove_stale_temp_files",
     "process_files",
+    "read_results",
     "error_stage",
     "STORE_VERSION",
 ]
@@ -338,7 +343,10 @@ class RunStore:
         self._begun: dict = {}  # file -> (attempt number, input signature) for files this process started
         self._suspects: dict = {}
         self._own_ids: set = set()  # records written by this process (known without reading them back)
-        self._records = self._load_records()
+        # a helper of a coordinator (lock=False, e.g. a Dask worker) only writes: reading every record of
+        # a large run in each helper would cost O(files) per helper, so it reads single records on demand
+        self._helper = writable and lock is None
+        self._records = {} if self._helper else self._load_records()
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -553,29 +561,58 @@ class RunStore:
                 self._suspects[file] = attempts
 
     def records(self) -> dict:
-        """``{file: record}`` of every finished, failed or quarantined file of this run."""
+        """``{file: record}`` of every finished, failed or quarantined file of this run.
+
+        A helper (``lock=False``) reads them from disk at each call.
+        """
         if not self._writable:
             self._records = self._load_records()
+        elif self._helper:
+            return {**self._load_records(), **self._records}
         return dict(self._records)
 
     # ------------------------------------------------------------------ queries
-    def is_done(self, file, key: str = "") -> bool:
+    def is_done(self, file, key: str | None = "") -> bool:
         """True if ``file`` was finished (or quarantined) by this run's settings and has not changed since.
 
         Parameters
         ----------
         file : str
             Input file.
-        key : str
+        key : str or None
             Optional extra identity of the work asked for this file (e.g. a
             hash of the clip times of a clip table); a different key redoes it.
+            None accepts any key (for a coordinator that does not know the
+            key its helpers will compute, as for whole files, where the key
+            follows from the file and the settings).
+
+        Notes
+        -----
+        A helper (``lock=False``) knows the records it wrote and reads the
+        record of any other file from disk, so it sees what other helpers of
+        the same session finished (not files compacted by an earlier run,
+        which its coordinator does not hand out).
         """
         rec = self._records.get(str(file))
-        if rec is None or rec.get("status") not in ("done", "quarantined") or rec.get("key", "") != key:
+        if rec is None and self._helper:
+            rec = _read_json(self._record_path(str(file)))
+            rec = rec if isinstance(rec, dict) and rec.get("file") == str(file) else None
+        if rec is None or rec.get("status") not in ("done", "quarantined") or \
+                (key is not None and rec.get("key", "") != key):
             return False
         if rec.get("signature") is None or rec["signature"] != _signature(file):
             return False
         return rec.get("part") is None or (self.parts_folder / rec["part"]).exists()
+
+    def started(self, file) -> dict | None:
+        """The start mark of ``file`` (``attempts``, ``pid``, ``host``, ``started_ns`` ...) if it is in progress, else None.
+
+        Read from disk, so a coordinator sees the marks its helpers wrote: a
+        worker that died while its mark was newer than the run's start was
+        working on that file.
+        """
+        mark = _read_json(self._started_path(str(file)))
+        return mark if isinstance(mark, dict) and mark.get("file") == str(file) else None
 
     def suspects(self) -> list:
         """Files a killed run left in progress (to be retried once, on their own, before the others)."""
@@ -601,16 +638,31 @@ class RunStore:
         if not self._writable:
             raise RuntimeError(f"{self.folder}: this run is closed or opened read-only")
 
-    def begin(self, file, key: str = "") -> int:
+    def next_attempt(self, file) -> int:
+        """The attempt number :meth:`begin` gives ``file``: 1 + the runs that died while it was in progress."""
+        return self._suspects.get(str(file), 0) + 1
+
+    def begin(self, file, key: str = "", attempt: int | None = None) -> int:
         """Mark ``file`` as in progress (before any of its audio is read); returns the attempt number (1, 2 ...).
 
         The mark stays if the process dies, which is how the next run finds
         files that may have killed it.
+
+        Parameters
+        ----------
+        file : str
+            Input file.
+        key : str
+            See :meth:`is_done`.
+        attempt : int, optional
+            The attempt number to record. A helper (``lock=False``) does not
+            know the strikes of earlier runs: its coordinator passes
+            :meth:`next_attempt`. Default: this store's own count.
         """
         self._check_writable()
         file = str(file)
         with self._guard:
-            attempt = self._suspects.get(file, 0) + 1
+            attempt = self.next_attempt(file) if attempt is None else int(attempt)
             signature = _signature(file)
             self._begun[file] = (attempt, signature)
         _write_json(self._started_path(file), {"file": file, "key": key, "attempts": attempt,
@@ -619,11 +671,16 @@ class RunStore:
         return attempt
 
     def release(self, file):
-        """Forget that this process started ``file`` without finishing it (a clean stop, not a crash)."""
+        """Forget that ``file`` was started without being finished (a clean stop, not a crash).
+
+        For a file this process did not start, the coordinator of helpers
+        (the store that holds the lock) releases the mark a helper left, e.g.
+        for tasks cancelled when a distributed run is stopped.
+        """
         file = str(file)
         with self._guard:
             begun = self._begun.pop(file, None)
-        if begun is None:
+        if begun is None and (self._lock is None or not self._started_path(file).exists()):
             return
         previous = self._suspects.get(file, 0)
         if previous:  # keep the strikes of earlier crashed runs
@@ -682,6 +739,24 @@ class RunStore:
         """Record that the whole of ``file`` failed (it is tried again by the next run); clears its start mark."""
         self._check_writable()
         self._finish(str(file), "failed", None, 0, _failure_dicts(failures), key)
+
+    def quarantine(self, file, reason: str, key: str = "", attempts: int | None = None):
+        """Record that ``file`` kills the processes that handle it: skipped until it changes; clears its start mark.
+
+        :meth:`open` does this itself for files that were in progress each time
+        a run died; a distributed coordinator calls it for a file whose task
+        killed every worker that ran it. The failures table gets one row with
+        stage ``"quarantine"`` and ``reason``.
+        """
+        self._check_writable()
+        file = str(file)
+        with self._guard:
+            begun = self._begun.pop(file, None)
+        attempts = attempts if attempts is not None else begun[0] if begun else self.next_attempt(file)
+        self._put_record(file, "quarantined", None, 0, [failure_record(file, reason, stage="quarantine")],
+                         key=key, signature=_signature(file), attempts=attempts)
+        self._started_path(file).unlink(missing_ok=True)
+        self._suspects.pop(file, None)
 
     def reset(self):
         """Forget every result of this run (the next :meth:`is_done` is False for every file)."""
@@ -750,6 +825,61 @@ class RunStore:
         frames = [self._read_part(rec) for rec in chosen if rec.get("part")]
         table = pd.concat(frames) if frames else empty_clip_table(self.columns, self.dtype)
         return table, self._failures_of(chosen)
+
+
+def read_results(path, job: str | None = "predict", files=None):
+    """Open a clip table wherever a run left it: ``(table, failures)``.
+
+    Parameters
+    ----------
+    path : str or Path
+        An output folder (its latest run of ``job``, else its latest run of
+        any job), one run's folder, its ``parts/`` folder, a folder of Parquet
+        files with ``file, start_time, end_time`` columns (e.g. written by
+        ``dask.dataframe.to_parquet``), or one ``.parquet`` / ``.csv`` table.
+    job : str or None
+        Preferred job of an output folder holding several ("predict").
+    files : list of str, optional
+        Only these input files, in this order (run folders only).
+
+    Returns
+    -------
+    table : DataFrame
+        Indexed by ``(file, start_time, end_time)``.
+    failures : DataFrame
+        The run's failures table (empty for plain tables).
+
+    Raises
+    ------
+    FileNotFoundError
+        Nothing at ``path``.
+    ValueError
+        ``path`` holds no clip table.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    if path.is_dir():
+        if path.name == "parts" and (path.parent / SETTINGS).exists():
+            path = path.parent
+        if (path / SETTINGS).exists() or any(path.glob(f"*/{SETTINGS}")):
+            try:
+                run = RunStore.existing(path, job=job)
+            except FileNotFoundError:
+                run = RunStore.existing(path)
+            return run.read(files)
+        table = pd.read_parquet(path)
+    elif path.suffix.lower() == ".csv":
+        table = pd.read_csv(path)
+    else:
+        table = pd.read_parquet(path)
+    if list(table.index.names) != CLIP_INDEX:
+        missing = [c for c in CLIP_INDEX if c not in table.columns]
+        if missing:
+            raise ValueError(f"{path}: not a score table (no column(s) {missing}; expected file, start_time, "
+                             "end_time and one column per class)")
+        table = table.set_index(CLIP_INDEX)
+    return table, failures_frame()
 
 
 def _acquire(root: Path, timeout: float) -> filelock.BaseFileLock:

@@ -45,7 +45,8 @@ from opso_nb.detection import (
     write_raven_tables,
 )
 from opso_nb.ml.cnn import load_model
-from opso_nb.ml.prediction import PredictionInterrupted, PredictionSettings, load_prediction_output
+from opso_nb.ml.prediction import PredictionInterrupted, PredictionSettings
+from opso_nb.store import read_results
 from opso_nb.workspace import PathRefused, Workspace, audio_files_in, check_recordings, user_data_dirs
 
 #: Extensions of saved models offered.
@@ -53,6 +54,17 @@ MODEL_EXTENSIONS = (".model", ".pt", ".pth")
 
 #: Plot titles before any scores exist: what to do next.
 _EMPTY_HINT = "no scores yet: choose a model and recordings, then press Run prediction"
+
+
+def _export_folder(path: Path) -> Path:
+    """Where exports of scores read from ``path`` go: the folder holding the runs, or the table's folder."""
+    if path.name == "parts" and (path.parent / "settings.json").exists():
+        return path.parent.parent
+    if (path / "settings.json").exists():
+        return path.parent
+    if path.is_dir() and any(path.glob("*/settings.json")):
+        return path
+    return path.parent  # a table, or a plain dataset folder: never write into it
 
 
 class PredictionExplorer(pn.viewable.Viewer):
@@ -111,6 +123,9 @@ class PredictionExplorer(pn.viewable.Viewer):
 
         self.run_button = pn.widgets.Button(label="Run prediction", color="primary")
         self.stop_button = pn.widgets.Button(label="Stop", color="warning", disabled=True)
+        self.open_button = pn.widgets.Button(label="Open scores", color="light",
+                                             description="Review the scores already in the scores folder (e.g. "
+                                                         "written by python -m opso_nb.batch), without scoring")
         self.refresh_button = pn.widgets.Button(label="Refresh model list", color="light",
                                                 description="Look again for models, e.g. after training one")
         self.progress = pn.indicators.Progress(value=0, max=100, sizing_mode="stretch_width")
@@ -143,6 +158,7 @@ class PredictionExplorer(pn.viewable.Viewer):
 
         self.run_button.on_click(lambda _: self.start())
         self.stop_button.on_click(lambda _: self.stop())
+        self.open_button.on_click(lambda _: self.open_scores())
         self.refresh_button.on_click(lambda _: self._pick_newest_model(rescan=True))
         self.model_picker.param.watch(lambda *_: self._describe_models(), ["file", "folder"])
         self.folder_box.param.watch(lambda *_: self._describe_recordings(), ["folder"])
@@ -343,7 +359,7 @@ class PredictionExplorer(pn.viewable.Viewer):
     def load_results(self, out=None, files=None):
         """Read scores from ``out`` (default: the output folder) and refresh every view."""
         out = Path(out) if out is not None else self.resolved_output_folder()
-        scores, invalid = load_prediction_output(out, files=[str(f) for f in files] if files else None)
+        scores, invalid = read_results(out, files=[str(f) for f in files] if files else None)
         self.scores, self.invalid = scores, invalid
         classes = list(scores.columns)
         for c in classes:
@@ -359,6 +375,37 @@ class PredictionExplorer(pn.viewable.Viewer):
             if self.selected_class not in classes:
                 self.selected_class = classes[0] if classes else None
         self._on_class()
+
+    def open_scores(self):
+        """Review the scores already in the scores folder (e.g. from a batch run on a cluster), without scoring.
+
+        The scores folder may hold runs (an ``--out`` of ``python -m opso_nb.batch``),
+        be one run or its ``parts/``, or be a folder of Parquet score tables
+        (see :func:`opso_nb.store.read_results`). Exports then go to the folder
+        holding the runs, never into a run.
+        """
+        try:
+            where = self.resolved_output_folder()
+            self.load_results(where)
+        except PathRefused as err:
+            show_message(self.error, f"Scores folder refused: {err}")
+            return
+        except (OSError, ValueError, KeyError) as err:  # not a score table: say what was found
+            show_message(self.error, f"Could not open scores in {where}: {err}")
+            return
+        show_message(self.error, None)
+        note = ""
+        home = _export_folder(where)
+        if home != where:
+            try:
+                self.output_folder = str(self.workspace.output_path(home))
+            except PathRefused:  # never write into a run: no exports rather than a damaged dataset
+                self.export_csv_button.disabled = self.export_raven_button.disabled = True
+                note = (f"  \nExports are off: the folder holding these scores (`{home}`) is not inside the "
+                        f"output folder `{self.workspace.output_dir}`.")
+        n_files = self.scores.index.get_level_values("file").nunique()
+        self.state = "done"
+        self.status.object = f"Opened the scores of {n_files} file(s) from `{where}`" + note
 
     def _class_scores(self) -> np.ndarray:
         if self.scores is None or self.selected_class is None:
@@ -491,7 +538,7 @@ class PredictionExplorer(pn.viewable.Viewer):
                      widgets={"output_folder": pn.widgets.TextInput}),
             pn.Param(self.settings, show_name=False,
                      widgets={"overlap_fraction": pn.widgets.FloatSlider}),
-            pn.Row(self.run_button, self.stop_button),
+            pn.Row(self.run_button, self.stop_button, self.open_button),
             width=330,
         )
         review = pn.Column(

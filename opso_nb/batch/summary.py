@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from opso_nb.audio import Audio, audio_info
+from opso_nb.audio import Audio, AudioNonFiniteError, audio_info
 from opso_nb.failures import failure_record
 from opso_nb.spectrogram import stft_power
 from opso_nb.store import make_clip_index
@@ -121,6 +121,27 @@ def summarize_clips(audio: Audio, clip_times, bands=DEFAULT_BANDS, window_sample
     return out
 
 
+def _summarize_block(path, times, first, last, values, sample_rate, bands, window_samples) -> list:
+    """Fill ``values[first:last]`` from one read; a block that cannot be read is retried clip by clip.
+
+    NaN samples or a damaged stretch then cost only the clips that hold them. Returns failure records.
+    """
+    block_start, block_end = times[first, 0], times[first:last, 1].max()
+    try:
+        audio = Audio.from_file(path, sample_rate=sample_rate, offset=block_start,
+                                duration=block_end - block_start, out_of_bounds_mode="ignore",
+                                load_metadata=False)
+    except Exception as err:  # the reader raises many types for damaged audio
+        if last - first > 1:
+            return [record for clip in range(first, last) for record in
+                    _summarize_block(path, times, clip, clip + 1, values, sample_rate, bands, window_samples)]
+        stage = "score" if isinstance(err, AudioNonFiniteError) else "load"
+        return [failure_record(path, err, times[first, 0], times[first, 1], stage=stage)]
+    values[first:last] = summarize_clips(audio, times[first:last] - block_start, bands, window_samples)
+    return [failure_record(path, NON_FINITE_SAMPLES, s, e, stage="score")
+            for (s, e), rms in zip(times[first:last], values[first:last, 0]) if np.isnan(rms)]
+
+
 def summarize_file(path, clip_duration: float = 10.0, clip_overlap: float = 0.0, final_clip="remainder",
                    bands=DEFAULT_BANDS, sample_rate=None, window_samples: int = 1024,
                    block_duration: float = 300.0):
@@ -169,17 +190,7 @@ def summarize_file(path, clip_duration: float = 10.0, clip_overlap: float = 0.0,
     while first < len(times):
         # the clips whose ends fall within block_duration of the first clip's start (at least one)
         last = max(first + 1, int(np.searchsorted(times[:, 1], times[first, 0] + block_duration, side="right")))
-        block_start, block_end = times[first, 0], times[first:last, 1].max()
-        try:
-            audio = Audio.from_file(path, sample_rate=sample_rate, offset=block_start,
-                                    duration=block_end - block_start, out_of_bounds_mode="ignore",
-                                    load_metadata=False)
-        except Exception as err:  # a damaged stretch of the file: report its clips, go on
-            failures += [failure_record(path, err, s, e, stage="load") for s, e in times[first:last]]
-        else:
-            values[first:last] = summarize_clips(audio, times[first:last] - block_start, bands, window_samples)
-            failures += [failure_record(path, NON_FINITE_SAMPLES, s, e, stage="score")
-                         for (s, e), rms in zip(times[first:last], values[first:last, 0]) if np.isnan(rms)]
+        failures += _summarize_block(path, times, first, last, values, sample_rate, bands, window_samples)
         first = last
     table = pd.DataFrame(values.astype(np.float32), columns=summary_columns(bands),
                          index=make_clip_index([path] * len(times), times[:, 0], times[:, 1]))

@@ -47,6 +47,7 @@ from opso_nb import __version__
 from opso_nb.audio import AudioLoadError, audio_info
 from opso_nb.failures import failure_record, failures_frame, summarize_failures
 from opso_nb.files import list_audio_files
+from opso_nb.ml.clip_runs import ClipRunPipeline
 from opso_nb.ml.utils import (
     ACTIVATION_LAYERS,
     apply_activation_layer,
@@ -295,7 +296,14 @@ def _tensor_of(sample):
 
 
 class _ChunkDataset:
-    """Map-style dataset whose items are runs of consecutive clips of one file (preprocessed, stacked)."""
+    """Map-style dataset whose items are runs of consecutive clips of one file (preprocessed, stacked).
+
+    Clips go through :class:`~opso_nb.ml.clip_runs.ClipRunPipeline` (one read
+    and one transform for the run, same values) when the preprocessor has a
+    batched form; the others, and every clip of a run the batched path could
+    not do, go through the preprocessor one by one, which reports each
+    failing clip.
+    """
 
     def __init__(self, jobs, preprocessor, bypass_augmentations, raise_errors, chunk_clips):
         self.preprocessor = preprocessor
@@ -304,6 +312,7 @@ class _ChunkDataset:
         self.jobs = jobs
         self.items = [(j, lo, min(lo + chunk_clips, len(job.times)))
                       for j, job in enumerate(jobs) for lo in range(0, len(job.times), chunk_clips)]
+        self.clip_runs = ClipRunPipeline.plan(preprocessor, bypass_augmentations)
 
     def __len__(self):
         return len(self.items)
@@ -311,22 +320,38 @@ class _ChunkDataset:
     def __getitem__(self, i):
         j, lo, hi = self.items[i]
         job = self.jobs[j]
-        tensors, ok, failures = [], np.zeros(hi - lo, dtype=bool), []
+        batched, tensors = self._batched(job.file, job.times[lo:hi])
+        if len(batched) == hi - lo:  # the usual case: the whole run at once
+            return {"job": j, "lo": lo, "hi": hi, "data": tensors, "ok": np.ones(hi - lo, dtype=bool),
+                    "failures": []}
+        by_clip = dict(zip(batched.tolist(), tensors if tensors is not None else []))
+        kept, ok, failures = [], np.zeros(hi - lo, dtype=bool), []
         for k in range(lo, hi):
             start, end = (float(t) for t in job.times[k])
             try:
-                sample = AudioSample(job.file, start_time=start, duration=end - start)
-                t = _tensor_of(self.preprocessor.forward(sample, bypass_augmentations=self.bypass_augmentations))
-                if tensors and t.shape != tensors[0].shape:
-                    raise ValueError(f"preprocessed shape {tuple(t.shape)} differs from {tuple(tensors[0].shape)}")
-                tensors.append(t)
+                t = by_clip.get(k - lo)
+                if t is None:
+                    sample = AudioSample(job.file, start_time=start, duration=end - start)
+                    t = _tensor_of(self.preprocessor.forward(sample, bypass_augmentations=self.bypass_augmentations))
+                if kept and t.shape != kept[0].shape:
+                    raise ValueError(f"preprocessed shape {tuple(t.shape)} differs from {tuple(kept[0].shape)}")
+                kept.append(t)
                 ok[k - lo] = True
             except Exception as err:  # any clip that cannot be prepared is reported, never fatal
                 if self.raise_errors:
                     raise
                 failures.append(failure_record(job.file, err, start, end, stage=error_stage(err, "preprocess")))
-        data = torch.stack(tensors).contiguous() if tensors else None
+        data = torch.stack(kept).contiguous() if kept else None
         return {"job": j, "lo": lo, "hi": hi, "data": data, "ok": ok, "failures": failures}
+
+    def _batched(self, file, times):
+        """(indices into ``times``, tensors) of the clips done as one run; none without a batched form."""
+        if self.clip_runs is not None:
+            try:
+                return self.clip_runs(file, times)
+            except Exception:  # e.g. NaN samples in the run: clip by clip names the clips that fail
+                pass
+        return np.zeros(0, dtype=int), None
 
 
 class _MarkingOrder(torch.utils.data.Sampler):
@@ -360,6 +385,9 @@ def _prefetch(dataset, order, depth: int = 2):
     done = object()
 
     def produce():
+        # one thread for preprocessing's torch operations: with the forward pass's threads they would
+        # otherwise oversubscribe the cores, and small operations stall at every parallel barrier
+        torch.set_num_threads(1)
         try:
             for i in order:
                 if stop.is_set():

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -51,10 +50,12 @@ def synthesize(path: Path, minutes: float, seed: int = 0) -> Path:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process plus its finished children (MB)."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return (own + kids) / 1024
+    """Peak resident memory of this process (MB; DataLoader workers are processes of their own).
+
+    ``VmHWM``, not ``ru_maxrss``: the latter keeps the forking parent's peak across exec, and children's
+    ``ru_maxrss`` counts every short helper that a large process forked (torch runs ``ldconfig`` at import).
+    """
+    return next(int(line.split()[1]) / 1024 for line in open("/proc/self/status") if line.startswith("VmHWM:"))
 
 
 def make_model():
@@ -77,6 +78,7 @@ def child_predict(file: str, workers: int, batch_size: int, out: str | None) -> 
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1)))
     model = make_model()
+    _forward_rate(model, batch_size, n_batches=1)  # warm, as the bare forward pass is timed warm
     start = time.perf_counter()
     scores = predict(model, [file], batch_size=batch_size, num_workers=workers, progress=False,
                      output_path=out, activation_layer="sigmoid")
@@ -116,7 +118,7 @@ def child_forward(batch_size: int, n_batches: int) -> dict:
 
 
 OPSO_SCRIPT = """
-import json, resource, sys, time, torch
+import json, sys, time, torch
 from opensoundscape import CNN
 torch.set_num_threads({threads})
 try:  # OpenSoundscape 0.9-0.12
@@ -129,7 +131,7 @@ except TypeError:  # newer versions want a sample rate, and fetch ImageNet weigh
 start = time.perf_counter()
 scores = model.predict([{file!r}], batch_size={batch}, num_workers={workers}, activation_layer='sigmoid')
 elapsed = time.perf_counter() - start
-rss = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+rss = next(int(line.split()[1]) / 1024 for line in open("/proc/self/status") if line.startswith("VmHWM:"))
 print(json.dumps({{"clips": len(scores), "seconds": elapsed, "clips_per_s": len(scores) / elapsed, "peak_rss_mb": rss}}))
 """
 

@@ -91,6 +91,8 @@ def test_mel_invert_and_bandpass_settings(recordings):
     rows, fast = ClipRunPipeline.plan(pre)(recordings[22050], times)
     assert rows.tolist() == [0, 1, 2]
     assert torch.equal(fast, clip_by_clip(pre, recordings[22050], times))
+    _, nhwc = ClipRunPipeline.plan(pre)(recordings[22050], times, torch.channels_last)  # the network's layout
+    assert nhwc.is_contiguous(memory_format=torch.channels_last) and torch.equal(nhwc, fast)
 
 
 def test_pipelines_without_a_batched_form_are_left_to_the_clip_by_clip_path(recordings):

@@ -123,7 +123,7 @@ class ClipRunPipeline:
         return cls(float(duration), loader.sample_rate, spectrogram_class, kwargs, to_tensor, spectrogram_steps,
                    list(rest))
 
-    def __call__(self, path, times):
+    def __call__(self, path, times, memory_format=torch.contiguous_format):
         """Preprocess the clips of ``path`` that this pipeline can reproduce exactly.
 
         Parameters
@@ -131,12 +131,16 @@ class ClipRunPipeline:
         path : str or Path
         times : array (n, 2)
             Clip start and end times (s), as given to the clip-by-clip path.
+        memory_format : torch.memory_format
+            Layout of the result, e.g. ``torch.channels_last`` for a network
+            that wants it (same values).
 
         Returns
         -------
         (rows, data) : (numpy.ndarray of int, torch.Tensor or None)
             ``rows`` are the indices of ``times`` preprocessed here, ``data``
-            their tensors ``[len(rows), C, H, W]`` (contiguous). The other clips are the caller's to preprocess
+            their tensors ``[len(rows), C, H, W]`` (contiguous in
+            ``memory_format``). The other clips are the caller's to preprocess
             clip by clip (they fail or need padding or resampling there).
 
         Raises
@@ -166,9 +170,9 @@ class ClipRunPipeline:
                 clips = self.spectrogram_class.from_audio_clips(Audio(samples, rate), bounds, **self.spectrogram_kwargs)
                 for k, spectrogram in zip(group, clips, strict=True):
                     spectrograms[k] = spectrogram
-        return rows, self._tensors(path, spectrograms)
+        return rows, self._tensors(path, spectrograms, memory_format)
 
-    def _tensors(self, path, spectrograms):
+    def _tensors(self, path, spectrograms, memory_format):
         """The spectrogram steps on the clips side by side, then the tensor conversion and steps on the stack."""
         width = spectrograms[0].shape[1]
         if any(s.shape[1] != width for s in spectrograms):  # cannot happen with equal sample counts
@@ -187,7 +191,7 @@ class ClipRunPipeline:
         for action in self.tensor_steps:
             action.go(sample)
         data = sample.data.to(torch.float32)
-        return data.expand(n, self.to_tensor.channels, *data.shape[2:]).contiguous()
+        return data.expand(n, self.to_tensor.channels, *data.shape[2:]).contiguous(memory_format=memory_format)
 
     def _to_grey(self, stack, decibel_limits):
         """``[n, 1, height, width]`` of what :class:`SpectrogramToTensor` makes of each clip (one channel).

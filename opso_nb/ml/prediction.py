@@ -305,7 +305,7 @@ class _ChunkDataset:
     failing clip.
     """
 
-    def __init__(self, jobs, preprocessor, bypass_augmentations, raise_errors, chunk_clips):
+    def __init__(self, jobs, preprocessor, bypass_augmentations, raise_errors, chunk_clips, channels_last=False):
         self.preprocessor = preprocessor
         self.bypass_augmentations = bypass_augmentations
         self.raise_errors = raise_errors
@@ -313,6 +313,8 @@ class _ChunkDataset:
         self.items = [(j, lo, min(lo + chunk_clips, len(job.times)))
                       for j, job in enumerate(jobs) for lo in range(0, len(job.times), chunk_clips)]
         self.clip_runs = ClipRunPipeline.plan(preprocessor, bypass_augmentations)
+        # the network's memory layout, made here so that the forward pass's thread does not copy the batch again
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def __len__(self):
         return len(self.items)
@@ -348,7 +350,7 @@ class _ChunkDataset:
         """(indices into ``times``, tensors) of the clips done as one run; none without a batched form."""
         if self.clip_runs is not None:
             try:
-                return self.clip_runs(file, times)
+                return self.clip_runs(file, times, self.memory_format)
             except Exception:  # e.g. NaN samples in the run: clip by clip names the clips that fail
                 pass
         return np.zeros(0, dtype=int), None
@@ -460,7 +462,7 @@ class _InferenceRun:
     def run(self, jobs, isolated=False):
         """Score ``jobs``; ``isolated``: one chunk at a time in this thread (files suspected of killing a run)."""
         dataset = _ChunkDataset(jobs, self.preprocessor, self.bypass_augmentations, self.raise_errors,
-                                self.chunk_clips)
+                                self.chunk_clips, getattr(self.output, "channels_last", False))
         order = _MarkingOrder(dataset, lambda j: self.on_start(jobs[j]))
         n_columns = len(self.output.columns)
         buffers = {}

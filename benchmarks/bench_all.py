@@ -119,8 +119,8 @@ net = model.network.eval()
 # warm: oneDNN builds its kernels on the first calls, and the ceiling is timed warm too
 forward_rate(net, cfg["batch"], cfg["batch"], shape, amp, model.channels_last)
 """, """
-n = len(predict(model, [path], batch_size=cfg["batch"], num_workers=0, progress=False, activation_layer="sigmoid",
-                return_scores=True))
+n = len(predict(model, [path], batch_size=cfg["batch"], num_workers=cfg.get("workers", 0), progress=False,
+                activation_layer="sigmoid", output_path=cfg.get("output_path")))
 """, """
 # the ceiling right after, in this process: on a shared machine the load changes from minute to minute
 extra["ceiling_rate"] = forward_rate(net, max(4 * cfg["batch"], min(n, 240)), cfg["batch"], shape, amp,
@@ -140,7 +140,7 @@ except TypeError:  # 0.13+: wants a sample rate, and fetches ImageNet weights un
 with torch.no_grad():  # warm, as opso_nb's run
     model.network.eval()(torch.rand(cfg["batch"], 3, 224, 224))
 """, """
-n = len(model.predict([path], batch_size=cfg["batch"], num_workers=0, activation_layer="sigmoid"))
+n = len(model.predict([path], batch_size=cfg["batch"], num_workers=cfg.get("workers", 0), activation_layer="sigmoid"))
 """)
 
 TRAIN_OURS = (OURS_TORCH + """
@@ -151,13 +151,13 @@ from opso_nb.ml.utils import autocast, autocast_dtype, prepare_network, to_netwo
 labels = pd.read_csv(cfg["labels"]).set_index(["file", "start_time", "end_time"])
 torch.manual_seed(0)
 model = CNN("resnet18", list(labels.columns), cfg["duration"], sample_shape=(cfg["size"], cfg["size"], 1),
-            weights=None, device="cpu", verbose=0)
+            weights=None, device="cpu", verbose=0, use_amp=None if cfg.get("precision", "auto") == "auto" else False)
 if cfg.get("no_augmentation"):
     for action in model.preprocessor.pipeline.values:
         action.bypass = action.bypass or action.is_augmentation
 def epoch(table):
-    model.train(table, epochs=1, batch_size=cfg["batch"], num_workers=0, save_path=cfg["tmp"], save_interval=0,
-                invalid_samples_log=None)
+    model.train(table, epochs=1, batch_size=cfg["batch"], num_workers=cfg.get("workers", 0), save_path=cfg["tmp"],
+                save_interval=0, invalid_samples_log=None)
 epoch(labels.iloc[:cfg["batch"]])  # warm-up
 if cfg.get("no_augmentation"):  # the epoch timed is the second: the first made the samples it keeps
     epoch(labels)
@@ -195,7 +195,7 @@ classes = list(labels.columns)
 try:  # OpenSoundscape 0.9-0.12: trains by epochs
     model = CNN("resnet18", classes, cfg["duration"], sample_shape=(cfg["size"], cfg["size"], 1))
     def epoch(table):
-        model.train(table, epochs=1, batch_size=cfg["batch"], num_workers=0, save_path=cfg["tmp"],
+        model.train(table, epochs=1, batch_size=cfg["batch"], num_workers=cfg.get("workers", 0), save_path=cfg["tmp"],
                     invalid_samples_log=None)
 except TypeError:  # 0.13+: wants a sample rate, trains by steps, fetches ImageNet weights unless given a network
     from opensoundscape.ml import cnn_architectures
@@ -203,8 +203,9 @@ except TypeError:  # 0.13+: wants a sample rate, trains by steps, fetches ImageN
     model = CNN(net, classes, cfg["duration"], sample_rate=cfg["sample_rate"], height=cfg["size"],
                 width=cfg["size"], channels=1)
     def epoch(table):
-        model.train(table, steps=math.ceil(len(table) / cfg["batch"]), batch_size=cfg["batch"], num_workers=0,
-                    save_path=cfg["tmp"], invalid_samples_log=None, progress_bar=False, reload_best_at_end=False)
+        model.train(table, steps=math.ceil(len(table) / cfg["batch"]), batch_size=cfg["batch"],
+                    num_workers=cfg.get("workers", 0), save_path=cfg["tmp"], invalid_samples_log=None,
+                    progress_bar=False, reload_best_at_end=False)
 epoch(labels.iloc[:cfg["batch"]])  # warm-up
 """, """
 epoch(labels)

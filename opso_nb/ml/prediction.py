@@ -3,8 +3,12 @@
 :func:`predict` is what :meth:`opso_nb.ml.cnn.CNN.predict` runs. It works for a
 handful of short clips and for folders of 10-hour recordings alike:
 
-* clips are read on demand with offset/duration reads (a 10-hour file is never
-  loaded whole); each worker reads a run of consecutive clips of one file;
+* clips are read on demand (a 10-hour file is never loaded whole), a run of
+  consecutive clips of one file at a time: with the default spectrogram
+  preprocessor one read, one short-time transform and one batched tensor
+  conversion per run (:mod:`opso_nb.ml.clip_runs`, the same values as clip
+  by clip), prepared in a background thread (or ``num_workers`` processes)
+  while the network scores the previous run;
 * with ``output_path`` (a folder) each input file's results are written to a
   :class:`opso_nb.store.RunStore` as soon as the file is done: one part per
   file plus a small record. Running again with the same folder and settings
@@ -71,9 +75,9 @@ __all__ = [
     "ACTIVATION_LAYERS",
 ]
 
-#: Clips a worker reads and preprocesses as one unit (one file read per unit when
-#: the preprocessor accepts pre-loaded audio). Large enough to amortise a seek and
-#: a DataLoader round trip, small enough that progress and memory stay fine-grained.
+#: Clips a worker reads and preprocesses as one unit (one file read and one transform
+#: per unit when the preprocessor has a batched form). Large enough to amortise a seek
+#: and a DataLoader round trip, small enough that progress and memory stay fine-grained.
 DEFAULT_CHUNK_CLIPS = 32
 FINAL_CLIPS = (None, "remainder", "full", "extend")
 NON_FINITE = "non-finite output (NaN or inf): the clip's audio holds NaN/inf samples or the network overflowed"
@@ -381,6 +385,8 @@ def _prefetch(dataset, order, depth: int = 2):
 
     With ``num_workers=0`` this overlaps reading/preprocessing (numpy, soundfile and
     most torch ops release the GIL) with the forward pass of the previous batch.
+    The thread runs torch operations on one thread of its own, leaving the
+    others to the network.
     """
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()

@@ -40,8 +40,10 @@ test: install chromium
 	MPLBACKEND=Agg $(BIN)/python -m pytest -n 2 --dist loadfile --nbval-lax --nbval-current-env \
 		--nbval-cell-timeout=600 --durations=25 tests notebooks $(PYTEST_ARGS)
 
+# Every performance goal in one table (benchmarks/bench_all.py); `make bench BENCH_ARGS=--quick` takes a few minutes.
+# OPENSOUNDSCAPE_PYTHON=/path/to/python-with-opensoundscape adds the comparison. Other benchmarks/bench_*.py: by hand.
 bench: install
-	for script in benchmarks/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+	$(BIN)/python benchmarks/bench_all.py $(BENCH_ARGS)
 
 # The documentation site (executes every tutorial; cached in docs/_build/.jupyter_cache): docs/_build/html/index.html
 docs: install

@@ -136,14 +136,16 @@ TASK_NAMES = {
     "envelope": "overview envelope of the whole file (streamed)",
 }
 RUNNER = """
-import json, resource, sys, time
+import json, sys, time
 path, minutes = sys.argv[1], int(sys.argv[2])
 setup, work = json.loads(sys.stdin.read())
 exec(setup)
 start = time.perf_counter()
 exec(work)
 seconds = time.perf_counter() - start
-print(json.dumps({"seconds": seconds, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "n": n}))
+# VmHWM, not ru_maxrss: the latter keeps the forking parent's peak across exec
+peak_mb = next(int(line.split()[1]) / 1024 for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"seconds": seconds, "peak_mb": peak_mb, "n": n}))
 """
 
 

@@ -26,14 +26,14 @@ import argparse
 import json
 import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
 import warnings
 
-from _common import DATA, HERE
+from _common import DATA, ROOT
 from bench_prediction import SAMPLE_RATE, synthesize
-from bench_prediction import run_child as run_script
 
 BATCH = 8  # BirdNET's default batch_size
 
@@ -90,10 +90,12 @@ def child(mode: str, file: str, n_batches: int) -> dict:
 
 
 def run_child(args: list) -> dict:
-    """Run ``child(*args)`` in a fresh process (its own peak memory) through bench_prediction's runner."""
-    launcher = (f"import runpy, sys; sys.path.insert(0, {str(HERE)!r}); "
-                f"sys.argv = {[__file__, '--child', *map(str, args)]!r}; runpy.run_path({__file__!r}, run_name='__main__')")
-    return run_script(args, script=launcher)
+    """Run ``child(*args)`` in a fresh process (so the peak memory is its own); its JSON result, or the error."""
+    proc = subprocess.run([sys.executable, __file__, "--child", *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT)
+    if proc.returncode != 0:
+        return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main():

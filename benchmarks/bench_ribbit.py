@@ -45,17 +45,6 @@ from opso_nb.spectrogram import Spectrogram
 TRILL_EVERY = 300.0  # s
 TRILL_LENGTH = 20.0  # s
 
-OPSO_SCRIPT = """
-import json, sys, time
-from opensoundscape.audio import Audio
-from opensoundscape.spectrogram import Spectrogram
-from opensoundscape.ribbit import ribbit
-t = time.perf_counter()
-spec = Spectrogram.from_audio(Audio.from_file(sys.argv[1]))
-df = ribbit(spec, signal_band=[1900, 2400], pulse_rate_range=[8, 20], clip_duration=2.0,
-            noise_bands=[[0, 1500], [2500, 3500]])
-print(json.dumps({"seconds": time.perf_counter() - t, "clips": len(df)}))
-"""
 
 
 # Scores identical spectrograms with OpenSoundscape: argv = npz of spectrograms, JSON of settings, output JSON.
@@ -245,12 +234,13 @@ def main():
 
     opso = opso_python()
     if opso:
-        out = subprocess.run([opso, "-c", OPSO_SCRIPT, str(path)], capture_output=True, text=True)
-        if out.returncode == 0:
-            r = json.loads(out.stdout.strip().splitlines()[-1])
-            rows.append(("OpenSoundscape ribbit (whole-file spectrogram)", r["clips"], r["seconds"]))
+        from bench_all import RIBBIT_OPSO, run  # bench_all imports this module: not at the top
+
+        r = run(opso, RIBBIT_OPSO, {"path": str(path), "minutes": args.minutes}, pythonpath=None)
+        if "error" not in r:
+            rows.append(("OpenSoundscape ribbit (whole-file spectrogram)", r["n"], r["seconds"]))
         else:
-            rows.append((f"OpenSoundscape: failed: {out.stderr.strip()[-60:]}", 0, float("nan")))
+            rows.append((f"OpenSoundscape: failed: {r['error'][-60:]}", 0, float("nan")))
     else:
         print(OPSO_MISSING)
 

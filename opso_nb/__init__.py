@@ -6,6 +6,14 @@ written for it ports by changing the import root (``opensoundscape`` ->
 """
 __version__ = "0.1.0"
 
+import os as _os
+
+# OpenMP threads (torch's, scikit-learn's) that spin while they wait hold on to cores that other threads
+# need: on a busy or shared machine torch runs 2-5x slower (benchmarks/RESULTS.md); sleeping waiters cost
+# next to nothing on an idle one. The OpenMP runtime reads this once, when torch first loads it, so it
+# applies when opso_nb is imported first; set OMP_WAIT_POLICY yourself to choose otherwise.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from opso_nb.audio import Audio  # noqa: E402
 from opso_nb.spectrogram import MelSpectrogram, Spectrogram  # noqa: E402
 

@@ -42,7 +42,7 @@ import param
 import scipy.signal
 
 from opso_nb import __version__
-from opso_nb.audio import Audio, AudioLoadError, audio_info
+from opso_nb.audio import AudioLoadError, audio_info
 from opso_nb.failures import failure_record, failures_frame, summarize_failures
 from opso_nb.files import list_audio_files
 from opso_nb.spectrogram import Spectrogram
@@ -376,8 +376,11 @@ def calculate_pulse_score(amplitude, amplitude_sample_rate, pulse_rate_range, pl
 
 
 def _psd(amplitude, sample_rate, nfft, method="opensoundscape"):
-    """Welch PSD of the amplitude (mean removed per segment): ``(pulse rates in Hz, density)``."""
-    n = len(amplitude)
+    """Welch PSD of the amplitude (mean removed per segment): ``(pulse rates in Hz, density)``.
+
+    ``amplitude`` may be 2-D (one signal per row, all of the same length): one PSD per row.
+    """
+    n = np.shape(amplitude)[-1]
     segment = min(WELCH_SEGMENT, n) if method == "opensoundscape" else n
     return scipy.signal.welch(amplitude, fs=sample_rate, nperseg=segment, nfft=max(int(nfft), segment),
                               detrend="constant")
@@ -458,25 +461,32 @@ def _clip_scores(net, times, amp_rate, clips, pulse_rate_range, nfft, plot=False
     """Score each (start, end) clip (seconds, ``times`` axis minus ``offset``) from the net amplitude.
 
     A clip holds the spectrogram windows whose centres lie in [start, end).
+    Clips holding the same number of windows are scored together, one Welch
+    PSD per row of a stacked array (the same values as one clip at a time).
     """
     low, high = pulse_rate_range
+    clips = np.asarray(clips, dtype=float).reshape(-1, 2)
     scores = np.full(len(clips), np.nan)
-    for i, (start, end) in enumerate(clips):
-        # half a microsecond of slack: a window centred exactly on a boundary belongs to the later clip
-        # whatever float rounding the chunk offset introduced
-        a, b = np.searchsorted(times, [start - offset - 5e-7, end - offset - 5e-7], side="left")
-        seg = net[a:b]
-        if len(seg) >= MIN_WINDOWS_PER_CLIP:
-            freqs, psd = _psd(seg, amp_rate, nfft, method)
-            in_range = (freqs >= low) & (freqs <= high)
-            scores[i] = psd[in_range].max() if in_range.any() else np.nan
-            if plot:
-                # pyplot only when plotting (see _plot_psd)
-                import matplotlib.pyplot as plt
+    # half a microsecond of slack: a window centred exactly on a boundary belongs to the later clip
+    # whatever float rounding the chunk offset introduced
+    first, stop = np.searchsorted(times, clips - offset - 5e-7, side="left").T
+    lengths = stop - first
+    for length in np.unique(lengths[lengths >= MIN_WINDOWS_PER_CLIP]):
+        rows = np.flatnonzero(lengths == length)
+        freqs, psd = _psd(net[first[rows, None] + np.arange(length)], amp_rate, nfft, method)
+        in_range = (freqs >= low) & (freqs <= high)
+        if in_range.any():
+            scores[rows] = psd[:, in_range].max(axis=1)
+    if plot:
+        # pyplot only when plotting (see _plot_psd)
+        import matplotlib.pyplot as plt
 
-                print(f"window: {float(start)} to {float(end)} sec")
-                _plot_psd(freqs, psd, pulse_rate_range, title=f"{start:g}-{end:g} s: score {scores[i]:.3g}")
-                plt.show()
+        for i in np.flatnonzero(lengths >= MIN_WINDOWS_PER_CLIP):
+            start, end = clips[i]
+            print(f"window: {float(start)} to {float(end)} sec")
+            freqs, psd = _psd(net[first[i]:stop[i]], amp_rate, nfft, method)
+            _plot_psd(freqs, psd, pulse_rate_range, title=f"{start:g}-{end:g} s: score {scores[i]:.3g}")
+            plt.show()
     return scores
 
 
@@ -702,12 +712,13 @@ def _score_group(path, info, names, params_by_species, clips_by_species, window_
         # start a few hops early (on the same hop grid) so windows centred just after
         # chunk_start exist, as they do in a whole-file spectrogram
         load_start = max(0.0, chunk_start - (window_samples // hop + 1) * hop / info.sample_rate)
-        audio = Audio.from_file(path, offset=load_start, duration=chunk_end - load_start,
-                                out_of_bounds_mode="ignore")
-        if audio.n_samples < window_samples:
+        first = int(round(load_start * info.sample_rate))
+        if min(info.frames, first + int(round((chunk_end - load_start) * info.sample_rate))) - first < window_samples:
             break
-        spec = Spectrogram.from_audio(audio, window_samples=window_samples, overlap_samples=overlap_samples,
-                                      decibel_limits=(-200, 0))
+        # streamed from the file block by block: only the chunk's spectrogram is ever in memory
+        spec = Spectrogram.from_audio_file(path, offset=load_start, duration=chunk_end - load_start,
+                                           out_of_bounds_mode="ignore", window_samples=window_samples,
+                                           overlap_samples=overlap_samples, decibel_limits=(-200, 0))
         amp_rate = _amplitude_rate(spec)
         times = np.asarray(spec.times)
         for n in names:

@@ -51,6 +51,7 @@ from opso_nb import __version__, metrics
 from opso_nb.failures import FAILURE_COLUMNS, failures_frame, summarize_failures
 from opso_nb.ml import cam, cnn_architectures, prediction
 from opso_nb.ml.agile import embedding_columns, split_embeddings
+from opso_nb.ml.datasets import CACHE as SAMPLE_CACHE
 from opso_nb.ml.datasets import AudioFileDataset
 from opso_nb.ml.loss import BCEWithLogitsLoss_hot, CrossEntropyLoss_hot, ResampleLoss
 from opso_nb.ml.safe_dataset import SafeDataset
@@ -478,7 +479,8 @@ class CNN(param.Parameterized):
         """AudioFileDataset of ``df``; with the class columns (in class order) when it has them."""
         if all(c in df.columns for c in self.classes):
             df = df[list(self.classes)]
-        return AudioFileDataset(df, self.preprocessor, bypass_augmentations=bypass_augmentations)
+        return AudioFileDataset(df, self.preprocessor, bypass_augmentations=bypass_augmentations,
+                                cache_bytes=SAMPLE_CACHE.max_bytes)
 
     def _safe_dataset(self, df, bypass_augmentations) -> SafeDataset:
         """The safe loading path: bad samples are skipped (``"none"``) and recorded."""
@@ -706,6 +708,7 @@ class CNN(param.Parameterized):
 
     def _train_epoch(self, safe, y_train, run, epoch) -> dict:
         """One pass over the training samples; returns the epoch's metrics row."""
+        safe.begin_epoch()  # samples kept from the last epoch serve again only if nothing random or changed
         loader = self._loader(safe, run.batch_size, run.num_workers, shuffle=True,
                               sampler=self._train_sampler(y_train))
         n_batches = len(loader)
@@ -788,6 +791,7 @@ class CNN(param.Parameterized):
     def _validate(self, safe, y_valid, run, epoch, save_path):
         """Score the validation samples, record metrics, keep and save the best model."""
         self._log("Validation.")
+        safe.begin_epoch()  # validation never augments: its samples are made once per training run
         logits, failures = self._inference(safe, run.batch_size, run.num_workers)
         run.failures.extend(failures)
         n_bad = len(safe._invalid_indices)

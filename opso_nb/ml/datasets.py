@@ -9,6 +9,12 @@
 - :func:`collate_audio_samples`: ``DataLoader`` collate giving
   ``(data [B, C, H, W], labels [B, n_classes] or None)``.
 
+A dataset can keep its preprocessed samples between epochs
+(``cache_bytes``): only while its pipeline has no active augmentation (so a
+sample is the same every time) and its settings have not changed since
+:meth:`AudioFileDataset.begin_epoch`; the training loop uses it for the
+validation set always and for the training set when augmentation is off.
+
 Items are preprocessed :class:`~opso_nb.sample.AudioSample` objects: ``data``,
 ``labels`` and provenance (``source``, ``start_time``, ``duration``). A bad
 sample raises :class:`~opso_nb.preprocess.utils.PreprocessingError` naming the
@@ -17,15 +23,52 @@ to skip and record bad samples instead.
 """
 from __future__ import annotations
 
+import copy
+import json
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import param
 import torch
 
 from opso_nb.failures import failures_frame
 from opso_nb.sample import AudioSample
 from opso_nb.utils import CLIP_INDEX, make_clip_df
+
+
+class SampleCache(param.Parameterized):
+    """How much preprocessed data a dataset may keep between epochs."""
+
+    max_bytes = param.Integer(
+        default=512 * 2**20, bounds=(0, None),
+        doc="Bytes of preprocessed tensors each training or validation dataset keeps between epochs when its "
+            "pipeline has no active augmentation (0: none). Serves num_workers=0, where samples are made in "
+            "this process.")
+
+
+#: Settings of the preprocessed-sample cache used by CNN training and validation.
+CACHE = SampleCache(name="CACHE")
+
+
+def _pipeline_fingerprint(preprocessor, bypass_augmentations):
+    """Text describing everything that makes a sample, or None when a sample may differ from call to call.
+
+    None when an augmentation would run (random) or the pipeline cannot describe itself.
+    """
+    pipeline = getattr(preprocessor, "pipeline", None)
+    if pipeline is None:
+        return None
+    skip = bypass_augmentations or getattr(preprocessor, "bypass_augmentations", False)
+    if any(a.is_augmentation and not a.bypass and not skip for a in pipeline.values):
+        return None
+    try:
+        with warnings.catch_warnings():  # an unregistered class still describes its pipeline
+            warnings.simplefilter("ignore")
+            return json.dumps(preprocessor.to_dict(), sort_keys=True, default=repr)
+    except (AttributeError, TypeError, ValueError):  # unregistered actions: nothing to compare settings with
+        return None
 
 
 def _as_table(samples) -> pd.DataFrame:
@@ -64,6 +107,10 @@ class AudioFileDataset(torch.utils.data.Dataset):
         Skip augmentation steps (validation/prediction).
     return_labels : bool
         Attach the row's labels to each sample (False: ``labels`` is None).
+    cache_bytes : int
+        Keep up to this many bytes of preprocessed samples for the next
+        epochs (0: none; see :meth:`begin_epoch`). Samples made in DataLoader
+        worker processes are not kept.
 
     Attributes
     ----------
@@ -73,12 +120,14 @@ class AudioFileDataset(torch.utils.data.Dataset):
         Always empty here; :class:`AudioSplittingDataset` lists the files it could not split.
     """
 
-    def __init__(self, samples, preprocessor, bypass_augmentations=False, return_labels=True):
+    def __init__(self, samples, preprocessor, bypass_augmentations=False, return_labels=True, cache_bytes=0):
         self.label_df = _as_table(samples)
         self.preprocessor = preprocessor
         self.return_labels = return_labels
         self.bypass_augmentations = bypass_augmentations
         self.invalid_samples = set()
+        self.cache_bytes = int(cache_bytes)
+        self._clear_cache()
 
     @property
     def df(self):
@@ -105,13 +154,48 @@ class AudioFileDataset(torch.utils.data.Dataset):
     def __getitem__(self, i):
         if not -len(self) <= i < len(self):
             raise IndexError(f"index {i} out of range for {len(self)} samples")
-        return self.preprocessor.forward(self._sample(i), bypass_augmentations=self.bypass_augmentations)
+        i = int(i) % len(self)
+        kept = self._cache.get(i)
+        if kept is not None:
+            return copy.copy(kept)  # a new sample around the same tensor: our steps never change data in place
+        sample = self.preprocessor.forward(self._sample(i), bypass_augmentations=self.bypass_augmentations)
+        if (self._cache_key is not None and isinstance(sample.data, torch.Tensor)
+                and torch.utils.data.get_worker_info() is None):  # a worker's copy would be thrown away
+            size = sample.data.element_size() * sample.data.nelement()
+            if self._cached_bytes + size <= self.cache_bytes:
+                self._cache[i] = copy.copy(sample)
+                self._cached_bytes += size
+        return sample
+
+    def begin_epoch(self):
+        """Keep the samples cached so far only if they are still what the preprocessor makes.
+
+        Call before each pass over the data: cached samples are dropped when
+        the preprocessor's settings changed since the last call, and none are
+        kept while an augmentation would run. Returns the number of samples
+        kept.
+        """
+        key = _pipeline_fingerprint(self.preprocessor, self.bypass_augmentations) if self.cache_bytes > 0 else None
+        if key is None or key != self._cache_key:
+            self._clear_cache()
+        self._cache_key = key
+        return len(self._cache)
+
+    def _clear_cache(self):
+        self._cache, self._cached_bytes, self._cache_key = {}, 0, None
+
+    def __getstate__(self):
+        # DataLoader workers get a copy of the dataset: not the cache, which they could not fill for us anyway
+        state = dict(self.__dict__)
+        state.update(_cache={}, _cached_bytes=0, _cache_key=None)
+        return state
 
     def _subset(self, df):
         new = type(self).__new__(type(self))
         new.__dict__.update(self.__dict__)
         new.label_df = df
         new.invalid_samples = set()
+        new._clear_cache()
         return new
 
     def head(self, n=5):

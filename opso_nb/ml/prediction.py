@@ -3,8 +3,12 @@
 :func:`predict` is what :meth:`opso_nb.ml.cnn.CNN.predict` runs. It works for a
 handful of short clips and for folders of 10-hour recordings alike:
 
-* clips are read on demand with offset/duration reads (a 10-hour file is never
-  loaded whole); each worker reads a run of consecutive clips of one file;
+* clips are read on demand (a 10-hour file is never loaded whole), a run of
+  consecutive clips of one file at a time: with the default spectrogram
+  preprocessor one read, one short-time transform and one batched tensor
+  conversion per run (:mod:`opso_nb.ml.clip_runs`, the same values as clip
+  by clip), prepared in a background thread (or ``num_workers`` processes)
+  while the network scores the previous run;
 * with ``output_path`` (a folder) each input file's results are written to a
   :class:`opso_nb.store.RunStore` as soon as the file is done: one part per
   file plus a small record. Running again with the same folder and settings
@@ -47,6 +51,7 @@ from opso_nb import __version__
 from opso_nb.audio import AudioLoadError, audio_info
 from opso_nb.failures import failure_record, failures_frame, summarize_failures
 from opso_nb.files import list_audio_files
+from opso_nb.ml.clip_runs import ClipRunPipeline
 from opso_nb.ml.utils import (
     ACTIVATION_LAYERS,
     apply_activation_layer,
@@ -70,9 +75,9 @@ __all__ = [
     "ACTIVATION_LAYERS",
 ]
 
-#: Clips a worker reads and preprocesses as one unit (one file read per unit when
-#: the preprocessor accepts pre-loaded audio). Large enough to amortise a seek and
-#: a DataLoader round trip, small enough that progress and memory stay fine-grained.
+#: Clips a worker reads and preprocesses as one unit (one file read and one transform
+#: per unit when the preprocessor has a batched form). Large enough to amortise a seek
+#: and a DataLoader round trip, small enough that progress and memory stay fine-grained.
 DEFAULT_CHUNK_CLIPS = 32
 FINAL_CLIPS = (None, "remainder", "full", "extend")
 NON_FINITE = "non-finite output (NaN or inf): the clip's audio holds NaN/inf samples or the network overflowed"
@@ -295,15 +300,25 @@ def _tensor_of(sample):
 
 
 class _ChunkDataset:
-    """Map-style dataset whose items are runs of consecutive clips of one file (preprocessed, stacked)."""
+    """Map-style dataset whose items are runs of consecutive clips of one file (preprocessed, stacked).
 
-    def __init__(self, jobs, preprocessor, bypass_augmentations, raise_errors, chunk_clips):
+    Clips go through :class:`~opso_nb.ml.clip_runs.ClipRunPipeline` (one read
+    and one transform for the run, same values) when the preprocessor has a
+    batched form; the others, and every clip of a run the batched path could
+    not do, go through the preprocessor one by one, which reports each
+    failing clip.
+    """
+
+    def __init__(self, jobs, preprocessor, bypass_augmentations, raise_errors, chunk_clips, channels_last=False):
         self.preprocessor = preprocessor
         self.bypass_augmentations = bypass_augmentations
         self.raise_errors = raise_errors
         self.jobs = jobs
         self.items = [(j, lo, min(lo + chunk_clips, len(job.times)))
                       for j, job in enumerate(jobs) for lo in range(0, len(job.times), chunk_clips)]
+        self.clip_runs = ClipRunPipeline.plan(preprocessor, bypass_augmentations)
+        # the network's memory layout, made here so that the forward pass's thread does not copy the batch again
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def __len__(self):
         return len(self.items)
@@ -311,22 +326,38 @@ class _ChunkDataset:
     def __getitem__(self, i):
         j, lo, hi = self.items[i]
         job = self.jobs[j]
-        tensors, ok, failures = [], np.zeros(hi - lo, dtype=bool), []
+        batched, tensors = self._batched(job.file, job.times[lo:hi])
+        if len(batched) == hi - lo:  # the usual case: the whole run at once
+            return {"job": j, "lo": lo, "hi": hi, "data": tensors, "ok": np.ones(hi - lo, dtype=bool),
+                    "failures": []}
+        by_clip = dict(zip(batched.tolist(), tensors if tensors is not None else []))
+        kept, ok, failures = [], np.zeros(hi - lo, dtype=bool), []
         for k in range(lo, hi):
             start, end = (float(t) for t in job.times[k])
             try:
-                sample = AudioSample(job.file, start_time=start, duration=end - start)
-                t = _tensor_of(self.preprocessor.forward(sample, bypass_augmentations=self.bypass_augmentations))
-                if tensors and t.shape != tensors[0].shape:
-                    raise ValueError(f"preprocessed shape {tuple(t.shape)} differs from {tuple(tensors[0].shape)}")
-                tensors.append(t)
+                t = by_clip.get(k - lo)
+                if t is None:
+                    sample = AudioSample(job.file, start_time=start, duration=end - start)
+                    t = _tensor_of(self.preprocessor.forward(sample, bypass_augmentations=self.bypass_augmentations))
+                if kept and t.shape != kept[0].shape:
+                    raise ValueError(f"preprocessed shape {tuple(t.shape)} differs from {tuple(kept[0].shape)}")
+                kept.append(t)
                 ok[k - lo] = True
             except Exception as err:  # any clip that cannot be prepared is reported, never fatal
                 if self.raise_errors:
                     raise
                 failures.append(failure_record(job.file, err, start, end, stage=error_stage(err, "preprocess")))
-        data = torch.stack(tensors).contiguous() if tensors else None
+        data = torch.stack(kept).contiguous() if kept else None
         return {"job": j, "lo": lo, "hi": hi, "data": data, "ok": ok, "failures": failures}
+
+    def _batched(self, file, times):
+        """(indices into ``times``, tensors) of the clips done as one run; none without a batched form."""
+        if self.clip_runs is not None:
+            try:
+                return self.clip_runs(file, times, self.memory_format)
+            except Exception:  # e.g. NaN samples in the run: clip by clip names the clips that fail
+                pass
+        return np.zeros(0, dtype=int), None
 
 
 class _MarkingOrder(torch.utils.data.Sampler):
@@ -354,12 +385,17 @@ def _prefetch(dataset, order, depth: int = 2):
 
     With ``num_workers=0`` this overlaps reading/preprocessing (numpy, soundfile and
     most torch ops release the GIL) with the forward pass of the previous batch.
+    The thread runs torch operations on one thread of its own, leaving the
+    others to the network.
     """
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
     done = object()
 
     def produce():
+        # one thread for preprocessing's torch operations: with the forward pass's threads they would
+        # otherwise oversubscribe the cores, and small operations stall at every parallel barrier
+        torch.set_num_threads(1)
         try:
             for i in order:
                 if stop.is_set():
@@ -432,7 +468,7 @@ class _InferenceRun:
     def run(self, jobs, isolated=False):
         """Score ``jobs``; ``isolated``: one chunk at a time in this thread (files suspected of killing a run)."""
         dataset = _ChunkDataset(jobs, self.preprocessor, self.bypass_augmentations, self.raise_errors,
-                                self.chunk_clips)
+                                self.chunk_clips, getattr(self.output, "channels_last", False))
         order = _MarkingOrder(dataset, lambda j: self.on_start(jobs[j]))
         n_columns = len(self.output.columns)
         buffers = {}

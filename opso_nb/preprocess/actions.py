@@ -575,7 +575,8 @@ class SpectrogramAction(BaseAction):
     mel = param.Boolean(False, doc="Mel frequency scale (MelSpectrogram).")
     n_mels = param.Integer(64, bounds=(1, None), doc="Mel bands (when mel=True).")
 
-    def go(self, sample, **kwargs):
+    def spectrogram_settings(self):
+        """``(Spectrogram or MelSpectrogram, keyword arguments of its from_audio)`` this step uses."""
         kw = dict(window_type=self.window_type, window_samples=self.window_samples,
                   window_length_sec=self.window_length_sec, overlap_samples=self.overlap_samples,
                   overlap_fraction=self.overlap_fraction, fft_size=self.fft_size,
@@ -583,9 +584,12 @@ class SpectrogramAction(BaseAction):
         if self.window_samples is not None and self.overlap_samples is None and self.overlap_fraction is None:
             kw["overlap_fraction"] = 0.5
         if self.mel:
-            sample.data = MelSpectrogram.from_audio(sample.data, n_mels=self.n_mels, **kw)
-        else:
-            sample.data = Spectrogram.from_audio(sample.data, **kw)
+            return MelSpectrogram, {"n_mels": self.n_mels, **kw}
+        return Spectrogram, kw
+
+    def go(self, sample, **kwargs):
+        cls, kw = self.spectrogram_settings()
+        sample.data = cls.from_audio(sample.data, **kw)
         return sample
 
 

@@ -591,10 +591,11 @@ class RunStore:
         A helper (``lock=False``) knows the records it wrote and reads the
         record of any other file from disk, so it sees what other helpers of
         the same session finished (not files compacted by an earlier run,
-        which its coordinator does not hand out).
+        which its coordinator does not hand out). A coordinator also reads a
+        record it does not know from disk: its helpers wrote it.
         """
         rec = self._records.get(str(file))
-        if rec is None and self._helper:
+        if rec is None and self._writable:  # e.g. written since by a helper (a Dask worker) of this run
             rec = _read_json(self._record_path(str(file)))
             rec = rec if isinstance(rec, dict) and rec.get("file") == str(file) else None
         if rec is None or rec.get("status") not in ("done", "quarantined") or \

@@ -286,8 +286,8 @@ def test_a_file_that_kills_every_worker_is_quarantined_and_the_run_finishes(clie
     poison = files[1]
     job = KillOnFile(poison=Path(poison).name)
     result = run_batch(job, files, tmp_path / "out", scheduler=client, progress=False, group_megabytes=0)
-    assert result.summary["quarantined"] == 1 and result.summary["done"] == 3
     failures = result.failures
+    assert result.summary["quarantined"] == 1 and result.summary["done"] == 3, failures.to_dict("records")
     assert failures[["file", "stage"]].values.tolist() == [[poison, "quarantine"]]
     assert "died" in failures["error"].iloc[0]
     clean, _ = run_batch(SummaryJob(), files, tmp_path / "clean", scheduler=client, progress=False).read()

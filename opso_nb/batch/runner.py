@@ -45,6 +45,8 @@ MIN_TASKS_IN_FLIGHT = 64
 #: A file whose task was on a dying worker this many times without ever having been started there
 #: (queued behind the file that killed it) is quarantined all the same: bounded retries.
 MAX_INNOCENT_KILLS = 3
+#: A file that was running on workers that died is quarantined after this many of its tasks were killed.
+MAX_RUNNING_KILLS = 2
 
 
 class BatchInterrupted(RuntimeError):
@@ -342,10 +344,15 @@ class _Coordinator:
                 return True
             file = files[0]
             self.kills[file] = self.kills.get(file, 0) + 1
+            if self.run.is_done(file, key=None):
+                self.counts["done"] += 1  # written before its worker died (the result, not the work, was lost)
+                return self.file_finished(file)
             mark = self.run.started(file)
             was_running = mark is not None and int(mark.get("started_ns", 0)) >= self.started_ns
-            if not was_running and self.kills[file] < MAX_INNOCENT_KILLS:
-                self.pending.appendleft([file])  # it only waited on workers that something else killed
+            # A file running when its worker died may have shared the process with the one that killed it
+            # (workers with several threads, a busy machine): one more task of its own before quarantine.
+            if self.kills[file] < (MAX_RUNNING_KILLS if was_running else MAX_INNOCENT_KILLS):
+                self.pending.appendleft([file])
                 return True
             self.run.quarantine(file, "every Dask worker that processed this file died (killed, e.g. for using "
                                       "too much memory); skipped until the file changes")

@@ -142,9 +142,7 @@ def local_client(n_workers: int | None = None, threads_per_worker: int = 1, memo
     Workers also run with glibc's default memory management: Dask otherwise
     sets ``MALLOC_TRIM_THRESHOLD_=65536`` in them, which made CNN prediction
     about 1.4 times slower (large arrays are then mapped and zeroed afresh
-    for every clip).
-    **kwargs
-        More ``LocalCluster`` arguments.
+    for every clip). Other keyword arguments go to ``LocalCluster``.
 
     Returns
     -------

@@ -627,7 +627,9 @@ class AgileModeling(pn.viewable.Viewer):
             pn.pane.Markdown("BirdNET's own species scores, from the same pass as the embeddings. Set a place and "
                              "a week to keep only the species expected there (BirdNET's location model)."),
             pn.Param(self.species_filter, parameters=["latitude", "longitude", "week", "location_threshold",
-                                                      "min_confidence"], show_name=False, default_layout=pn.Row),
+                                                      "min_confidence"], show_name=False, default_layout=pn.Row,
+                     # empty boxes for "no location": a slider cannot show None
+                     widgets={"latitude": pn.widgets.FloatInput, "longitude": pn.widgets.FloatInput}),
             self.species_status,
             pn.pane.Markdown("**Per species**"), self.species_table,
             pn.pane.Markdown("**Per recording**"), self.species_per_file,

@@ -5,6 +5,8 @@ paths against the :class:`opso_nb.workspace.Workspace`.
 """
 from __future__ import annotations
 
+import threading
+
 import functools
 import io
 import math
@@ -579,3 +581,12 @@ class SaveBox(param.Parameterized):
 
 # every dashboard imports this module: from then on its pages need nothing from a CDN
 install_offline_stylesheets()
+
+
+def run_on_page(doc, fn):
+    """Run ``fn`` on the page's event loop when called from another thread of a served page; directly otherwise."""
+    if doc is not None and getattr(doc, "session_context", None) is not None and \
+            threading.current_thread() is not threading.main_thread():
+        doc.add_next_tick_callback(fn)
+    else:
+        fn()

@@ -33,6 +33,7 @@ from bokeh.plotting import figure
 from opso_nb import sample_data
 from opso_nb.audio import Audio, AudioLoadError
 from opso_nb.dashboards._widgets import (
+    run_on_page,
     FolderBox,
     SaveBox,
     SpectrogramPlot,
@@ -233,12 +234,7 @@ class AgileModeling(pn.viewable.Viewer):
     # ------------------------------------------------------------------ embedding (background)
     def _ui(self, fn):
         """Run ``fn`` on the page's event loop when served from another thread; directly otherwise."""
-        doc = self._doc
-        if doc is not None and getattr(doc, "session_context", None) is not None and \
-                threading.current_thread() is not threading.main_thread():
-            doc.add_next_tick_callback(fn)
-        else:
-            fn()
+        run_on_page(self._doc, fn)
 
     def start(self, blocking: bool = False):
         """Embed the folder's recordings (in a background thread, or here with ``blocking=True``)."""

@@ -27,6 +27,7 @@ from bokeh.plotting import figure
 from opso_nb import sample_data
 from opso_nb.audio import Audio
 from opso_nb.dashboards._widgets import (
+    run_on_page,
     FolderBox,
     FolderFilePicker,
     audio_player,
@@ -238,12 +239,7 @@ class PredictionExplorer(pn.viewable.Viewer):
 
     def _ui(self, fn):
         """Run ``fn`` on the UI's event loop when served; directly in a notebook kernel."""
-        doc = self._doc
-        if doc is not None and getattr(doc, "session_context", None) is not None and \
-                threading.current_thread() is not threading.main_thread():
-            doc.add_next_tick_callback(fn)
-        else:
-            fn()
+        run_on_page(self._doc, fn)
 
     def start(self, blocking: bool = False):
         """Start prediction in a background thread (or in this thread with ``blocking=True``)."""

@@ -281,8 +281,6 @@ def test_bad_files_are_reported_with_reasons_and_the_run_finishes(client, model_
         assert result.summary["failed"] == 4 and result.summary["done"] == 2
 
 
-@pytest.mark.xfail(reason="open (issue 17): under a loaded 2-core run a second, innocent file is sometimes "
-                          "quarantined; passes alone", strict=False)
 def test_a_file_that_kills_every_worker_is_quarantined_and_the_run_finishes(client, tmp_path):
     files = [str(sample_data.path(f"soundscapes/S4A03895_20190522_{h}0000.wav")) for h in ("00", "05", "12", "18")]
     poison = files[1]
@@ -297,6 +295,25 @@ def test_a_file_that_kills_every_worker_is_quarantined_and_the_run_finishes(clie
     wait_until_idle(client)
     again = run_batch(job, files, tmp_path / "out", scheduler=client, progress=False)  # skipped until it changes
     assert again.summary["skipped"] == 4 and len(again.failures) == 1
+
+
+def test_a_death_counts_against_the_file_that_was_running_in_that_worker_only(tmp_path):
+    """Dask counts a worker's death against every task queued on it; the start mark says which file ran there."""
+    from types import SimpleNamespace
+
+    from opso_nb.batch.runner import _Coordinator
+
+    files = [str(sample_data.path(f"soundscapes/S4A03895_20190522_{h}0000.wav")) for h in ("00", "05")]
+    description = SummaryJob().describe()
+    run = RunStore.open(tmp_path / "run", description.settings, job=description.job, columns=description.columns)
+    coordinator = _Coordinator(None, SummaryJob(), run, [], {}, 2, False, None, 0)
+    run.begin(files[0])  # marked by this process, as a worker marks the file it starts
+    this_worker, other_worker = SimpleNamespace(pid=os.getpid()), SimpleNamespace(pid=os.getpid() + 1)
+    assert coordinator._was_running_on(files[0], this_worker)
+    assert not coordinator._was_running_on(files[0], other_worker)  # queued there, begun elsewhere
+    assert not coordinator._was_running_on(files[1], this_worker)  # never begun
+    coordinator.started_ns = time.time_ns() + 10**9  # a mark older than this run: a dead earlier run's
+    assert not coordinator._was_running_on(files[0], this_worker)
 
 
 DIE_WHILE_PROCESSING = """

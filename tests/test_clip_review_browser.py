@@ -259,8 +259,13 @@ def test_clip_review_in_chromium(server, example, tmp_path, page):
         refused = []
         page.on("response", lambda r: refused.append(r.url) if r.status == 403 and "/voila/api/shutdown/" in r.url
                 else None)
+        before_reload = len(page.opso_errors)
         page.reload(timeout=120_000)
         page.get_by_text(f"3 of {total} reviewed").first.wait_for(timeout=120_000)
+        # the unloading page's widget manager may still try to talk to its closing kernel (seen on a busy
+        # machine): Voila's doing, and only forgiven in the reload's window
+        page.opso_errors[before_reload:] = [e for e in page.opso_errors[before_reload:]
+                                            if e != "page error: Cannot send"]
         assert poll(page, lambda: _clip_title(page) == fourth, 30), (_clip_title(page), fourth)
         assert page.locator("audio").count() >= 1 and page.locator("canvas").count() >= 2
 

@@ -345,8 +345,7 @@ class _Coordinator:
             if self.run.is_done(file, key=None):
                 self.counts["done"] += 1  # written before its worker died (the result, not the work, was lost)
                 return self.file_finished(file)
-            mark = self.run.started(file)
-            was_running = mark is not None and int(mark.get("started_ns", 0)) >= self.started_ns
+            was_running = self._was_running_on(file, getattr(error, "last_worker", None))
             # A file running when its worker died may have shared the process with the one that killed it
             # (workers with several threads, a busy machine): one more task of its own before quarantine.
             if self.kills[file] < (MAX_RUNNING_KILLS if was_running else MAX_INNOCENT_KILLS):
@@ -363,6 +362,19 @@ class _Coordinator:
                 self.counts["failed"] += 1
             keep_going = self.file_finished(file) and keep_going
         return keep_going
+
+    def _was_running_on(self, file, worker) -> bool:
+        """True if ``file`` was being processed by ``worker`` (the last one that died with its task).
+
+        Dask counts a death against every task assigned to the worker, queued ones too; the file's start
+        mark (written by the process that began it, in this run) tells whether it was really running there.
+        A start mark left by another process is not this death's doing.
+        """
+        mark = self.run.started(file)
+        if mark is None or int(mark.get("started_ns", 0)) < self.started_ns:
+            return False
+        pid = getattr(worker, "pid", None)
+        return not pid or int(mark.get("pid", -1)) == int(pid)  # no pid known: assume it was running
 
     def execute(self):
         distributed = _distributed()

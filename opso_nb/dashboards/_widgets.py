@@ -412,8 +412,9 @@ class FolderBox(param.Parameterized):
                 self._root = self.workspace.readable(self.folder, kind="dir")
             except PathRefused as err:
                 self.problem = str(err)
+        # new choices with events on (the page's select must see them); the prompt value quietly
+        self.param.browse.objects = {_BROWSE_PROMPT: "", **{p: p for p in self.workspace.browse_choices(self._root)}}
         with param.parameterized.discard_events(self):
-            self.param.browse.objects = {_BROWSE_PROMPT: "", **{p: p for p in self.workspace.browse_choices(self._root)}}
             self.browse = ""
         self._folder_checked()
 

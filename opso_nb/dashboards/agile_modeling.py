@@ -326,10 +326,13 @@ class AgileModeling(pn.viewable.Viewer):
         self.status.object = (f"{verb}: {len(embeddings)} clips of {len(embedded)} recording(s), stored in "
                               f"`{self.run_folder() / 'embeddings'}`." + (f"  \n{problems}" if problems else ""))
         self.search_button.disabled = self.searcher is None
-        with param.parameterized.discard_events(self):
-            self.param.query_file.objects = {Path(f).name: f for f in embedded}
-            self.query_file = embedded[0] if embedded else None
-        self._on_query_file()
+        # choices change with events on (the page's select must see them); the value's watcher redraws
+        self.param.query_file.objects = {Path(f).name: f for f in embedded}
+        keep = self.query_file if self.query_file in embedded else (embedded[0] if embedded else None)
+        if keep == self.query_file:
+            self._on_query_file()
+        else:
+            self.query_file = keep
         self._update_label_counts()
         self.update_species()
 
@@ -342,10 +345,12 @@ class AgileModeling(pn.viewable.Viewer):
 
     def _on_query_file(self):
         clips = self._clips_of(self.query_file)
-        with param.parameterized.discard_events(self):
-            self.param.query_clip.objects = {f"{s:g}–{e:g} s": (f, s, e) for f, s, e in clips}
-            self.query_clip = clips[0] if clips else None
-        self._show_query()
+        self.param.query_clip.objects = {f"{s:g}–{e:g} s": (f, s, e) for f, s, e in clips}
+        first = clips[0] if clips else None
+        if first == self.query_clip:
+            self._show_query()
+        else:
+            self.query_clip = first
 
     def _on_tap(self, event):
         """A click on the query spectrogram picks the clip of the query recording that holds that time."""
@@ -572,9 +577,8 @@ class AgileModeling(pn.viewable.Viewer):
         self.classifier = self.scores = self.suggestions = self.species_detections = None
         self.failures = failures_frame()
         self._tile_labels = {}
-        with param.parameterized.discard_events(self):
-            self.param.query_file.objects, self.query_file = [], None
-            self.param.query_clip.objects, self.query_clip = [], None
+        self.param.query_file.objects = self.param.query_clip.objects = []
+        self.query_file = self.query_clip = None  # with events, so the page's selects empty too
         self.query_plot.clear("embed the recordings first")
         clear_player(self.query_player)
         self.matches_box.objects = self.suggestions_box.objects = []

@@ -220,12 +220,13 @@ class LocalizationMap(pn.viewable.Viewer):
         cc_max = 1.0
         if len(self.table) and self.table["min_cc"].notna().any():
             cc_max = max(0.01, float(np.ceil(self.table["min_cc"].max() * 100) / 100))
+        # new choices and bounds with events on (the page's widgets must see them); values silently
+        self.param.classes.objects = names
+        self.param.time_range.bounds = (0, start_max)
+        self.param.cc_threshold.bounds = (0, cc_max)
         with param.parameterized.discard_events(self):
-            self.param.classes.objects = names
             self.classes = names
-            self.param.time_range.bounds = (0, start_max)
             self.time_range = (0, start_max)
-            self.param.cc_threshold.bounds = (0, cc_max)
             self.cc_threshold = min(self.cc_threshold, cc_max)
         if file_coords is not None:
             self._recorders.data = dict(x=file_coords["x"].tolist(), y=file_coords["y"].tolist(),

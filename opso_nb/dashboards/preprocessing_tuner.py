@@ -148,8 +148,8 @@ class PreprocessingTuner(pn.viewable.Viewer):
         self._source_failures = failures_frame()
         if scan:
             sources = clip_sources(root) if root is not None else []
+            self.param.source.objects = sources  # with events: the page's select must see them
             with param.parameterized.discard_events(self):
-                self.param.source.objects = sources
                 self.source = sources[0] if sources else None
         if root is None:
             self.clips, self._source_note = None, f"Nothing to show: {self.folder_box.problem}."

@@ -283,8 +283,8 @@ class RibbitExplorer(pn.viewable.Viewer):
                                        start=(scores.start_time + offset).tolist(),
                                        end=(scores.end_time + offset).tolist())
         n = len(scores)
+        self.param.selected_clip.bounds = (0, max(0, n - 1))  # with events: the page's slider must see them
         with param.parameterized.discard_events(self):
-            self.param.selected_clip.bounds = (0, max(0, n - 1))
             if self.selected_clip > n - 1:
                 self.selected_clip = max(0, n - 1)
         if n:

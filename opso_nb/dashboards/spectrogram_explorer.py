@@ -116,13 +116,13 @@ class SpectrogramExplorer(pn.viewable.Viewer):
         self._duration = info.duration
         self._overview_source.data = dict(t=times, lower=lower, upper=upper)
         nyquist = info.sample_rate / 2
-        # change settings silently, then draw once
+        # new bounds with events on (the page's sliders must see them); values silently, then draw once
+        self.settings.param.frequency_range.bounds = (0, nyquist)
+        self.param.start_time.bounds = (0, max(0.0, info.duration - 0.1))
         with param.parameterized.discard_events(self.settings), param.parameterized.discard_events(self):
-            self.settings.param.frequency_range.bounds = (0, nyquist)
             low, high = self.settings.frequency_range
             if high > nyquist or (low, high) == (0, 24000):
                 self.settings.frequency_range = (0, nyquist)
-            self.param.start_time.bounds = (0, max(0.0, info.duration - 0.1))
             self.start_time = 0.0
         self._draw_window()
 

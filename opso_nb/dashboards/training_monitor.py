@@ -127,8 +127,8 @@ class TrainingMonitor(pn.viewable.Viewer):
     def _scan(self, prefer=None):
         root = self.folder_box.root
         sources = [s for s in clip_sources(root) if s != RECORDINGS] if root is not None else []
+        self.param.source.objects = sources  # with events: the page's select must see them
         with param.parameterized.discard_events(self):
-            self.param.source.objects = sources
             self.source = prefer if prefer in sources else (sources[0] if sources else None)
         self._read_clips()
 

@@ -45,7 +45,7 @@ class SpectrogramCompute(param.Parameterized):
     block_bytes = param.Integer(default=2**21, bounds=(2**12, None),
                                 doc="Bytes of audio frames transformed per block (small enough for the CPU cache).")
     file_block_duration = param.Number(default=60.0, bounds=(1, None),
-                                       doc="Seconds of audio read per block by Spectrogram.from_audio_file.")
+                                       doc="Seconds of audio read per block by Spectrogram.from_audio_file and from_audio_clips.")
 
 
 #: Settings in force for every spectrogram computation.
@@ -153,6 +153,11 @@ class _STFT:
                 rows = post(rows)
             out[:, first_column + start: first_column + start + len(rows)] = rows.T
         return total
+
+
+def _file_block_frames(stft, sample_rate) -> int:
+    """Frames of audio read per block when a file is transformed (``COMPUTE.file_block_duration``)."""
+    return max(stft.window_samples, int(COMPUTE.file_block_duration * sample_rate))
 
 
 def _db_rows(decibel_limits):
@@ -385,18 +390,29 @@ class Spectrogram:
             if n_windows == 0:
                 raise ValueError(f"{reader.path}: {stop - start} samples, fewer than one window "
                                  f"({stft.window_samples} samples)")
-            values = cls._empty(len(frequencies), n_windows)
-            block = max(stft.window_samples, int(COMPUTE.file_block_duration * info.sample_rate))
-            pending = np.zeros(0, dtype=np.float32)
-            done = 0
-            for samples in reader.blocks(start, stop, mono=True, non_finite=non_finite, block_frames=block):
-                pending = np.concatenate([pending, samples])  # leftover of the last block + this block
-                count = min(stft.n_windows(len(pending)), n_windows - done)
-                done += stft.compute(pending, values, done, count, post)
-                pending = pending[count * stft.hop:]
+            blocks = reader.blocks(start, stop, mono=True, non_finite=non_finite,
+                                   block_frames=_file_block_frames(stft, info.sample_rate))
+            values, done = cls._transform_blocks(blocks, n_windows, stft, post, len(frequencies))
         if done < n_windows:  # the decoder stopped early (it warned)
             values = values[:, :done].copy()
         return cls(values, frequencies, stft.times(done), **settings)
+
+    @classmethod
+    def _transform_blocks(cls, blocks, n_windows: int, stft, post, n_rows: int):
+        """Columns of the first ``n_windows`` windows of samples that arrive block by block (any block sizes).
+
+        Returns ``(values, done)``; ``done < n_windows`` when the blocks ended early
+        (a decoder that stopped before the length its header gave).
+        """
+        values = cls._empty(n_rows, n_windows)
+        pending = np.zeros(0, dtype=np.float32)
+        done = 0
+        for samples in blocks:
+            pending = np.concatenate([pending, samples])  # leftover of the last block + this block
+            count = min(stft.n_windows(len(pending)), n_windows - done)
+            done += stft.compute(pending, values, done, count, post)
+            pending = pending[count * stft.hop:]
+        return values, done
 
     @classmethod
     def from_audio_clips(cls, audio, clip_times, non_finite: str = "raise", **kwargs) -> list:
@@ -435,15 +451,22 @@ class Spectrogram:
             if audio.samples.ndim != 1:
                 raise ValueError("Spectrogram.from_audio_clips needs mono audio (load with mono=True)")
             samples = audio.samples
-            return cls._clips(lambda a, b: samples[a:b], audio.n_samples, audio.sample_rate, bounds, kwargs)
+
+            def blocks(a, b, size):
+                return (samples[i: min(b, i + size)] for i in range(a, b, size))
+
+            return cls._clips(lambda a, b: samples[a:b], blocks, audio.n_samples, audio.sample_rate, bounds, kwargs)
         with AudioReader(audio) as reader:
-            return cls._clips(lambda a, b: reader.read(a, b, mono=True, non_finite=non_finite), reader.info.frames,
-                              reader.info.sample_rate, bounds, kwargs)
+            return cls._clips(lambda a, b: reader.read(a, b, mono=True, non_finite=non_finite),
+                              lambda a, b, size: reader.blocks(a, b, mono=True, non_finite=non_finite,
+                                                               block_frames=size),
+                              reader.info.frames, reader.info.sample_rate, bounds, kwargs)
 
     @classmethod
-    def _clips(cls, read, n_samples, sample_rate, bounds, kwargs) -> list:
-        """from_audio_clips on samples given by ``read(first, stop)``."""
+    def _clips(cls, read, blocks, n_samples, sample_rate, bounds, kwargs) -> list:
+        """from_audio_clips on samples given by ``read(first, stop)`` or ``blocks(first, stop, block size)``."""
         stft, post, frequencies, settings = cls._plan(sample_rate, **kwargs)
+        block = _file_block_frames(stft, sample_rate)
         duration = n_samples / sample_rate
         spans = []  # (index, first sample, stop sample) of the clips that lie inside the audio
         results = [None] * len(bounds)
@@ -457,14 +480,18 @@ class Spectrogram:
                 if end > duration + 1e-9:
                     clip = clip.extend_to(end - start)
                 results[i] = cls.from_audio(clip, **kwargs)
-        max_run = max(stft.window_samples, COMPUTE.block_bytes // 4 * 32)  # samples per run: bounded work arrays
+        # a run of clips is transformed into one array that its clips are slices of (memory: the clips' own),
+        # its audio read block by block
         spans.sort(key=lambda span: span[1])
         run = []
         for span in spans + [None]:
-            if run and (span is None or span[1] > run_end or (span[1] - run_start) % stft.hop
-                        or span[2] - run_start > max_run):
-                values = cls._empty(len(frequencies), stft.n_windows(run_end - run_start))
-                stft.compute(read(run_start, run_end), values, post=post)
+            if run and (span is None or span[1] > run_end or (span[1] - run_start) % stft.hop):
+                n_windows = stft.n_windows(run_end - run_start)
+                values, done = cls._transform_blocks(blocks(run_start, run_end, block), n_windows, stft, post,
+                                                     len(frequencies))
+                if done < n_windows:  # the decoder stopped early (it warned): silence, as a padded clip has
+                    silence = stft.power_rows(np.zeros((1, stft.window_samples), np.float32))
+                    values[:, done:] = (silence if post is None else post(silence)).T
                 for i, a, b in run:
                     first, count = (a - run_start) // stft.hop, stft.n_windows(b - a)
                     results[i] = cls(values[:, first: first + count], frequencies, stft.times(count), **settings)

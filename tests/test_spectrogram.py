@@ -319,3 +319,22 @@ def test_fft_threads_do_not_change_values(monkeypatch):
     single = Spectrogram.from_audio(audio).spectrogram
     monkeypatch.setattr(COMPUTE, "fft_workers", 2)
     np.testing.assert_array_equal(Spectrogram.from_audio(audio).spectrogram, single)
+
+
+def test_clip_spectrograms_past_where_a_decoder_stopped_are_silence():
+    """A decoder that stops before the length its header gave: the clips after that point are silence."""
+    sr = 8000
+    samples = np.random.default_rng(3).normal(0, 0.1, 4 * sr).astype(np.float32)
+    heard = samples.copy()
+    heard[2 * sr:] = 0  # what is left once the decoder gave up at 2 s
+
+    def stops_at_2_s(first, stop, size):
+        stop = min(stop, 2 * sr)
+        return (samples[i: min(stop, i + size)] for i in range(first, stop, size))
+
+    bounds = [(0, 1), (1, 2), (2, 3), (3, 4)]
+    got = Spectrogram._clips(lambda a, b: samples[a:b], stops_at_2_s, len(samples), sr, bounds, {})
+    expected = Spectrogram.from_audio_clips(Audio(heard, sr), bounds)
+    for g, e in zip(got, expected):
+        np.testing.assert_array_equal(g.spectrogram, e.spectrogram)
+    assert got[0].spectrogram.std() > 1 and np.ptp(got[3].spectrogram) == 0  # sound, then the silence floor

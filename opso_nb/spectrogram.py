@@ -45,7 +45,8 @@ class SpectrogramCompute(param.Parameterized):
     block_bytes = param.Integer(default=2**21, bounds=(2**12, None),
                                 doc="Bytes of audio frames transformed per block (small enough for the CPU cache).")
     file_block_duration = param.Number(default=60.0, bounds=(1, None),
-                                       doc="Seconds of audio read per block by Spectrogram.from_audio_file and from_audio_clips.")
+                                       doc="Seconds of audio read per block by Spectrogram.from_audio_file "
+                                           "and from_audio_clips.")
 
 
 #: Settings in force for every spectrogram computation.

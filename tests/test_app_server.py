@@ -109,8 +109,8 @@ def test_voila_frees_the_kernels_of_closed_pages():
     from playwright.sync_api import sync_playwright
 
     # a short cull time so the test is quick (make app uses CULL_IDLE_TIMEOUT / CULL_INTERVAL); it must still
-    # outlast a page's load on a busy machine (five pages at once beside another test worker: 40 s was too
-    # short once in CI), or a kernel goes before its page connects and that page never draws
+    # outlast a page's load on a busy machine (two pages at once beside another test worker), or a kernel goes
+    # before its page connects and that page never draws
     with serve_app(APP, "voila", cull_idle_timeout=90, cull_interval=3) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         try:

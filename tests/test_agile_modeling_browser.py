@@ -138,7 +138,7 @@ def test_agile_modeling_in_chromium(server, folder, tmp_path, page):
     with serve_app(APP, server, data=[folder], output=out, env={"OMP_NUM_THREADS": "1"}) as url:
         page.goto(url, timeout=120_000)
         page.get_by_text("6 recording(s) in").first.wait_for(timeout=120_000)  # the app, not the intro text
-        assert "broken.wav" in page_text(page) and "not a readable audio file" in page_text(page)
+        assert poll(page, lambda: "broken.wav" in page_text(page) and "not a readable audio file" in page_text(page))
         page.get_by_role("button", name="Embed recordings").click()
         page.get_by_text("Embedded: 16 clips of 5 recording(s)").first.wait_for(timeout=120_000)
 

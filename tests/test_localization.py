@@ -178,16 +178,8 @@ def test_cc_threshold_leaves_too_few_receivers(simulated):
 
 
 def bundled_array():
-    """The bundled real array: CSV paths rewritten to the package folder; files not shipped are left out."""
-    folder = sample_data.localization_folder()
-    coords = pd.read_csv(folder / "LOCA_2021_aru_coords.csv", skipinitialspace=True)
-    detections = pd.read_csv(folder / "LOCA_2021_detections.csv", skipinitialspace=True)
-    for table in (coords, detections):
-        table["file"] = table["file"].str.replace("tests/audio/", str(folder) + "/", regex=False)
-    # the late-start copy duplicates recorder 8 (its own test below); veryshort.wav is not bundled
-    coords = coords[coords["file"].map(lambda f: Path(f).exists()) & ~coords["file"].str.endswith("_late_start.wav")]
-    detections = detections[detections["file"].isin(coords["file"])]
-    return coords, detections.set_index(["file", "start_time", "end_time"])
+    """The bundled real array (paths in the package, the six synchronized recorders)."""
+    return sample_data.localization_array()
 
 
 # the 'zeep' (a nocturnal flight call) sits at 7-9 kHz, above a steady insect chorus at 4.5 and 6.5 kHz

@@ -165,7 +165,7 @@ def test_prediction_explorer_in_chromium(server, setup, tmp_path, page):
     with serve_app(APP, server, data=[rec], output=workspace_out, env={"OMP_NUM_THREADS": "1"}) as url:
         page.goto(url, timeout=120_000)
         page.get_by_text("model file(s) found").first.wait_for(timeout=120_000)  # the app, not the intro text
-        assert "tiny_run/best.model" in page_text(page)
+        assert poll(page, lambda: "tiny_run/best.model" in page_text(page)), page_text(page)[:600]
         page.get_by_role("button", name="Run prediction").click()
         page.get_by_text("2 file(s) scored").first.wait_for(timeout=90_000)
         assert len(list(out.glob("predict-*/parts/*.parquet"))) == 2  # one run folder, one part per file
@@ -191,5 +191,5 @@ def test_prediction_explorer_in_chromium(server, setup, tmp_path, page):
         night1 = pd.read_csv(tables[0], sep="\t")
         toad = night1[night1["Annotation"] == "toad"]
         assert toad["Begin Time (s)"].min() == 0.0 and toad["End Time (s)"].max() == 8.0
-        assert page.locator("audio").count() >= 1 and page.locator("canvas").count() >= 2
+        assert poll(page, lambda: page.locator("audio").count() >= 1 and page.locator("canvas").count() >= 2)
         assert_healthy(page)

@@ -20,7 +20,7 @@ def test_tuner_redraws_on_parameter_change_and_exports(server, page, tmp_path):
     with serve(APP) as url:
         page.goto(url, timeout=120_000)
         page.get_by_text("Render 1:").first.wait_for(timeout=120_000)
-        assert "6 samples, tensor [1, 128, 256]" in page_text(page)
+        assert poll(page, lambda: "6 samples, tensor [1, 128, 256]" in page_text(page)), page_text(page)[:600]
         assert poll(page, lambda: _grid_src(page) is not None)
         before = _grid_src(page)
 

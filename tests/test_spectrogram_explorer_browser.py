@@ -18,8 +18,8 @@ def test_explorer_renders_and_reacts_to_widgets(server, page):
         status = page.get_by_text("Showing 0.00-10.00 s").first
         status.wait_for(timeout=120_000)
         wait_for_bokeh_plot(page, 2)  # overview and spectrogram
-        assert "birds_10s.wav" in page_text(page)
-        assert "window 512 samples (16.0 ms, 62.5 Hz per bin" in page_text(page)
+        assert poll(page, lambda: "birds_10s.wav" in page_text(page)
+                    and "window 512 samples (16.0 ms, 62.5 Hz per bin" in page_text(page)), page_text(page)[:600]
         page.wait_for_timeout(1000)
         before = canvas_fingerprint(page, 2)
 

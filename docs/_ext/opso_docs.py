@@ -53,6 +53,7 @@ API_MODULES = [
     "opso_nb.failures",
     "opso_nb.files",
     "opso_nb.aru",
+    "opso_nb.taxa",
     "opso_nb.sample_data",
 ]
 

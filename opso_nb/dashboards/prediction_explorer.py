@@ -38,6 +38,7 @@ from opso_nb.dashboards._widgets import (
     spectrogram_figure,
 )
 from opso_nb.spectrogram import Spectrogram
+from opso_nb.failures import failures_frame
 from opso_nb.detection import (
     detection_counts,
     detections_table,
@@ -115,7 +116,7 @@ class PredictionExplorer(pn.viewable.Viewer):
                                              extensions=MODEL_EXTENSIONS, recursive=True, workspace=self.workspace)
         self.settings = PredictionSettings(batch_size=8)
         self.scores: pd.DataFrame | None = None
-        self.invalid = pd.DataFrame(columns=["file", "start_time", "end_time", "error"])
+        self.invalid = failures_frame()
         self.thresholds: dict[str, float] = {}
         self.state = "idle"  # idle, running, stopping, done, stopped, failed
         self._stop = threading.Event()

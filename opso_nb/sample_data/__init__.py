@@ -18,6 +18,7 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import soundfile
 
 #: Folder that holds all bundled example data.
@@ -94,6 +95,34 @@ def toad_negatives() -> list[Path]:
 def localization_folder() -> Path:
     """Six 1 s clips from a synchronized 3-D recorder array plus coordinate/detection CSVs."""
     return DATA_DIR / "localization"
+
+
+def localization_array() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The bundled recorder array's positions and detections, ready for ``SynchronizedRecorderArray``.
+
+    The CSVs ship as OpenSoundscape's tests have them (paths under
+    ``tests/audio/``, one row for a ``veryshort.wav`` that is not bundled, and
+    a late-start copy of recorder 8 for the synchronisation example); here the
+    paths point into the package and only the six synchronized recordings
+    that ship are kept.
+
+    Returns
+    -------
+    file_coords : DataFrame
+        Columns ``file, x, y, z`` (m).
+    detections : DataFrame
+        Clip table indexed by ``(file, start_time, end_time)`` (s), one 0/1
+        column per class (``zeep``).
+    """
+    folder = localization_folder()
+    coords = pd.read_csv(folder / "LOCA_2021_aru_coords.csv", skipinitialspace=True)
+    detections = pd.read_csv(folder / "LOCA_2021_detections.csv", skipinitialspace=True)
+    for table in (coords, detections):
+        table["file"] = [str(folder / Path(f).name) for f in table["file"]]
+    coords = coords[[Path(f).exists() and not f.endswith("_late_start.wav") for f in coords["file"]]]
+    coords = coords.reset_index(drop=True)
+    detections = detections[detections["file"].isin(coords["file"])]
+    return coords, detections.set_index(["file", "start_time", "end_time"])
 
 
 def corrupt_folder() -> Path:

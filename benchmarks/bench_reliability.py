@@ -15,9 +15,10 @@ What it does:
 4. prints files scored, files reported, rows lost (goal 0) and whether the
    final table equals the reference.
 
-Every run has a 10 GiB address-space limit, so the lying header's 16 GiB clip
-padding fails with MemoryError instead of waking the machine's out-of-memory
-killer (until audio loading rejects such headers itself).
+Audio loading refuses the lying header before allocating anything
+(``opso_nb.audio.LIMITS``); every run still has a 10 GiB address-space limit,
+so a regression shows as a MemoryError rather than as the machine's
+out-of-memory killer.
 
 Usage::
 

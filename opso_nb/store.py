@@ -88,7 +88,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import socket
 import threading
 import time
@@ -104,7 +103,7 @@ from tqdm.auto import tqdm
 
 from opso_nb.audio import AudioLoadError
 from opso_nb.failures import failure_record, failures_frame
-from opso_nb.utils import CLIP_INDEX, atomic_path, atomic_write
+from opso_nb.utils import CLIP_INDEX, atomic_path, atomic_write, remove_stale_temp_files
 
 __all__ = [
     "RunStore",
@@ -137,9 +136,6 @@ STATUSES = ("done", "failed", "quarantined")
 #: Runs that may die while a file is in progress before it is quarantined
 #: (the first run plus one retry).
 MAX_ATTEMPTS = 2
-# Temporary files of opso_nb.utils.atomic_path: ".<name>.<12 hex>.tmp<suffix>";
-# tempfile.mkstemp names (8 characters) from older versions are matched too.
-_TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8,12}\.tmp(\.[^./]*)?$")
 
 
 class StoreLocked(RuntimeError):
@@ -255,28 +251,6 @@ def _read_json(path: Path):
         return json.loads(path.read_text(encoding="ascii"))
     except (OSError, ValueError):
         return None
-
-
-def remove_stale_temp_files(folder) -> list:
-    """Delete temporary files that an interrupted atomic write left in ``folder`` (not recursive).
-
-    Only call it while no one else writes there (e.g. holding the folder's
-    lock): a live writer's temporary file looks the same. Returns the paths
-    removed.
-    """
-    removed = []
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return removed
-    for entry in entries:
-        if entry.is_file(follow_symlinks=False) and _TEMP_NAME.match(entry.name):
-            try:
-                os.remove(entry.path)
-                removed.append(entry.path)
-            except FileNotFoundError:
-                pass
-    return removed
 
 
 def _diff_settings(old: dict, new: dict, prefix: str = "") -> list:

@@ -9,6 +9,8 @@ import contextlib
 import datetime as dt
 import math
 import os
+import re
+import time
 from pathlib import Path
 from typing import Iterable
 
@@ -25,6 +27,7 @@ __all__ = [
     "GetDurationError",
     "atomic_path",
     "atomic_write",
+    "remove_stale_temp_files",
     "binarize",
     "generate_clip_times_df",
     "hex_to_time",
@@ -259,6 +262,48 @@ def atomic_write(path, mode: str = "w", fsync: bool = True, **open_kwargs):
     """
     with atomic_path(path, fsync=fsync) as tmp, open(tmp, mode, **open_kwargs) as handle:
         yield handle
+
+
+# Temporary files of atomic_path: ".<name>.<12 hex>.tmp<suffix>"; tempfile.mkstemp names (8 characters)
+# from older versions are matched too.
+_TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8,12}\.tmp(\.[^./]*)?$")
+
+
+def remove_stale_temp_files(folder, older_than_s: float = 0.0) -> list:
+    """Delete temporary files that an interrupted :func:`atomic_path` left in ``folder`` (not recursive).
+
+    A killed process (SIGKILL, out-of-memory) cannot remove its temporary
+    file; the next run in the same folder does.
+
+    Parameters
+    ----------
+    folder : str or Path
+    older_than_s : float
+        Only files last modified more than this many seconds ago. 0 removes
+        all: only safe while no one else writes there (e.g. holding the
+        folder's lock), since a live writer's temporary file looks the same.
+
+    Returns
+    -------
+    list of str
+        The paths removed.
+    """
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        if entry.is_file(follow_symlinks=False) and _TEMP_NAME.match(entry.name):
+            try:
+                if older_than_s and now - entry.stat(follow_symlinks=False).st_mtime <= older_than_s:
+                    continue
+                os.remove(entry.path)
+                removed.append(entry.path)
+            except FileNotFoundError:
+                pass
+    return removed
 
 
 @contextlib.contextmanager

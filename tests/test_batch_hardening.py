@@ -72,10 +72,10 @@ print("WARNED:", any("could not be scored" in str(w.message) for w in caught))
 def test_a_folder_of_bad_files_finishes_and_reports_each(good_files, tmp_path):
     """Corrupt, empty, truncated, lying-header, NaN and non-UTF-8-named files next to good ones.
 
-    The lying header (2,147,483,647 Hz) makes the clip padding ask for 16 GiB. Until header limits
-    reject it at load, the run survives it only as a MemoryError, so the batch runs under an
-    address-space limit here (without one the machine's out-of-memory killer ends the process,
-    and the retry/quarantine test below covers that path).
+    The lying header (2,147,483,647 Hz) is refused at load by the header limits
+    (``opso_nb.audio.LIMITS``) before any allocation. The batch still runs under an
+    address-space limit, so a regression that lets the 16 GiB clip padding through fails
+    here as a MemoryError instead of waking the machine's out-of-memory killer.
     """
     folder = tmp_path / "field"
     folder.mkdir()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import struct
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -118,3 +119,42 @@ def test_load_outdated_model_from_a_05_checkpoint(tmp_path):
         load_outdated_model(pickled, "resnet18", 5.0)
     with pytest.raises(ModelLoadError, match="do not fit"):
         load_outdated_model(tmp_path / "opso050.model", "resnet34", 5.0)
+
+
+def test_unreadable_model_files_say_permission_denied(model):
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    import textwrap
+
+    # outside pytest's own temporary folders, which only their owner may enter
+    folder = Path(tempfile.mkdtemp(prefix="opso_nb_permissions_"))
+    try:
+        folder.chmod(0o755)
+        locked_file = folder / "locked.model"
+        model.save(locked_file)
+        locked_file.chmod(0)
+        (folder / "closed").mkdir()
+        model.save(folder / "closed" / "inside.model")
+        (folder / "closed").chmod(0)
+        code = textwrap.dedent(f"""
+            import os
+            from opso_nb.ml.cnn import ModelLoadError, load_model
+            if os.geteuid() == 0:  # root reads anything: test as an unprivileged user
+                os.setgid(65534); os.setuid(65534)
+            for path in ({str(locked_file)!r}, {str(folder / "closed" / "inside.model")!r}):
+                try:
+                    load_model(path)
+                except ModelLoadError as err:
+                    print(err)
+        """)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    finally:
+        (folder / "closed").chmod(0o755)
+        shutil.rmtree(folder)
+    assert out.returncode == 0, out.stderr[-2000:]
+    file_message, folder_message = out.stdout.strip().splitlines()
+    assert "locked.model" in file_message and "permission denied (the file cannot be read)" in file_message
+    assert "inside.model" in folder_message and "permission denied (a folder" in folder_message
+    assert "does not exist" not in folder_message

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import codecs
 import tempfile
+import tracemalloc
 import warnings
 from pathlib import Path
 
@@ -24,7 +25,12 @@ from hypothesis import strategies as st
 
 from opso_nb.annotations import AnnotationTableError, BoxedAnnotations, is_raven_table, load_table
 
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomized, no example database: the same examples on every machine, nothing written to the working folder
+FUZZ = settings(max_examples=60, deadline=None, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.too_slow])
+#: Peak Python allocation (tracemalloc) allowed while reading one mangled table of a few hundred bytes:
+#: a table that claims a huge number of rows or columns must not make the reader build it.
+ALLOCATION_BOUND = 32 * 2**20
 # writing and reading back costs ~50 ms an example (pandas overhead, fsync of atomic writes)
 FUZZ_WRITES = settings(FUZZ, max_examples=35)
 
@@ -157,6 +163,16 @@ def test_any_text_written_reads_back_as_the_same_number_of_boxes(labels, notes):
 @FUZZ
 @given(mangled_tables())
 def test_mangled_tables_raise_only_the_documented_error(data):
+    tracemalloc.start()
+    try:
+        _check_mangled_table(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < ALLOCATION_BOUND, f"{peak / 2**20:.0f} MiB allocated for a {len(data)}-byte table"
+
+
+def _check_mangled_table(data):
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "fuzz.Table.1.selections.txt"
         path.write_bytes(data)

@@ -260,6 +260,15 @@ def test_stale_temp_files_are_removed_on_the_next_run(tmp_path):
     assert remove_stale_temp_files(tmp_path / "missing") == []
 
 
+def test_only_temporary_files_older_than_asked_are_removed(tmp_path):
+    old, fresh = tmp_path / ".best.model.0123456789ab.tmp.model", tmp_path / ".metrics.csv.ba9876543210.tmp.csv"
+    for path in (old, fresh):
+        path.write_bytes(b"half")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    assert remove_stale_temp_files(tmp_path, older_than_s=3600) == [str(old)]
+    assert fresh.exists()  # could be a save in progress
+
+
 # ----------------------------------------------------------------------------- writers
 def test_second_writer_is_refused_with_the_holder_named_or_waits(tmp_path):
     out = tmp_path / "out"

@@ -66,7 +66,7 @@ from opso_nb.ml.utils import (
     to_network_input,
 )
 from opso_nb.preprocess.preprocessors import SpectrogramPreprocessor, preprocessor_from_dict
-from opso_nb.utils import atomic_path, atomic_write
+from opso_nb.utils import atomic_path, atomic_write, remove_stale_temp_files
 
 #: Version of the saved-model file layout. Bump when the layout changes and keep
 #: reading the older ones in :func:`load_model`. 2: weights carry a SHA-256 checksum.
@@ -635,6 +635,8 @@ class CNN(param.Parameterized):
         y_train, y_valid = self._check_label_tables(train_df, validation_df, epochs)
         save_path = Path(save_path)
         save_path.mkdir(parents=True, exist_ok=True)
+        # models and tables of an earlier run that was killed mid-save; an hour old cannot be a live save
+        remove_stale_temp_files(save_path, older_than_s=3600)
         self._init_loss_fn(y_train)
         self._prepare_optimizer()
         run = _Run(batch_size=int(batch_size), num_workers=int(num_workers), log_interval=log_interval,
@@ -1226,14 +1228,20 @@ class InceptionV3(CNN):
 def _read_model_file(path):
     """``torch.load(path, weights_only=True)`` with clear errors for missing, empty and foreign files."""
     path = Path(path)
-    if not path.exists():
-        raise ModelLoadError(path, "file does not exist")
+    try:
+        info = path.stat()  # stat, not exists(): a folder we may not enter is "permission denied", not "missing"
+    except FileNotFoundError:
+        raise ModelLoadError(path, "file does not exist") from None
+    except PermissionError:
+        raise ModelLoadError(path, "permission denied (a folder on the path cannot be entered)") from None
     if not path.is_file():
         raise ModelLoadError(path, "not a regular file")
-    if path.stat().st_size == 0:
+    if info.st_size == 0:
         raise ModelLoadError(path, "file is empty")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except PermissionError:
+        raise ModelLoadError(path, "permission denied (the file cannot be read)") from None
     except Exception as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         if "weights_only" in str(e) or "Unsupported global" in str(e):

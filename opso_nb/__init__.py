@@ -29,6 +29,10 @@ _LAZY = {
     "ReviewSession": "opso_nb.review",
     "calibrate": "opso_nb.review",
     "labels_to_one_hot": "opso_nb.review",
+    "export_raven": "opso_nb.review",
+    "Calibration": "opso_nb.review",
+    "plot_precision_recall": "opso_nb.review",
+    "plot_calibration": "opso_nb.review",
 }
 
 

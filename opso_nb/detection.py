@@ -7,8 +7,13 @@ column of scores per class. Everything here works on that shape.
 Thresholds are given per class in any of these forms: one number for all
 classes, a list/array in column order, a dict ``{class: threshold}`` or a
 pandas Series indexed by class. A clip is a detection of a class when its score
-is strictly greater than that class's threshold (OpenSoundscape's "exceeds");
-NaN scores (clips that failed to load) are never detections.
+reaches that class's threshold (``score >= threshold``); NaN scores (clips that
+failed to load) are never detections. This is the rule of OpenSoundscape 0.13
+(``predict_multi_target_labels`` computes ``scores >= threshold``, and
+``multi_target_metrics`` documents it), of :func:`opso_nb.metrics.multi_target_metrics`
+and of ``sklearn.metrics.precision_recall_curve``, so a threshold read off
+:func:`precision_recall_curve_table`, :func:`threshold_for_precision` or
+:func:`opso_nb.review.calibrate` means the same clips when :func:`detect` applies it.
 
 :func:`predict_multi_target_labels` and :func:`predict_single_target_labels` are
 those of :mod:`opso_nb.metrics` (re-exported here): one implementation, so both
@@ -92,7 +97,7 @@ def thresholds_per_class(scores: pd.DataFrame, threshold) -> pd.Series:
 
 
 def detect(scores: pd.DataFrame, threshold) -> pd.DataFrame:
-    """Boolean detections: True where a clip's score exceeds its class threshold.
+    """Boolean detections: True where a clip's score reaches its class threshold (``score >= threshold``).
 
     Parameters
     ----------
@@ -110,12 +115,12 @@ def detect(scores: pd.DataFrame, threshold) -> pd.DataFrame:
     thr = thresholds_per_class(scores, threshold)
     values = scores.to_numpy(dtype=float)
     with np.errstate(invalid="ignore"):
-        hits = values > thr.to_numpy()[None, :]
+        hits = values >= thr.to_numpy()[None, :]
     return pd.DataFrame(hits, index=scores.index, columns=scores.columns)
 
 
 def detection_counts(scores: pd.DataFrame, threshold) -> pd.Series:
-    """Number of clips per class whose score exceeds the threshold."""
+    """Number of clips per class whose score reaches the threshold (``score >= threshold``)."""
     return detect(scores, threshold).sum().astype(int).rename("detections")
 
 
@@ -138,8 +143,9 @@ def _aligned_labels(scores: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
 def threshold_metrics(scores: pd.DataFrame, labels: pd.DataFrame, threshold) -> pd.DataFrame:
     """Precision, recall and F1 per class at the given threshold(s).
 
-    Clips without a label (NaN, or absent from ``labels``) or without a score
-    (NaN) are left out of that class's counts.
+    A clip is detected when its score reaches the threshold (``score >=
+    threshold``, as :func:`detect`). Clips without a label (NaN, or absent from
+    ``labels``) or without a score (NaN) are left out of that class's counts.
 
     Parameters
     ----------
@@ -154,8 +160,9 @@ def threshold_metrics(scores: pd.DataFrame, labels: pd.DataFrame, threshold) -> 
     -------
     DataFrame
         One row per class: threshold, tp, fp, fn, tn, precision, recall, f1,
-        n_positive. Precision is NaN when nothing is detected; recall is NaN
-        when there are no positives.
+        n_positive. Where a ratio is undefined it is 0, as in
+        :mod:`opso_nb.metrics` (scikit-learn's ``zero_division=0``): precision
+        when nothing is detected, recall when there are no positives.
     """
     scores = _score_frame(scores)
     labels = _aligned_labels(scores, labels)
@@ -166,7 +173,7 @@ def threshold_metrics(scores: pd.DataFrame, labels: pd.DataFrame, threshold) -> 
         y = labels[cls].to_numpy(dtype=float)
         keep = ~(np.isnan(s) | np.isnan(y))
         s, y = s[keep], y[keep] > 0
-        hit = s > thr[cls]
+        hit = s >= thr[cls]
         tp = int(np.sum(hit & y))
         fp = int(np.sum(hit & ~y))
         fn = int(np.sum(~hit & y))
@@ -179,22 +186,73 @@ def threshold_metrics(scores: pd.DataFrame, labels: pd.DataFrame, threshold) -> 
 
 
 def _prf(tp, fp, fn):
+    """Precision, recall and F1 from counts; 0 where undefined, as :mod:`opso_nb.metrics` (``zero_division=0``)."""
     tp, fp, fn = (np.asarray(v, dtype=float) for v in (tp, fp, fn))
     with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(tp + fp > 0, tp / (tp + fp), np.nan)
-        recall = np.where(tp + fn > 0, tp / (tp + fn), np.nan)
+        precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
+        recall = np.where(tp + fn > 0, tp / (tp + fn), 0.0)
         f1 = np.where(tp > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
     if precision.ndim == 0:
         return float(precision), float(recall), float(f1)
     return precision, recall, f1
 
 
+def _precision_recall_at_thresholds(scores, present, weights=None) -> dict:
+    """Counts, precision, recall and F1 with every distinct score as the threshold (``score >= threshold``).
+
+    The one precision/recall-at-threshold computation of opso_nb: both
+    :func:`precision_recall_curve_table` and
+    :func:`opso_nb.review.precision_recall_table` are built on it. Precision
+    and recall equal those of ``sklearn.metrics.precision_recall_curve`` (same
+    rule, same thresholds, ``sample_weight`` as ``weights``) without its last
+    point (nothing detected, no threshold); undefined ratios are 0 as in
+    :mod:`opso_nb.metrics`, where scikit-learn's curve sets recall to 1 for a
+    class without positives.
+
+    Parameters
+    ----------
+    scores : array-like of float
+        Finite scores (drop NaN first).
+    present : array-like of bool
+        True where the clip holds the class.
+    weights : array-like of float, optional
+        How many clips each one stands for (inclusion weights of a stratified
+        review); default 1 each.
+
+    Returns
+    -------
+    dict of numpy arrays, one value per distinct score, ascending
+        ``threshold``; ``n_detected`` (clips with score >= threshold, unweighted);
+        ``tp``, ``fp``, ``fn`` (weighted counts); ``precision``, ``recall``, ``f1``.
+    """
+    s = np.asarray(scores, dtype=float).ravel()
+    y = np.asarray(present, dtype=bool).ravel()
+    w = np.ones(len(s)) if weights is None else np.asarray(weights, dtype=float).ravel()
+    if not len(s) == len(y) == len(w):
+        raise ValueError(f"scores ({len(s)}), labels ({len(y)}) and weights ({len(w)}) differ in length")
+    # highest score first; the last clip of each run of tied scores closes that threshold's counts,
+    # so tied clips are detected together (as in scikit-learn's curve)
+    order = np.argsort(-s, kind="stable")
+    s, y, w = s[order], y[order], w[order]
+    last = np.r_[np.flatnonzero(np.diff(s) != 0), len(s) - 1] if len(s) else np.array([], dtype=int)
+    tp = np.cumsum(w * y)[last] if len(s) else np.array([])
+    fp = np.cumsum(w * ~y)[last] if len(s) else np.array([])
+    fn = (tp[-1] if len(tp) else 0.0) - tp
+    precision, recall, f1 = _prf(tp, fp, fn)
+    ascending = slice(None, None, -1)
+    return {"threshold": s[last][ascending], "n_detected": (last + 1)[ascending], "tp": tp[ascending],
+            "fp": fp[ascending], "fn": fn[ascending], "precision": precision[ascending],
+            "recall": recall[ascending], "f1": f1[ascending]}
+
+
 def precision_recall_curve_table(scores: pd.DataFrame, labels: pd.DataFrame, classes=None) -> pd.DataFrame:
     """Precision, recall and F1 of each class at every useful threshold.
 
-    The thresholds are the distinct scores of the class (and ``-inf``, where
-    every clip is a detection); at threshold ``t`` a clip is detected when its
-    score is > ``t``.
+    The thresholds are the distinct scores of the class's labelled clips; at
+    threshold ``t`` a clip is detected when its score is >= ``t`` (as
+    :func:`detect` and ``sklearn.metrics.precision_recall_curve``), so the
+    lowest threshold detects every clip. Clips without a score or a label
+    (NaN) are left out. Undefined ratios are 0 (see :func:`threshold_metrics`).
 
     Returns
     -------
@@ -209,23 +267,11 @@ def precision_recall_curve_table(scores: pd.DataFrame, labels: pd.DataFrame, cla
         s = scores[cls].to_numpy(dtype=float)
         y = labels[cls].to_numpy(dtype=float)
         keep = ~(np.isnan(s) | np.isnan(y))
-        s, y = s[keep], (y[keep] > 0).astype(int)
-        order = np.argsort(-s, kind="mergesort")
-        s, y = s[order], y[order]
-        # detections at threshold = k-th distinct score are all clips scoring strictly above it
-        distinct = np.unique(s)[::-1]
-        n_above = np.searchsorted(-s, -distinct, side="left")  # clips with score > t
-        cum_tp = np.concatenate([[0], np.cumsum(y)])
-        tp = cum_tp[n_above]
-        fp = n_above - tp
-        thresholds = np.concatenate([[-np.inf], distinct[::-1]])
-        tp = np.concatenate([[y.sum()], tp[::-1]])
-        fp = np.concatenate([[len(y) - y.sum()], fp[::-1]])
-        fn = y.sum() - tp
-        p, r, f = _prf(tp, fp, fn)
+        curve = _precision_recall_at_thresholds(s[keep], y[keep] > 0)
         frames.append(pd.DataFrame({
-            "class": cls, "threshold": thresholds, "tp": tp.astype(int), "fp": fp.astype(int),
-            "fn": fn.astype(int), "precision": p, "recall": r, "f1": f,
+            "class": cls, "threshold": curve["threshold"], "tp": curve["tp"].astype(int),
+            "fp": curve["fp"].astype(int), "fn": curve["fn"].astype(int), "precision": curve["precision"],
+            "recall": curve["recall"], "f1": curve["f1"],
         }))
     return pd.concat(frames, ignore_index=True)
 
@@ -234,14 +280,15 @@ def threshold_for_precision(scores: pd.DataFrame, labels: pd.DataFrame, target_p
     """Lowest threshold per class whose precision reaches ``target_precision``.
 
     Classes that never reach it get NaN. Use on labelled validation clips, then
-    apply the thresholds to field scores with :func:`detect`.
+    apply the thresholds to field scores with :func:`detect` (the same
+    ``score >= threshold`` rule, so the validation precision carries over).
     """
     if not 0 < target_precision <= 1:
         raise ValueError(f"target_precision must be in (0, 1], got {target_precision}")
     curve = precision_recall_curve_table(scores, labels)
     out = {}
     for cls in scores.columns:
-        c = curve[(curve["class"] == cls) & (curve["precision"] >= target_precision) & np.isfinite(curve["threshold"])]
+        c = curve[(curve["class"] == cls) & (curve["precision"] >= target_precision)]
         out[cls] = float(c["threshold"].min()) if len(c) else np.nan
     return pd.Series(out, name="threshold")
 
@@ -276,7 +323,7 @@ def top_clips(scores: pd.DataFrame, class_name, n: int = 3, allow_overlap: bool 
 
 
 def detections_table(scores: pd.DataFrame, threshold, merge: bool = False) -> pd.DataFrame:
-    """Long table of detections: one row per (clip, class) whose score exceeds the threshold.
+    """Long table of detections: one row per (clip, class) whose score reaches the threshold (see :func:`detect`).
 
     Parameters
     ----------

@@ -172,7 +172,13 @@ def predict_single_target_labels(scores):
 
 
 def predict_multi_target_labels(scores, threshold):
-    """0/1 labels: 1 where a score exceeds (is strictly greater than) its class threshold.
+    """0/1 labels: 1 where a score reaches its class threshold (``score >= threshold``).
+
+    OpenSoundscape 0.13's function computes ``scores >= threshold`` (its
+    ``multi_target_metrics`` documents "scores >= threshold result in
+    prediction of 1"), as do :func:`multi_target_metrics`,
+    :func:`opso_nb.detection.detect` and ``sklearn.metrics.precision_recall_curve``:
+    one rule, so a threshold chosen from a precision/recall table picks the same clips here.
 
     Parameters
     ----------
@@ -194,7 +200,7 @@ def predict_multi_target_labels(scores, threshold):
         classes = list(scores.columns) if isinstance(scores, pd.DataFrame) else list(range(s.shape[1]))
     thr = threshold_array(threshold, classes)
     with np.errstate(invalid="ignore"):
-        out = (s > thr[None, :]).astype(int)
+        out = (s >= thr[None, :]).astype(int)
     return _like_input(out, scores)
 
 

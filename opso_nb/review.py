@@ -23,7 +23,8 @@ step:
    confidence interval; :class:`ReviewTooSmallWarning` when too few clips
    were reviewed for a stable answer.
 4. **Close the loop**: :func:`labels_to_one_hot` gives a clip-label table that
-   :meth:`opso_nb.ml.cnn.CNN.train` accepts; :func:`confirmed_detections` and
+   :meth:`opso_nb.ml.cnn.CNN.train` accepts (:meth:`ReviewSession.export`
+   writes it as ``training_labels.csv``); :func:`confirmed_detections` and
    :func:`export_raven` write what was confirmed as Raven selection tables.
 
 Examples
@@ -52,7 +53,7 @@ import param
 
 from opso_nb.aru import audiomoth_start_time
 from opso_nb.audio import Audio
-from opso_nb.detection import write_raven_tables
+from opso_nb.detection import _precision_recall_at_thresholds, write_raven_tables
 from opso_nb.ribbit import RibbitParams, run_ribbit
 from opso_nb.sample_data import toads_folder
 from opso_nb.store import read_results
@@ -175,10 +176,11 @@ def select_clips(scores: pd.DataFrame, class_name: str, strategy: str = "stratif
     strategy : {"top", "random", "stratified"}
         ``top``: the ``n`` highest scores. ``random``: ``n`` clips uniformly at
         random. ``stratified``: the score range cut into ``n_bins`` bins of equal
-        width, ``n // n_bins`` clips drawn at random from each (all of a bin's
-        clips when it holds fewer), the design for calibration.
+        width and ``n`` clips shared equally among the bins that hold clips,
+        then drawn at random within each bin, the design for calibration (see
+        Notes).
     n : int
-        Clips to return (at most).
+        Clips to return (fewer only when fewer are eligible).
     n_bins : int
         Score bins for ``stratified``.
     seed : int
@@ -202,6 +204,25 @@ def select_clips(scores: pd.DataFrame, class_name: str, strategy: str = "stratif
         eligible table each chosen clip stands for (1 / inclusion probability;
         ``top`` clips get 1). Ordered by descending score for ``top``, else by
         bin then score.
+
+    Warns
+    -----
+    UserWarning
+        ``stratified`` with ``n`` smaller than the number of bins that hold
+        clips: some bins get no clip, and weighted estimates then leave their
+        clips out.
+
+    Notes
+    -----
+    Stratified allocation: each bin that holds clips gets ``n // k`` of them
+    (``k`` such bins); the ``n % k`` left over go one each to bins picked at
+    random (from ``seed``). A bin holding fewer clips than its share gives all
+    of them, and what it lacks is shared out the same way among the bins that
+    have more, so the sample holds ``n`` clips whenever the table does. Within
+    a bin the clips are a simple random sample, so once the counts are fixed
+    each chosen clip of bin ``b`` stands for ``N_b / n_b`` clips (``N_b`` in
+    the bin, ``n_b`` drawn): that is its ``weight``, and weighted sums
+    estimate whole-table totals without bias however the counts were shared.
     """
     scores = _check_score_table(scores, class_name)
     if strategy not in SAMPLING_STRATEGIES:
@@ -228,16 +249,40 @@ def select_clips(scores: pd.DataFrame, class_name: str, strategy: str = "stratif
     values = pool["score"].to_numpy()
     edges = np.linspace(values.min(), values.max(), n_bins + 1)
     bins = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, n_bins - 1)
-    per_bin = max(int(n) // n_bins, 1)
+    sizes = np.bincount(bins, minlength=n_bins)
+    n_filled = int(np.count_nonzero(sizes))
+    if int(n) < n_filled:
+        warnings.warn(f"n={int(n)} clips cannot cover the {n_filled} score bins that hold clips: "
+                      f"{n_filled - int(n)} bin(s) get none, and weighted estimates leave their clips out; "
+                      "ask for at least as many clips as bins", UserWarning, stacklevel=2)
+    counts = _share_among_bins(sizes, int(n), rng)
     parts = []
-    for b in range(n_bins):
+    for b in np.flatnonzero(counts):
         members = np.flatnonzero(bins == b)
-        if len(members) == 0:
-            continue
-        take = members if len(members) <= per_bin else np.sort(rng.choice(members, size=per_bin, replace=False))
-        part = pool.iloc[take].assign(bin=b, weight=len(members) / len(take))
+        take = members if counts[b] == len(members) else np.sort(rng.choice(members, size=counts[b],
+                                                                             replace=False))
+        part = pool.iloc[take].assign(bin=int(b), weight=len(members) / len(take))
         parts.append(part.sort_values("score", kind="stable"))
     return pd.concat(parts)
+
+
+def _share_among_bins(sizes: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Clips to draw from each bin: ``n`` shared equally, remainders to random bins, capped at each bin's size.
+
+    What a small bin cannot give goes round again among the bins with clips
+    left, until ``n`` (or every clip) is allocated.
+    """
+    counts = np.zeros(len(sizes), dtype=int)
+    left = min(n, int(sizes.sum()))
+    while left > 0:
+        open_bins = np.flatnonzero(counts < sizes)
+        share, extra = divmod(left, len(open_bins))
+        add = np.full(len(open_bins), share)
+        add[rng.choice(len(open_bins), size=extra, replace=False)] += 1  # the remainder: seeded, not the low bins
+        add = np.minimum(add, sizes[open_bins] - counts[open_bins])
+        counts[open_bins] += add
+        left -= int(add.sum())
+    return counts
 
 
 # --------------------------------------------------------------------------- the label store
@@ -292,8 +337,11 @@ class LabelStore:
                   "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
         # surrogateescape keeps file names that are not valid UTF-8 (FAT/exFAT cards) losslessly
         line = (json.dumps(record, ensure_ascii=True) + "\n").encode("utf-8", "surrogateescape")
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
         try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = b"\n" + line  # end a torn last line, or this label would be read as part of it
             os.write(fd, line)
             os.fsync(fd)
         finally:
@@ -426,43 +474,39 @@ def precision_recall_table(scores_reviewed, present, weights=None) -> pd.DataFra
     -------
     DataFrame
         One row per distinct score (the threshold: a clip is a detection when
-        its score >= threshold), ascending; columns ``threshold``,
-        ``n_above``, ``true_positives``, ``false_positives``,
+        its score >= threshold, as :func:`opso_nb.detection.detect` applies
+        it), ascending; columns ``threshold``, ``n_above`` (clips at or above
+        it, unweighted), ``true_positives``, ``false_positives``,
         ``false_negatives``, ``precision``, ``recall`` (weighted counts when
         ``weights`` is given).
+
+    Notes
+    -----
+    Computed by the same function as
+    :func:`opso_nb.detection.precision_recall_curve_table`: precision and
+    recall equal ``sklearn.metrics.precision_recall_curve`` with
+    ``sample_weight=weights`` (without its final "nothing detected" point);
+    recall is 0 when no clip is present (scikit-learn's metrics'
+    ``zero_division=0``, as :mod:`opso_nb.metrics`).
     """
-    s = np.asarray(scores_reviewed, dtype=float)
-    y = np.asarray(present, dtype=bool)
-    w = np.ones(len(s)) if weights is None else np.asarray(weights, dtype=float)
-    order = np.argsort(-s, kind="stable")
-    s, y, w = s[order], y[order], w[order]
-    tp_cum = np.cumsum(w * y)
-    fp_cum = np.cumsum(w * ~y)
-    n_cum = np.cumsum(np.ones(len(s)))
-    # one row per distinct score: counts of everything scoring >= it
-    last = np.r_[np.flatnonzero(np.diff(s) != 0), len(s) - 1] if len(s) else np.array([], int)
-    tp, fp = tp_cum[last], fp_cum[last]
-    total_pos = tp_cum[-1] if len(s) else 0.0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        precision = tp / (tp + fp)
-        recall = tp / total_pos if total_pos > 0 else np.full(len(tp), np.nan)
-    table = pd.DataFrame({"threshold": s[last], "n_above": n_cum[last].astype(int), "true_positives": tp,
-                          "false_positives": fp, "false_negatives": total_pos - tp, "precision": precision,
-                          "recall": recall})
-    return table.iloc[::-1].reset_index(drop=True)
+    curve = _precision_recall_at_thresholds(scores_reviewed, present, weights)
+    return pd.DataFrame({"threshold": curve["threshold"], "n_above": curve["n_detected"],
+                         "true_positives": curve["tp"], "false_positives": curve["fp"],
+                         "false_negatives": curve["fn"], "precision": curve["precision"],
+                         "recall": curve["recall"]})
 
 
-def _threshold_for_precision(table: pd.DataFrame, target: float) -> float:
+def _threshold_for_precision(table, target: float) -> float:
     """Lowest threshold whose precision reaches ``target``; NaN if none does.
 
-    The lowest such threshold keeps the most detections. Precision estimated
-    from the few clips at the very top is noisy, so the rule does not demand
-    that every higher threshold also reaches the target.
+    ``table`` has ascending ``threshold`` and ``precision`` (a DataFrame or
+    the dict of arrays of the shared curve). The lowest such threshold keeps
+    the most detections. Precision estimated from the few clips at the very
+    top is noisy, so the rule does not demand that every higher threshold
+    also reaches the target.
     """
-    if table.empty:
-        return math.nan
-    ok = np.flatnonzero(table["precision"].to_numpy() >= target)
-    return float(table["threshold"].iloc[ok[0]]) if len(ok) else math.nan
+    ok = np.flatnonzero(np.asarray(table["precision"], dtype=float) >= target)
+    return float(np.asarray(table["threshold"])[ok[0]]) if len(ok) else math.nan
 
 
 @dataclass
@@ -604,8 +648,9 @@ def calibrate(scores: pd.DataFrame, labels: pd.DataFrame, class_name: str, targe
     boot = []
     for _ in range(int(n_bootstrap) if len(s) else 0):
         pick = rng.integers(0, len(s), len(s))
-        boot.append(_threshold_for_precision(precision_recall_table(s[pick], y[pick].astype(bool), w[pick]),
-                                             target_precision))
+        # the curve's arrays, not a DataFrame per resample: a thousand resamples stay quick
+        boot.append(_threshold_for_precision(_precision_recall_at_thresholds(s[pick], y[pick].astype(bool),
+                                                                             w[pick]), target_precision))
     boot = np.asarray(boot, dtype=float)
     boot = boot[np.isfinite(boot)]
     alpha = (1 - confidence) / 2
@@ -1215,14 +1260,42 @@ class ReviewSession:
                                            level("end_time")], names=CLIP_INDEX)
         return table.set_axis(index, axis=0)
 
+    def training_labels(self) -> pd.DataFrame:
+        """This class's answers as a one-hot clip-label table to train a CNN on (see :func:`labels_to_one_hot`).
+
+        Every present or absent answer in the label store counts, also those
+        of clips outside the current sample (training needs no inclusion
+        weights); unsure clips are left out.
+
+        Returns
+        -------
+        DataFrame
+            Indexed by ``(file, start_time, end_time)`` (s) with the audio file
+            of each clip as an absolute path (see :meth:`audio_path`), one int
+            column named after the class: 1 present, 0 absent.
+        """
+        labels = self.store.labels(self.class_name)
+        one_hot = labels_to_one_hot(labels, classes=[self.class_name])
+        level = one_hot.index.get_level_values
+        # absolute: a CSV's relative paths are read relative to its own folder, not where the audio was found
+        files = [str(Path(self.audio_path(f)).absolute()) for f in level("file")]
+        index = pd.MultiIndex.from_arrays([files, level("start_time"), level("end_time")], names=CLIP_INDEX)
+        return one_hot.set_axis(index, axis=0).astype(int)
+
     def export(self, folder, calibration: Calibration | None = None, **extra) -> dict:
-        """Write the labels CSV, the calibrated-threshold JSON and Raven tables of confirmed detections.
+        """Write the labels CSV, a training table, the calibrated-threshold JSON and Raven tables of confirmed clips.
 
         Parameters
         ----------
         folder : str or Path
-            Created if needed; gets ``labels.csv``, ``threshold.json`` and
-            ``raven/<audio stem>.Table.1.selections.txt`` (written atomically).
+            Created if needed; gets ``labels.csv`` (one row per answer of the
+            sample, with score, bin, weight, note, reviewer and time),
+            ``training_labels.csv`` (:meth:`training_labels`: columns
+            ``file, start_time, end_time, <class>``: read with
+            :func:`opso_nb.ml.training_run.read_labels_table` it goes straight
+            to :meth:`opso_nb.ml.cnn.CNN.train`, and the training monitor
+            dashboard offers it as a clip-label CSV), ``threshold.json`` and
+            ``raven/<audio stem>.Table.1.selections.txt``, all written atomically.
         calibration : Calibration, optional
             Default :meth:`calibrate` with a target precision of 0.9.
         **extra
@@ -1231,16 +1304,22 @@ class ReviewSession:
         Returns
         -------
         dict
-            ``labels``, ``threshold`` (Paths) and ``raven`` (list of Paths), all absolute.
+            ``labels``, ``training_labels``, ``threshold`` (Paths) and ``raven``
+            (list of Paths), all absolute. The training table has a header and
+            no rows while no clip is labelled present or absent.
         """
         folder = Path(folder).absolute()
         calibration = calibration if calibration is not None else self.calibrate()
         labels_path = folder / "labels.csv"
         with atomic_write(labels_path, "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
             self.reviewed().reset_index().to_csv(handle, index=False)
+        training_path = folder / "training_labels.csv"
+        with atomic_write(training_path, "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
+            self.training_labels().reset_index().to_csv(handle, index=False)
         threshold_path = calibration.save(folder / "threshold.json", sampling=self.sampling,
                                           reviewer=self.store.reviewer, **extra)
         sample_scores = self._with_audio_paths(self.scores.loc[self.sample.index, [self.class_name]])
         raven = export_raven(self._with_audio_paths(self.reviewed()), folder / "raven", self.class_name,
                              scores=sample_scores)
-        return {"labels": labels_path, "threshold": threshold_path, "raven": [Path(p).absolute() for p in raven]}
+        return {"labels": labels_path, "training_labels": training_path, "threshold": threshold_path,
+                "raven": [Path(p).absolute() for p in raven]}

@@ -12,7 +12,7 @@ import pytest
 from opso_nb.dashboards import ClipReview
 from opso_nb.review import LabelStore, example_score_table
 from opso_nb.sample_data import toads_folder
-from opso_nb.workspace import Workspace
+from opso_nb.workspace import Workspace, load_clips
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "notebooks" / "apps" / "clip_review.ipynb"
@@ -87,10 +87,18 @@ def test_export_writes_under_the_output_folder_and_reads_back(tmp_path, example)
     assert app.session.finished and "all done" in app.progress_text.object
     assert app.spectrogram.cleared and app.buttons["present"].disabled
     written = app.export()
-    for path in [written["labels"], written["threshold"], *written["raven"]]:
+    for path in [written["labels"], written["training_labels"], written["threshold"], *written["raven"]]:
         assert ws.output_dir in path.parents and path.is_absolute() and path.is_file()
     assert str(written["labels"]) in app.export_status.object and str(written["threshold"]) in \
         app.export_status.object
+    # the training table: shown with how to retrain, and read by the training monitor's loader as it is
+    assert str(written["training_labels"]) in app.export_status.object
+    assert f"{len(truth)} clip(s)" in app.export_status.object and "training monitor" in app.export_status.object
+    clips, failures = load_clips(written["training_labels"].parent, written["training_labels"].name, 2.0)
+    assert failures.empty and list(clips.columns) == [CLASS]
+    assert dict(zip(((Path(f).name, s, e) for f, s, e in clips.index), clips[CLASS])) == {
+        c: int(v == "present") for c, v in truth.items()}
+    assert all(Path(f).parent == toads_folder() for f in clips.index.get_level_values("file"))
     labels = pd.read_csv(written["labels"])
     assert len(labels) == len(truth) == len(app.session)
     assert dict(zip(zip(labels.file, labels.start_time, labels.end_time), labels.label)) == truth
@@ -244,8 +252,7 @@ def test_clip_review_in_chromium(server, example, tmp_path, page):
         page.goto(url, timeout=120_000)
         page.get_by_text("0 of").first.wait_for(timeout=120_000)
         total = int(_progress(page).split(" of ")[1].split()[0])
-        first = _clip_title(page)
-        assert first.startswith("Clip 1 of")
+        assert poll(page, lambda: _clip_title(page).startswith("Clip 1 of"), 30), _clip_title(page)
         # three answers with the keyboard; each one moves on and is counted
         for k, key in enumerate(("y", "n", "u"), start=1):
             page.keyboard.press(key)
@@ -268,7 +275,7 @@ def test_clip_review_in_chromium(server, example, tmp_path, page):
         page.opso_errors[before_reload:] = [e for e in page.opso_errors[before_reload:]
                                             if e != "page error: Cannot send"]
         assert poll(page, lambda: _clip_title(page) == fourth, 30), (_clip_title(page), fourth)
-        assert page.locator("audio").count() >= 1 and page.locator("canvas").count() >= 2
+        assert poll(page, lambda: page.locator("audio").count() >= 1 and page.locator("canvas").count() >= 2, 30)
 
         page.get_by_role("button", name=re.compile("^Export")).click()
         page.get_by_text("labels:").first.wait_for(timeout=30_000)

@@ -63,6 +63,56 @@ def test_stratified_selection_draws_equal_numbers_per_bin_and_repeats_with_the_s
     assert first.index.isin(scores.index).all()
 
 
+def test_stratified_selection_shares_the_remainder_among_bins_by_seed():
+    scores = score_table(np.linspace(0, 1, 1000))  # about 200 clips in each of 5 bins
+    extra_bins = set()
+    for seed in range(8):
+        picked = select_clips(scores, "frog", strategy="stratified", n=53, n_bins=5, seed=seed)
+        counts = picked.groupby("bin").size()
+        assert len(picked) == 53 and sorted(counts) == [10, 10, 11, 11, 11]  # 53 = 5 x 10 + 3
+        extra_bins.add(tuple(counts.index[counts == 11]))
+        population = picked.groupby("bin").weight.sum()
+        sizes = pd.Series(np.histogram(scores.frog, bins=np.linspace(0, 1, 6))[0])
+        pd.testing.assert_series_equal(population, sizes.astype(float), check_names=False, check_index_type=False)
+    assert len(extra_bins) > 1  # the remainder does not always go to the same (e.g. the lowest) bins
+    again = select_clips(scores, "frog", strategy="stratified", n=53, n_bins=5, seed=3)
+    pd.testing.assert_frame_equal(again, select_clips(scores, "frog", strategy="stratified", n=53, n_bins=5, seed=3))
+
+
+def test_stratified_selection_gives_a_small_bins_shortfall_to_the_others():
+    # the top bin (0.75 - 1) holds 3 clips: it gives all 3, the other 37 are shared by the other bins
+    scores = score_table(np.r_[np.linspace(0, 0.74, 300), [0.9, 0.95, 1.0]])
+    picked = select_clips(scores, "frog", strategy="stratified", n=40, n_bins=4, seed=1)
+    counts = picked.groupby("bin").size()
+    assert len(picked) == 40 and counts[3] == 3 and sorted(counts[[0, 1, 2]]) == [12, 12, 13]
+    assert (picked[picked.bin == 3].weight == 1.0).all()
+    assert picked.weight.sum() == pytest.approx(len(scores))
+    # fewer clips than asked only when the table holds fewer
+    assert len(select_clips(scores.iloc[::20], "frog", strategy="stratified", n=40, n_bins=4)) == 16
+
+
+def test_stratified_weights_stay_unbiased_whatever_the_allocation():
+    # a quantity that varies within bins; the weighted sample sum estimates its whole-table sum
+    rng = np.random.default_rng(9)
+    s = np.r_[rng.beta(0.5, 3, 600), [0.97, 0.99]]  # the top bins hold a handful of clips
+    truth = pd.Series(np.sin(12 * s) + s, index=score_table(s).index)
+    scores = score_table(s)
+    estimates = []
+    for seed in range(300):
+        picked = select_clips(scores, "frog", strategy="stratified", n=23, n_bins=6, seed=seed)
+        assert len(picked) == 23
+        estimates.append(float((picked.weight * truth.loc[picked.index]).sum()))
+    # 300 draws: the standard error of the mean estimate is well under 1 % of the total
+    assert np.mean(estimates) == pytest.approx(truth.sum(), rel=0.01)
+
+
+def test_stratified_selection_warns_when_n_cannot_cover_every_bin():
+    scores = score_table(np.linspace(0, 1, 100))
+    with pytest.warns(UserWarning, match="cannot cover the 5 score bins"):
+        picked = select_clips(scores, "frog", strategy="stratified", n=3, n_bins=5)
+    assert len(picked) == 3 and picked.bin.nunique() == 3
+
+
 def test_top_and_random_selection_and_limits():
     scores = score_table(np.linspace(0, 1, 100), files=("x_20200101_050000.wav", "y_20200102_050000.wav"))
     top = select_clips(scores, "frog", strategy="top", n=5)
@@ -153,6 +203,18 @@ def test_label_store_survives_kill_9(tmp_path):
         json.loads(raw)  # every complete line parses
 
 
+def test_a_label_after_a_torn_last_line_is_kept(tmp_path):
+    path = tmp_path / "labels.jsonl"
+    store = LabelStore(path)
+    store.add(("rec.wav", 0.0, 3.0), "frog", "present")
+    with open(path, "ab") as handle:
+        handle.write(b'{"file": "rec.wav", "start_ti')  # power lost mid-write
+    store.add(("rec.wav", 3.0, 6.0), "frog", "absent")
+    with pytest.warns(UserWarning, match="1 unreadable line"):
+        labels = LabelStore(path).labels("frog")
+    assert labels["label"].tolist() == ["present", "absent"]
+
+
 # --------------------------------------------------------------------------- calibration
 def test_calibration_recovers_known_logistic_parameters():
     # scores uniform on [0, 1]; P(present | s) = 1 / (1 + exp(-(-6 + 12 s)))
@@ -212,6 +274,55 @@ def test_precision_recall_table_counts():
     row = table.set_index("threshold").loc[0.7]
     assert (row.true_positives, row.false_positives, row.n_above) == (2, 1, 3)
     assert row.precision == pytest.approx(2 / 3) and row.recall == 1.0
+    # no clip present: recall is 0, not NaN, as opso_nb.metrics (scikit-learn's zero_division=0)
+    assert precision_recall_table([0.2, 0.4], [False, False]).recall.tolist() == [0.0, 0.0]
+
+
+def tied_review(seed, n=400):
+    """Reviewed scores rounded to 0.05 (many ties), answers more often present at high scores, and weights."""
+    rng = np.random.default_rng(seed)
+    s = np.round(rng.uniform(0, 1, n) / 0.05) * 0.05
+    present = rng.uniform(size=n) < s
+    weights = rng.choice([1.0, 2.5, 7.0], n)
+    return s, present, weights
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_precision_recall_table_matches_sklearn_and_the_detection_curve(seed):
+    from sklearn.metrics import precision_recall_curve
+
+    from opso_nb.detection import precision_recall_curve_table
+
+    s, present, weights = tied_review(seed)
+    for w in (None, weights):
+        table = precision_recall_table(s, present, w)
+        precision, recall, thresholds = precision_recall_curve(present, s, sample_weight=w, drop_intermediate=False)
+        # same rule (score >= threshold) and thresholds; sklearn's last point (nothing detected) has none
+        np.testing.assert_array_equal(table.threshold, thresholds)
+        np.testing.assert_allclose(table.precision, precision[:-1])
+        np.testing.assert_allclose(table.recall, recall[:-1])
+        assert (table.n_above == [(s >= t).sum() for t in table.threshold]).all()
+    assert len(table) < len(s)  # ties were there to be tested
+    # the detection module's curve is the same table, row by row
+    scores = score_table(s)
+    curve = precision_recall_curve_table(scores, pd.DataFrame({"frog": present.astype(int)}, index=scores.index))
+    unweighted = precision_recall_table(s, present)
+    np.testing.assert_allclose(curve[["threshold", "tp", "fp", "fn", "precision", "recall"]].to_numpy(dtype=float),
+                               unweighted[["threshold", "true_positives", "false_positives", "false_negatives",
+                                           "precision", "recall"]].to_numpy(dtype=float))
+
+
+def test_calibrated_threshold_picks_the_same_clips_with_detect():
+    from opso_nb.detection import detect, threshold_for_precision
+
+    s, present, _ = tied_review(4, n=300)
+    scores = score_table(s)
+    result = calibrate(scores, labelled(scores, present), "frog", target_precision=0.8, n_bootstrap=0)
+    hits = detect(scores, {"frog": result.threshold})["frog"].to_numpy()
+    row = result.table.set_index("threshold").loc[result.threshold]
+    assert hits.sum() == row.n_above and present[hits].mean() == pytest.approx(row.precision)
+    as_table = pd.DataFrame({"frog": present.astype(int)}, index=scores.index)
+    assert threshold_for_precision(scores, as_table, 0.8)["frog"] == result.threshold
 
 
 # --------------------------------------------------------------------------- closing the loop
@@ -420,6 +531,42 @@ def test_session_calibrates_with_weights_and_exports_files_that_read_back(tmp_pa
     back = BoxedAnnotations.from_raven_files(written["raven"], audio_files=[p.name.split(".")[0] + ".wav"
                                                                             for p in written["raven"]])
     assert len(back.df) == int((labels.label == "present").sum())
+
+
+def test_export_writes_a_training_table_that_trains_a_cnn_and_the_training_monitor_reads(tmp_path):
+    from opso_nb.ml.training_run import read_labels_table
+    from opso_nb.workspace import clip_sources, load_clips
+    from tests._prediction_stub import tiny_model, write_test_wav
+
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    paths = {f"night{i}.wav": write_test_wav(audio / f"night{i}.wav", 8.0, seed=i) for i in (1, 2)}
+    # the table names recordings by base name (written elsewhere); the session resolves them to these files
+    scores = score_table(np.linspace(0.05, 0.95, 8), files=tuple(paths), clip=2.0)
+    session = ReviewSession.open(scores, ReviewSettings(class_name="frog", strategy="top", n=8), tmp_path / "rev",
+                                 audio_paths={name: str(path) for name, path in paths.items()})
+    answers = ["present", "present", "absent", "unsure", "present", "absent", "absent", "absent"]
+    for answer in answers:
+        session.label(answer)
+    with pytest.warns(ReviewTooSmallWarning):
+        written = session.export(tmp_path / "export")
+
+    table = pd.read_csv(written["training_labels"])
+    assert list(table.columns) == ["file", "start_time", "end_time", "frog"]
+    assert len(table) == 7 and table.frog.sum() == 3  # the unsure clip is left out
+    assert set(table.file) == {str(p) for p in paths.values()}  # full paths: the CSV works from any folder
+    # labels.csv (one row per answer, with notes and weights) is not a training table; the new one is
+    with pytest.raises(ValueError, match="only 0/1"):
+        read_labels_table(written["labels"])
+    folder = written["training_labels"].parent
+    assert "training_labels.csv" in clip_sources(folder)  # offered by the training monitor
+    clips, failures = load_clips(folder, "training_labels.csv", 2.0)  # what the training monitor does
+    assert len(clips) == 7 and list(clips.columns) == ["frog"] and failures.empty
+
+    model = tiny_model(classes=("frog",))
+    model.train(read_labels_table(written["training_labels"]), None, epochs=1, batch_size=4,
+                save_path=tmp_path / "run", invalid_samples_log=None)
+    assert model.current_epoch == 1 and np.isfinite(model.loss_hist[0]) and model.failed_samples.empty
 
 
 def test_threshold_json_is_strict_when_no_threshold_is_reached(tmp_path):

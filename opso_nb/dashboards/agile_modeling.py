@@ -521,8 +521,8 @@ class AgileModeling(pn.viewable.Viewer):
         counts, edges = np.histogram(values[np.isfinite(values)], bins=20, range=(0.0, 1.0))
         self._hist.data = dict(left=edges[:-1], right=edges[1:], count=counts)
         by_file = self.scores[self.class_name].groupby(level="file", sort=False)
-        table = pd.DataFrame({"best score": by_file.max(), f"clips above {self.threshold:g}":
-                              by_file.apply(lambda s: int((s > self.threshold).sum()))})
+        table = pd.DataFrame({"best score": by_file.max(), f"clips at or above {self.threshold:g}":
+                              by_file.apply(lambda s: int((s >= self.threshold).sum()))})
         table.index = [Path(str(f)).name for f in table.index]
         self.per_file.object = table.rename_axis("recording").reset_index().round(3)
 

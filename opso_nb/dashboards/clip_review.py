@@ -528,7 +528,7 @@ class ClipReview(pn.viewable.Viewer):
 
     # ------------------------------------------------------------------ export
     def export(self) -> dict | None:
-        """Write labels CSV, threshold JSON and Raven tables under the output folder; returns their paths."""
+        """Write labels, training table, threshold and Raven tables under the output folder; returns their paths."""
         if self.session is None:
             self.export_status.object = "**Nothing to export:** open a score table first."
             return None
@@ -542,7 +542,10 @@ class ClipReview(pn.viewable.Viewer):
             return None
         raven = written["raven"]
         self.export_status.object = (
-            f"Wrote  \n- labels: `{written['labels']}`  \n- threshold: `{written['threshold']}`  \n"
+            f"Wrote  \n- labels: `{written['labels']}`  \n"
+            f"- training table: `{written['training_labels']}` "
+            f"({training_note(written['training_labels'], len(self.session.training_labels()))})  \n"
+            f"- threshold: `{written['threshold']}`  \n"
             + (f"- {len(raven)} Raven table(s) in `{folder / 'raven'}`: {name_list(raven)}" if raven
                else "- no Raven table: no clip confirmed present yet"))
         self.last_export = written
@@ -610,6 +613,14 @@ class ClipReview(pn.viewable.Viewer):
         )
         return pn.Row(controls, pn.Column(review, calibration, sizing_mode="stretch_width"),
                       sizing_mode="stretch_width")
+
+
+def training_note(path: Path, clips: int) -> str:
+    """How to retrain on an exported training table of ``clips`` rows, or why it cannot be used yet."""
+    if not clips:
+        return "empty: no clip labelled present or absent yet"
+    return (f"{clips} clip(s), unsure ones left out; to retrain, open this folder in the training monitor "
+            f"and choose *{path.name}*")
 
 
 def calibration_summary(cal: Calibration, class_scores: pd.Series) -> str:

@@ -322,7 +322,7 @@ class BirdNET(param.Parameterized):
                                doc="BirdNET-Analyzer's sensitivity: above 1 flattens the confidence curve "
                                    "(more clips pass a threshold), below 1 steepens it.")
     min_confidence = param.Number(0.25, bounds=(0.0, 1.0),
-                                  doc="Default threshold of detections(): confidence (0-1) a clip must exceed.")
+                                  doc="Default threshold of detections(): confidence (0-1) a clip must reach.")
     latitude = param.Number(None, allow_None=True, bounds=(-90.0, 90.0),
                             doc="Latitude (degrees) for the location filter; None: no location filter.")
     longitude = param.Number(None, allow_None=True, bounds=(-180.0, 180.0),
@@ -487,8 +487,9 @@ class BirdNET(param.Parameterized):
             From :meth:`predict`.
         min_confidence : float, dict or Series, optional
             Threshold(s), one for all species or per species (default
-            :attr:`min_confidence`). A clip counts when its confidence is
-            above the threshold (as everywhere in :mod:`opso_nb.detection`).
+            :attr:`min_confidence`). A clip counts when its confidence is at
+            or above the threshold (as everywhere in :mod:`opso_nb.detection`,
+            and in BirdNET-Analyzer).
         merge : bool
             Merge overlapping or touching detections of a species in a file
             into one event (useful with overlapping windows).
@@ -526,7 +527,7 @@ def confidence_detections(scores: pd.DataFrame, threshold, merge: bool = False) 
         scores = scores[list(dict(threshold))]
     limits = thresholds_per_class(scores, threshold)
     with np.errstate(invalid="ignore"):
-        hit = (scores.to_numpy(dtype=np.float32) > limits.to_numpy(dtype=np.float32)).any(axis=0)
+        hit = (scores.to_numpy(dtype=np.float32) >= limits.to_numpy(dtype=np.float32)).any(axis=0)
     # only species with a detection go on: detections_table walks the columns, and there are 6,522
     found = detections_table(scores.loc[:, hit], limits[hit], merge=merge) if hit.any() else pd.DataFrame(
         {"file": pd.Series(dtype=str), "start_time": pd.Series(dtype=float), "end_time": pd.Series(dtype=float),

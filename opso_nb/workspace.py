@@ -42,6 +42,7 @@ from opso_nb.annotations import pair_audio_and_tables
 from opso_nb.audio import AudioLoadError, audio_info
 from opso_nb.failures import failure_record, failures_frame
 from opso_nb.files import is_audio_file, list_audio_files
+from opso_nb.localization.coordinates import latlon_to_xy
 from opso_nb.ml.training_run import read_labels_table
 from opso_nb.sample_data import DATA_DIR as BUNDLED_DATA_DIR
 from opso_nb.utils import CLIP_INDEX, make_clip_df
@@ -472,6 +473,42 @@ def _match_files(listed, folder: Path, table: Path) -> tuple[dict, list[str]]:
     return mapping, missing
 
 
+def _positions_in_metres(coords: pd.DataFrame, table: Path) -> tuple[pd.DataFrame, tuple | None]:
+    """Recorder positions with numeric x, y[, z] in metres; lat/lon (degrees) converted around their mean.
+
+    Returns the positions and the (lat, lon) of x = y = 0 (None when they were given in metres).
+
+    Raises
+    ------
+    ValueError
+        Naming the table and the recordings whose coordinates are missing, not numbers, or
+        (for degrees) outside -90..90 / -180..180.
+    """
+    in_degrees = {"lat", "lon"} <= set(coords.columns) and not {"x", "y"} <= set(coords.columns)
+    if not in_degrees and not {"x", "y"} <= set(coords.columns):
+        raise ValueError(f"{table}: the recorder positions need columns x and y (metres) or lat and lon "
+                         f"(degrees); it has {list(coords.columns)}")
+    given = (["lat", "lon"] if in_degrees else ["x", "y"]) + (["z"] if "z" in coords.columns else [])
+    values = coords[given].apply(pd.to_numeric, errors="coerce")
+    bad = values.isna().any(axis=1)
+    if bad.any():
+        names = [Path(f).name for f in values.index[bad]]
+        raise ValueError(f"{table}: missing or non-numeric {'/'.join(given)} for {len(names)} recording(s): "
+                         + ", ".join(names[:5]))
+    coords = coords.copy()
+    coords[given] = values
+    if not in_degrees:
+        return coords, None
+    outside = (values["lat"].abs() > 90) | (values["lon"].abs() > 180)
+    if outside.any():
+        names = [Path(f).name for f in values.index[outside]]
+        raise ValueError(f"{table}: lat must lie within -90..90 and lon within -180..180 degrees; not so for "
+                         + ", ".join(names[:5]) + ". Are these metres? Then name the columns x and y.")
+    reference = (float(values["lat"].mean()), float(values["lon"].mean()))
+    coords["x"], coords["y"] = latlon_to_xy(values["lat"], values["lon"], *reference)
+    return coords, reference
+
+
 def read_array_folder(folder, positions_csv: str, detections_csv: str | None = None, clip_duration: float = 1.0,
                       max_clips: int = 5000) -> dict:
     """Recorder positions and detections of a folder of synchronized recordings, ready to localize.
@@ -482,19 +519,25 @@ def read_array_folder(folder, positions_csv: str, detections_csv: str | None = N
     every recording is a candidate (class ``"sound"``): the localization's
     cross-correlation and residual filters then decide.
 
+    Positions in degrees (columns ``lat``, ``lon`` and no ``x``, ``y``) are converted
+    to metres east (x) and north (y) of the recorders' mean position with
+    :func:`opso_nb.localization.latlon_to_xy`; a ``z`` column stays in metres.
+
     Returns
     -------
     dict
-        ``file_coords`` (indexed by recording path, columns x, y[, z]), ``detections``
-        (clip table, one 0/1 column per class), ``failures`` (unreadable recordings,
+        ``file_coords`` (indexed by recording path, columns x, y[, z] in metres, plus
+        lat, lon when given), ``geo_reference`` ((lat, lon) in degrees of the point
+        x = y = 0, or None for positions given in metres), ``detections`` (clip table,
+        one 0/1 column per class), ``failures`` (unreadable recordings,
         :mod:`opso_nb.failures` columns) and ``missing`` (names in the tables without
         a recording).
 
     Raises
     ------
     ValueError
-        A table cannot be read, names no recording, or there would be more than
-        ``max_clips`` candidate clips.
+        A table cannot be read, has missing, non-numeric or out-of-range coordinates,
+        names no recording, or there would be more than ``max_clips`` candidate clips.
     """
     folder = Path(folder)
     table = folder / positions_csv
@@ -512,6 +555,7 @@ def read_array_folder(folder, positions_csv: str, detections_csv: str | None = N
     if len(coords) < 2:
         raise ValueError(f"{table}: fewer than two listed recordings exist in {folder} and can be read "
                          f"(missing: {missing[:5]})")
+    coords, geo_reference = _positions_in_metres(coords, table)
     if detections_csv:
         det_table = folder / detections_csv
         try:
@@ -529,4 +573,5 @@ def read_array_folder(folder, positions_csv: str, detections_csv: str | None = N
             raise ValueError(f"{len(detections)} clips of {clip_duration} s to localize (at most {max_clips}): "
                              "give a detections table, or a longer clip length")
         detections["sound"] = 1
-    return {"file_coords": coords, "detections": detections, "failures": failures, "missing": missing}
+    return {"file_coords": coords, "geo_reference": geo_reference, "detections": detections, "failures": failures,
+            "missing": missing}

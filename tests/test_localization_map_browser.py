@@ -80,6 +80,122 @@ def test_a_folder_of_synchronized_recordings_is_localized(tmp_path):
     assert len(app.table) == 0 and app._points.data["x"] == [] and app._recorders.data["x"] == []
 
 
+def _array_folder(folder, degrees: bool):
+    """The bundled synchronized recordings in ``folder``, their positions in metres or in degrees."""
+    import shutil
+
+    import pandas as pd
+
+    from opso_nb import sample_data
+    from opso_nb.localization import xy_to_latlon
+
+    for f in sample_data.localization_folder().iterdir():
+        if f.suffix == ".wav" or f.name == "LOCA_2021_detections.csv":
+            shutil.copy(f, folder)
+    coords = pd.read_csv(sample_data.localization_folder() / "LOCA_2021_aru_coords.csv", skipinitialspace=True)
+    coords = coords[coords["file"].map(lambda f: (folder / Path(f).name).is_file())]
+    if degrees:  # the same recorders, placed near Pittsburgh, as a GPS would give them
+        coords["lat"], coords["lon"] = xy_to_latlon(coords["x"], coords["y"], 40.44, -79.95)
+        coords = coords.drop(columns=["x", "y"])
+    coords.to_csv(folder / "positions.csv", index=False)
+    return coords
+
+
+def test_recorder_positions_in_degrees_are_localized_in_metres(tmp_path):
+    import numpy as np
+
+    from opso_nb.dashboards import LocalizationMap
+    from opso_nb.workspace import Workspace
+
+    maps = {}
+    for degrees in (False, True):
+        folder = tmp_path / ("degrees" if degrees else "metres")
+        folder.mkdir()
+        _array_folder(folder, degrees)
+        maps[degrees] = LocalizationMap(folder=folder,
+                                        workspace=Workspace(data_dirs=[folder], output_dir=tmp_path / "out"))
+    metres, degrees = maps[False], maps[True]
+    assert degrees.positions_csv == "positions.csv" and not degrees.error.visible, degrees.error.object
+    assert len(degrees.table) == len(metres.table) == 6 and degrees.table["x"].notna().all()
+    assert "degrees" in degrees.source_note.object
+    # x, y in degrees' map are metres east/north of the recorders' mean position: the metric layout, shifted
+    shift = np.array([metres._recorders.data["x"], metres._recorders.data["y"]]).mean(axis=1)
+    recorders = degrees._recorders.data
+    drawn = dict(zip(recorders["name"], zip(recorders["x"], recorders["y"])))
+    assert sorted(drawn) == sorted(metres._recorders.data["name"]) and len(drawn) == 7
+    for name, (x, y) in drawn.items():
+        original = metres._recorders.data["name"].index(name)
+        assert x == pytest.approx(metres._recorders.data["x"][original] - shift[0], abs=1e-3)
+        assert y == pytest.approx(metres._recorders.data["y"][original] - shift[1], abs=1e-3)
+    # the calls land at the same places relative to the recorders
+    assert np.allclose(degrees.table["x"], metres.table["x"] - shift[0], atol=0.05)
+    assert np.allclose(degrees.table["y"], metres.table["y"] - shift[1], atol=0.05)
+    assert np.allclose(degrees.table["residual_rms"], metres.table["residual_rms"], atol=0.01)
+    assert shown(degrees) == shown(metres)
+
+
+def test_a_bad_positions_table_is_reported_in_the_page(tmp_path):
+    from opso_nb.dashboards import LocalizationMap
+    from opso_nb.workspace import Workspace
+
+    coords = _array_folder(tmp_path, degrees=True)
+    app = LocalizationMap(folder=tmp_path, workspace=Workspace(data_dirs=[tmp_path], output_dir=tmp_path / "out"))
+    assert len(app.table) == 6 and len(app._recorders.data["x"]) == 7
+    coords["lat"] = coords["lat"].astype(object)
+    coords.loc[coords.index[0], "lat"] = "north"  # a typo: no position for that recorder
+    coords.to_csv(tmp_path / "positions.csv", index=False)
+    app.localize_folder()  # shown, not raised
+    assert app.error.visible and "non-numeric" in app.error.object and "LOCA_2021_09_24_652_3.wav" in app.error.object
+    assert len(app.table) == 0 and app._points.data["x"] == [] and app._recorders.data["x"] == []
+    coords["lat"] = 4000.0  # metres in a column named lat
+    coords.to_csv(tmp_path / "positions.csv", index=False)
+    app.localize_folder()
+    assert "within -90..90" in app.error.object and "x and y" in app.error.object
+    # a Python caller's lat/lon table is drawn in metres too; a table without positions changes nothing
+    import pandas as pd
+
+    table = pd.DataFrame({"lat": [40.0, 40.0001], "lon": [-80.0, -80.0]}, index=["a.wav", "b.wav"])
+    app.set_events([], table)
+    assert app._recorders.data["y"][1] - app._recorders.data["y"][0] == pytest.approx(11.12, abs=0.01)
+    with pytest.raises(ValueError, match="x and y"):
+        app.set_events([], pd.DataFrame({"height": [1.0]}, index=["a.wav"]))
+    assert app._recorders.data["name"] == ["a.wav", "b.wav"]
+
+
+def test_empty_filters_name_the_filter_to_relax(app):
+    total = len(app.table)
+    app.residual_threshold = 0.0
+    assert shown(app) == 0 and f"0 of {total} events shown" in app.count.object
+    assert "raise *Largest position error (m)* to 0.25 or more" in app.count.object
+    app.residual_threshold = 2.0
+    app.cc_threshold = app.param.cc_threshold.bounds[1]  # above every event's call match
+    assert shown(app) == 0 and "lower *Smallest call match (0-1)* to" in app.count.object
+    needed = float(re.search(r"to ([\d.]+) or less", app.count.object).group(1))
+    app.cc_threshold = needed
+    assert shown(app) > 0 and "No event passes" not in app.count.object
+    app.cc_threshold = 0.0
+    app.classes = []
+    assert "tick at least one class under *Classes*" in app.count.object
+    app.classes = ["wren"]
+    app.time_range = (7.5, 7.6)  # no wren calls there
+    assert shown(app) == 0 and "widen *Call start times (s)*" in app.count.object
+    app.residual_threshold = 0.0  # two filters hide everything: no single one is enough
+    assert "relax several" in app.count.object
+    app.residual_threshold = 2.0
+    app.classes = list(app.param.classes.objects)
+    app.time_range = app.param.time_range.bounds
+    assert shown(app) == total - 6 and "No event passes" not in app.count.object
+
+
+def test_folder_box_comes_before_the_filters(app):
+    import panel as pn
+
+    controls = app.__panel__()[0][0]  # the column left of the map, in keyboard focus order
+    names = [w.name for w in controls.select(pn.widgets.Widget)]
+    assert names.index("Folder") < names.index("Localize") < names.index("Largest position error (m)")
+    assert names.index("Largest position error (m)") < names.index("Merge points closer than (m)")
+
+
 def test_selecting_a_point_shows_aligned_receivers(app):
     app._points.selected.indices = [0]
     assert "Event" in app.detail_title.object
@@ -113,12 +229,15 @@ def test_localization_map_in_chromium():
         assert poll(page, lambda: "Event " in page_text(page), timeout_s=60), page_text(page)[:500]
         assert poll(page, lambda: page.locator("audio").count() >= 6, timeout_s=60)
         assert poll(page, lambda: page.locator("canvas").count() >= canvases_before + 2 * 6, timeout_s=60)
-        assert "residual RMS" in page_text(page)
-        # drag the residual slider to its minimum: fewer points
-        handle = page.locator(".noUi-handle").first
+        assert poll(page, lambda: "residual RMS" in page_text(page))
+        # drag the residual slider to its minimum: fewer points (the recordings' sliders come first on the page)
+        handle = page.locator(".bk-input-group", has_text="Largest position error").locator(".noUi-handle").first
         handle.focus()
         for _ in range(25):
             handle.press("ArrowLeft")
         assert poll(page, lambda: int(re.search(r"(\d+) of \d+ events shown", page_text(page)).group(1)) < first,
                     timeout_s=30), page_text(page)[:500]
+        # at 0 m nothing passes: the page says which filter to relax
+        assert poll(page, lambda: "No event passes the filters" in page_text(page), timeout_s=30)
+        assert "raise Largest position error (m) to" in page_text(page)
         assert_healthy(page)

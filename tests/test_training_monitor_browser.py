@@ -1,6 +1,7 @@
 """Training monitor: the background session, the Panel view driven from Python, and the app in Chromium."""
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -121,6 +122,76 @@ def test_monitor_reports_a_run_in_which_no_clip_could_be_read_as_a_failure(tmp_p
     assert "Best model saved" not in app.status.object and "Training failed" in app.status.object
 
 
+def test_a_failed_rerun_under_a_used_name_leaves_no_old_best_model(tmp_path):
+    from opso_nb.dashboards import PredictionExplorer, TrainingMonitor
+    from opso_nb.workspace import Workspace
+
+    make_tone_dataset(tmp_path / "data" / "good", n_per_class=3, duration=1.0)
+    make_tone_dataset(tmp_path / "data" / "late", n_per_class=3, duration=1.0, write_labels=False)
+    # every clip lies beyond the end of its 1 s file: no clip can be read, the run fails
+    rows = [f"{f.name},5.0,6.0,{int('low' in f.name)},{int('high' in f.name)}"
+            for f in sorted((tmp_path / "data" / "late").glob("*.wav"))]
+    (tmp_path / "data" / "late" / "late.csv").write_text("file,start_time,end_time,low_tone,high_tone\n"
+                                                         + "\n".join(rows))
+    runs = tmp_path / "runs"
+    app = TrainingMonitor(folder=tmp_path / "data" / "good", epochs=1, batch_size=4, image_size=32,
+                          workspace=Workspace(data_dirs=[tmp_path / "data"], output_dir=runs))
+    _drive(app)
+    assert app.session.state == "done" and (runs / "run1" / "best.model").exists()
+    assert app.run_note.object == ""  # a first run: nothing was moved
+    old_model = load_model(runs / "run1" / "best.model")
+
+    app.folder_box.folder = str(tmp_path / "data" / "late")
+    assert app.source == "late.csv"
+    _drive(app)  # the same run name, "run1"
+    assert app.session.state == "failed" and "No model was saved as best" in app.status.object
+    # nothing of the first run is left where the new run's results go
+    assert not {"best.model", "last.model", "metrics.csv"} & {p.name for p in (runs / "run1").iterdir()}
+    # ... and the first run's model is still on disk, in the folder the page names
+    moved = app.previous_run
+    assert moved is not None and moved.parent == runs and moved.name.startswith("run1-previous-")
+    assert f"`{moved}`" in app.run_note.object and "moved, not deleted" in app.run_note.object
+    assert load_model(moved / "best.model").classes == old_model.classes
+    assert (moved / "metrics.csv").exists() and (moved / "last.model").exists()
+    # the prediction explorer offers no model of the failed run: its newest best.model is the moved one
+    explorer = PredictionExplorer(folder=tmp_path / "data" / "good", workspace=app.workspace)
+    assert explorer.model_path == moved / "best.model"
+
+
+def test_session_sets_an_earlier_runs_files_aside(tmp_path, labels):
+    run = tmp_path / "t"
+    run.mkdir()
+    (run / "best.model").write_text("old model")
+    (run / "labels.csv").write_text("new labels")
+    session = TrainingSession(labels_path=str(labels), runs_folder=str(tmp_path), run_name="t")
+    moved = session.set_aside_previous_run(keep=[run / "labels.csv"])  # the new run's own table stays
+    assert moved.name.startswith("t-previous-") and (moved / "best.model").read_text() == "old model"
+    assert [p.name for p in run.iterdir()] == ["labels.csv"] and not (moved / "labels.csv").exists()
+    assert session.set_aside_previous_run(keep=[run / "labels.csv"]) is None  # nothing left to move
+    (run / "best.model").write_text("another old model")
+    again = session.set_aside_previous_run()
+    assert again != moved and again.parent == tmp_path and (again / "best.model").read_text() == "another old model"
+    assert (moved / "best.model").read_text() == "old model"  # never overwritten
+
+
+def test_a_run_failing_after_an_epoch_keeps_no_best_model(labels, tmp_path, monkeypatch):
+    from opso_nb.ml.cnn import CNN
+
+    def train_then_fail(self, train_df, validation_df=None, save_path=".", **kwargs):
+        self.save(Path(save_path) / "best.model")  # as after a first, good validation
+        raise RuntimeError("too many clips of epoch 2 could not be read")
+
+    monkeypatch.setattr(CNN, "train", train_then_fail)
+    session = TrainingSession(labels_path=str(labels), runs_folder=str(tmp_path), run_name="t", image_size=32)
+    session.start()
+    session.join(60)
+    event = session.drain_events()[-1]
+    assert session.state == "failed" and event["event"] == "failed"
+    assert not session.model_path.exists()  # the prediction explorer would take a best.model for a finished run
+    assert event["renamed_best"] == str(tmp_path / "t" / TrainingSession.FAILED_BEST_NAME)
+    assert load_model(event["renamed_best"]).classes == ["low_tone", "high_tone"]
+
+
 def test_monitor_trains_from_class_folders_and_refuses_bad_inputs(tmp_path):
     from opso_nb.dashboards import TrainingMonitor
     from opso_nb.workspace import CLASS_FOLDERS
@@ -207,10 +278,17 @@ def test_failed_run_says_so_in_chromium(served_app):
         page.get_by_text("6 clips of 2 classes").first.wait_for(timeout=30_000)
         _set_number(page, "Epochs", 1)
         _set_number(page, "Image size", 32)
-        _set_number(page, "Run name", "late_run")
+        # the run name of the demo run (when it ran first on this server): its files must not mix with this run's
+        earlier = (served_app.output / "run1" / "best.model").exists()
+        _set_number(page, "Run name", "run1")
         page.get_by_role("button", name="Start training").click()
         page.get_by_text("Training failed").first.wait_for(timeout=90_000)
         text = page_text(page)
         assert "none of the 6 clips could be read" in text or "Training failed:" in text
         assert "Best model saved" not in text
+        assert not (served_app.output / "run1" / "best.model").exists()
+        if earlier:
+            moved = re.search(r"moved, not deleted, to (\S+run1-previous-[\d-]+)", text)
+            assert moved, text[:1500]
+            assert (Path(moved.group(1)) / "best.model").exists()
         assert_healthy(page)

@@ -239,6 +239,32 @@ def test_array_folder_matches_tables_to_recordings_by_name(tmp_path):
         read_array_folder(tmp_path, positions[0], None, clip_duration=0.5, max_clips=3)
 
 
+def test_array_folder_converts_positions_in_degrees_to_metres(tmp_path):
+    from opso_nb.localization import xy_to_latlon
+
+    for f in sample_data.localization_folder().glob("*.wav"):
+        shutil.copy(f, tmp_path)
+    metres = pd.read_csv(sample_data.localization_folder() / "LOCA_2021_aru_coords.csv", skipinitialspace=True)
+    lat, lon = xy_to_latlon(metres["x"], metres["y"], 40.44, -79.95)
+    degrees = pd.DataFrame({"file": metres["file"], "lat": lat, "lon": lon, "z": metres["z"]})
+    degrees.to_csv(tmp_path / "gps.csv", index=False)
+    assert array_tables(tmp_path)[0] == ["gps.csv"]
+    data = read_array_folder(tmp_path, "gps.csv", None, clip_duration=0.5)
+    coords = data["file_coords"]
+    kept = metres.set_index(metres["file"].map(lambda f: str(tmp_path / Path(f).name))).loc[coords.index]
+    # metres east/north of the recorders' mean position: the metric layout, centred
+    assert np.allclose(coords["x"], kept["x"] - kept["x"].mean(), atol=1e-3)
+    assert np.allclose(coords["y"], kept["y"] - kept["y"].mean(), atol=1e-3)
+    assert np.allclose(coords["z"], kept["z"]) and data["geo_reference"] == pytest.approx(
+        (coords["lat"].mean(), coords["lon"].mean()))
+    metres.to_csv(tmp_path / "metres.csv", index=False)
+    assert read_array_folder(tmp_path, "metres.csv", None)["geo_reference"] is None
+    degrees["lat"] = degrees["lat"] * 1000  # metres in a column named lat
+    degrees.to_csv(tmp_path / "gps.csv", index=False)
+    with pytest.raises(ValueError, match="gps.csv: lat must lie within -90..90"):
+        read_array_folder(tmp_path, "gps.csv", None)
+
+
 # ----------------------------------------------------------------------------- serving
 
 def test_serve_environment_and_template_are_offline(tmp_path):

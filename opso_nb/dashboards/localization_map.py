@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import math
 import shutil
 import tempfile
 from pathlib import Path
@@ -165,8 +166,9 @@ class LocalizationMap(pn.viewable.Viewer):
             self.source_note.object = f"Press **Localize** to localize the calls in `{root}`."
 
     def _clear(self, message: str) -> None:
-        """Show ``message`` as an error: no points, recorders or event detail of an earlier data set remain."""
+        """Show ``message`` as an error; no points, recorders, warnings or event detail of earlier data remain."""
         show_message(self.error, message)
+        show_message(self.warning, None)
         self.set_events([], None, None)
 
     @bokeh_callback
@@ -190,8 +192,10 @@ class LocalizationMap(pn.viewable.Viewer):
             data = read_array_folder(root, self.positions_csv, detections, self.clip_duration)
             array = SynchronizedRecorderArray(data["file_coords"])
             localized, unlocalized = self.settings.localize(array, data["detections"], residual_threshold=np.inf)
-        except (ValueError, OSError) as err:
-            self._clear(f"Cannot localize: {err}")
+            self.set_events(localized + unlocalized, data["file_coords"], None)
+        except Exception as err:  # a page callback: any failure must reach the page, not the server log
+            reason = str(err) if isinstance(err, (ValueError, OSError)) else f"{type(err).__name__}: {err}"
+            self._clear(f"Cannot localize with {self.positions_csv} and {self.detections_csv}: {reason}")
             return
         show_message(self.error, None)
         notes = [failure_text(data["failures"], "recording")]
@@ -204,13 +208,48 @@ class LocalizationMap(pn.viewable.Viewer):
             notes.append(f"{len(failed)} event(s) could not be localized: "
                          + "; ".join(f"{n} × {reason}" for reason, n in reasons.items()))
         show_message(self.warning, "  \n".join(n for n in notes if n))
-        self.set_events(localized + unlocalized, data["file_coords"], None)
+        where = ""
+        if data["geo_reference"] is not None:
+            where = (" Positions were given in degrees: x and y are metres east and north of "
+                     "({:.6f}, {:.6f}), the recorders' mean position.".format(*data["geo_reference"]))
         self.source_note.object = (f"Localized {len(localized) + len(unlocalized)} candidate event(s) from "
-                                   f"`{root}` ({self.positions_csv}, {self.detections_csv}).")
+                                   f"`{root}` ({self.positions_csv}, {self.detections_csv}).{where}")
+
+    @staticmethod
+    def _recorder_xy(file_coords) -> pd.DataFrame:
+        """Recorder positions in metres (columns x, y): as given, or converted from lat/lon degrees.
+
+        Degrees are converted as :class:`SynchronizedRecorderArray` converts them (around their
+        mean), so recorders land where events localized with such an array are drawn.
+
+        Raises
+        ------
+        ValueError
+            The table has neither x, y nor lat, lon, or holds non-numeric values.
+        """
+        if {"x", "y"} <= set(file_coords.columns):
+            return file_coords[["x", "y"]].apply(pd.to_numeric, errors="raise")
+        return SynchronizedRecorderArray(file_coords).file_coords[["x", "y"]]
 
     @bokeh_callback
     def set_events(self, events, file_coords=None, truth=None):
-        """Show ``events`` (and the recorders and true positions) on the map; filters are reset to fit them."""
+        """Show ``events`` (and the recorders and true positions) on the map; filters are reset to fit them.
+
+        Parameters
+        ----------
+        events : list of SpatialEvent
+        file_coords : DataFrame, optional
+            Recorder positions indexed by file: columns x, y (metres) or lat, lon (degrees).
+        truth : DataFrame, optional
+            True source positions, columns x, y (metres).
+
+        Raises
+        ------
+        ValueError
+            ``file_coords`` has no usable positions; nothing on the map has changed then.
+        """
+        # checked first, so a bad table leaves the map as it was rather than half-updated
+        recorders = self._recorder_xy(file_coords) if file_coords is not None else None
         self.events = list(events)
         self.table = events_to_df(self.events)
         self.file_coords, self.truth = file_coords, truth
@@ -228,9 +267,9 @@ class LocalizationMap(pn.viewable.Viewer):
             self.classes = names
             self.time_range = (0, start_max)
             self.cc_threshold = min(self.cc_threshold, cc_max)
-        if file_coords is not None:
-            self._recorders.data = dict(x=file_coords["x"].tolist(), y=file_coords["y"].tolist(),
-                                        name=[Path(f).name for f in file_coords.index])
+        if recorders is not None:
+            self._recorders.data = dict(x=recorders["x"].tolist(), y=recorders["y"].tolist(),
+                                        name=[Path(f).name for f in recorders.index])
         else:
             self._recorders.data = dict(x=[], y=[], name=[])
         self._truth.data = dict(x=truth["x"].tolist(), y=truth["y"].tolist()) if truth is not None \
@@ -297,10 +336,74 @@ class LocalizationMap(pn.viewable.Viewer):
             alpha=np.clip(1 - points["residual_rms"].to_numpy(dtype=float) / (2 * worst), 0.25, 1).tolist(),
         )
         n_shown = int(mask.sum()) if len(mask) else 0
+        if not len(self.table):
+            hint = ": no events. Choose a folder and press **Localize**, or open the **simulated demo array**."
+        elif n_shown == 0:
+            hint = ". " + self._relax_hint()
+        else:
+            hint = ""
         self.count.object = (f"**{n_shown} of {len(self.table)} events shown** as {len(points)} point(s) "
                              f"(residual ≤ {self.residual_threshold:g} m, call match ≥ {self.cc_threshold:g})"
-                             + ("" if len(self.table) else ": no events. Choose a folder and press **Localize**, "
-                                                           "or open the **simulated demo array**."))
+                             + hint)
+
+    def _relax_hint(self) -> str:
+        """What to change when events exist but none pass the filters: each filter that alone hides them all.
+
+        For the two thresholds it names the least change (to the slider's step) that shows events,
+        and how many; unticked classes and a narrow time range are named too.
+        """
+        table = self.table
+        located = table["x"].notna()
+        if not located.any():
+            return (f"None of the {len(table)} events could be given a position (see the warning above): "
+                    "try other settings under *Recordings* and press **Localize** again.")
+        everything = pd.Series(True, index=table.index)
+        passes = {
+            "residual": table["residual_rms"] <= self.residual_threshold,
+            "cc": table["min_cc"] >= self.cc_threshold if self.cc_threshold else everything,
+            "classes": table["class"].isin(list(self.classes)),
+            "time": table["start_time"].between(*self.time_range),
+        }
+
+        def passing_all_but(name):
+            keep = located.copy()
+            for other, ok in passes.items():
+                if other != name:
+                    keep &= ok
+            return keep
+
+        def label(name):
+            return f"*{self.param[name].label}*"
+
+        hints = []
+        others = passing_all_but("residual")
+        if others.any():
+            step = self.param.residual_threshold.step
+            needed = round(math.ceil(table.loc[others, "residual_rms"].min() / step - 1e-9) * step, 6)
+            if needed <= self.param.residual_threshold.bounds[1]:
+                n = int((others & (table["residual_rms"] <= needed)).sum())
+                hints.append(f"raise {label('residual_threshold')} to {needed:g} or more ({n} event(s))")
+        others = passing_all_but("cc")
+        if others.any():
+            best = table.loc[others, "min_cc"].max()
+            step = self.param.cc_threshold.step
+            needed = 0.0 if not np.isfinite(best) else round(math.floor(best / step + 1e-9) * step, 6)
+            n = int((others & ((table["min_cc"] >= needed) if needed else everything)).sum())
+            hints.append(f"lower {label('cc_threshold')} to {needed:g} or less ({n} event(s))")
+        if not self.classes:
+            hints.append(f"tick at least one class under {label('classes')}")
+        else:
+            others = passing_all_but("classes")
+            if others.any():
+                hidden = sorted(set(table.loc[others, "class"]))
+                hints.append(f"tick the class(es) {', '.join(map(str, hidden))} ({int(others.sum())} event(s))")
+        others = passing_all_but("time")
+        if others.any():
+            hints.append(f"widen {label('time_range')} ({int(others.sum())} event(s) start outside it)")
+        if not hints:
+            return ("**No event passes the filters**, and relaxing any one of them is not enough: relax several, "
+                    f"starting with {label('residual_threshold')}.")
+        return "**No event passes the filters.** To see some, " + "; or ".join(hints) + "."
 
     # ------------------------------------------------------------------ event review
     def _on_select(self, attr, old, new):
@@ -339,14 +442,15 @@ class LocalizationMap(pn.viewable.Viewer):
             pn.Row(self.localize_button, self.demo_button),
             self.source_note,
         )
+        # data first, then filters: the order keyboard focus follows
         controls = pn.Column(
+            source,
             "### Filters",
             help_widget(self, "residual_threshold", pn.widgets.FloatSlider),
             help_widget(self, "cc_threshold", pn.widgets.FloatSlider),
             pn.Param(self, parameters=["classes"], show_name=False, widgets={"classes": pn.widgets.CheckBoxGroup}),
             help_widget(self, "time_range", pn.widgets.RangeSlider),
             help_widget(self, "merge_distance", pn.widgets.FloatSlider),
-            source,
             width=320,
         )
         return pn.Column(

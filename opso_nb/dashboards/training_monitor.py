@@ -42,7 +42,9 @@ class TrainingMonitor(pn.viewable.Viewer):
     thread and streams each finished epoch into the curves. Runs are saved under
     the workspace's output folder, ``<output>/<run_name>/best.model``, where the
     prediction explorer looks. A run in which no clip could be read is reported
-    as a failure, not as a trained model.
+    as a failure, not as a trained model. Starting a run under the name of an
+    earlier one moves the earlier run's files to ``<run_name>-previous-<time>``
+    first (see :meth:`TrainingSession.set_aside_previous_run`) and says so.
 
     Parameters
     ----------
@@ -102,6 +104,9 @@ class TrainingMonitor(pn.viewable.Viewer):
                                                bar_color="info")
         self.status = pn.pane.Markdown("Choose a folder of labelled clips and press **Start training**.",
                                        sizing_mode="stretch_width", css_classes=["training-status"])
+        # where an earlier run of the same name went; kept on screen for the whole run
+        self.run_note = pn.pane.Markdown("", sizing_mode="stretch_width", css_classes=["run-note"])
+        self.previous_run: Path | None = None
         self.error = message_alert("danger")
         self.start_button = pn.widgets.Button(label="Start training", color="primary")
         self.stop_button = pn.widgets.Button(label="Stop", color="warning", disabled=True)
@@ -169,10 +174,10 @@ class TrainingMonitor(pn.viewable.Viewer):
 
     def _labels_file(self) -> Path:
         """The clip-label CSV to train on: the chosen CSV, or the clips written to the run folder."""
-        if self.clips is None or not len(self.clips):
-            raise ValueError(self.data_status.object.replace("**", "") or "choose labelled clips first")
-        if self.source.lower().endswith(".csv") and not len(self.data_failures):
-            return self.folder_box.root / self.source
+        chosen = self.folder_box.root / self.source
+        # a chosen CSV inside a run folder set aside has just moved: then the clips read are written instead
+        if self.source.lower().endswith(".csv") and not len(self.data_failures) and chosen.is_file():
+            return chosen
         target = self.workspace.output_path(Path(self.session.run_name) / "labels.csv")
         target.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(target) as fh:
@@ -186,9 +191,18 @@ class TrainingMonitor(pn.viewable.Viewer):
         self._reset_curves = True
         self.progress.value = 0
 
+    def _say_previous_run(self, moved: Path | None) -> None:
+        """Keep and say where an earlier run of the same name was moved (``moved``); nothing if none was."""
+        self.previous_run = moved
+        self.run_note.object = "" if moved is None else (
+            f"An earlier run named *{self.session.run_name}* was in the output folder: its files (models, "
+            f"metrics) were moved, not deleted, to `{moved}`, so this run's results cannot mix with them. The "
+            "prediction explorer lists its models under that folder name.")
+
     def start(self):
         """Start training (errors in the inputs are shown, not raised)."""
         show_message(self.error, None)
+        moved = None
         try:
             self.workspace.output_path(self.session.run_name)  # the run folder must stay in the output folder
             if self.session.preprocessor_config:
@@ -197,15 +211,22 @@ class TrainingMonitor(pn.viewable.Viewer):
                 self.session.preprocessor_config = str(self.workspace.readable(
                     in_output if not config.is_absolute() and in_output.is_file() else config, kind="file"))
             self.session.runs_folder = str(self.workspace.output_dir)
+            if self.clips is None or not len(self.clips):
+                raise ValueError(self.data_status.object.replace("**", "") or "choose labelled clips first")
+            # before the labels table is written into the run folder, which the session then keeps
+            moved = self.session.set_aside_previous_run()
             self.session.labels_path = str(self._labels_file())
             self.session.start()
+            moved = moved or self.session.previous_run
         except (ValueError, RuntimeError, OSError) as err:  # PathRefused is a ValueError
+            self._say_previous_run(moved)
             show_message(self.error, f"Cannot start: {err}")
             self.status.object = "Not started: fix the problem named above."
             self._clear_view()
             if self._poller is None and pn.state.curdoc is not None:
                 pn.state.add_periodic_callback(self.poll, period=POLL_MS, count=1)  # clears the old curves
             return
+        self._say_previous_run(moved)
         self._clear_view()
         self._epochs_done = 0
         self._epochs_total = self.session.epochs
@@ -266,7 +287,10 @@ class TrainingMonitor(pn.viewable.Viewer):
             reasons = failure_text(self._failures(), "clip file")
             if kind == "failed":
                 show_message(self.error, f"Training failed: {ev['error']}" + (f"  \n{reasons}" if reasons else ""))
-                self.status.object = "**Training failed.** No model was saved as best."
+                renamed = ev.get("renamed_best")
+                self.status.object = "**Training failed.** No model was saved as best." + (
+                    f" The best model of the epochs before the failure was renamed `{renamed}`, so it is not "
+                    "taken for a trained model." if renamed else "")
             elif not self._trained_clips:
                 # no batch held a readable clip: the weights are the random initial ones
                 show_message(self.error, f"Training failed: none of the {self._n_clips} clips could be read, "
@@ -304,7 +328,7 @@ class TrainingMonitor(pn.viewable.Viewer):
                          pn.Param(self, parameters=["source"], show_name=False), self.demo_button,
                          self.data_status)
         controls = pn.Column(data, "### Settings", settings, pn.Row(self.start_button, self.stop_button), width=330)
-        view = pn.Column(self.error, self.status, self.progress,
+        view = pn.Column(self.error, self.status, self.run_note, self.progress,
                          pn.pane.Bokeh(self.loss_figure, sizing_mode="stretch_width"),
                          pn.pane.Bokeh(self.metric_figure, sizing_mode="stretch_width"),
                          sizing_mode="stretch_width")

@@ -9,15 +9,23 @@ the current batch. Models are written to ``runs_folder/run_name/``: ``best.model
 (best validation score; the file the prediction explorer offers), ``epoch-N.model``,
 ``last.model`` and ``metrics.csv``.
 
+A run never mixes with an earlier one of the same name: before training, the files
+already in the run folder are moved (not deleted) to a sibling folder
+``<run_name>-previous-<date>-<time>`` (the time of the newest of those files), named
+in :attr:`TrainingSession.previous_run`.
+
 A run that cannot train honestly (no training clip readable, or more than the
 model's ``max_failed_fraction`` of them failing) ends in state ``"failed"`` with
 the reason in :attr:`TrainingSession.error` and the failures in
-:attr:`TrainingSession.failures`; nothing is saved as ``last.model`` then.
+:attr:`TrainingSession.failures`; nothing is saved as ``last.model`` then, and a
+``best.model`` written by the epochs before the failure is renamed
+``best-before-failure.model``, so no failed run is offered as a trained model.
 """
 from __future__ import annotations
 
 import queue
 import threading
+import time
 import traceback
 from pathlib import Path
 
@@ -116,11 +124,16 @@ class TrainingSession(param.Parameterized):
     state = param.Selector(default="idle", objects=["idle", "running", "stopping", "done", "stopped", "failed"],
                            constant=True, doc="What the background training is doing.")
 
+    #: Name a failed run's best model is renamed to (so it is not taken for a finished run's ``best.model``).
+    FAILED_BEST_NAME = "best-before-failure.model"
+
     def __init__(self, **params):
         super().__init__(**params)
         self.events: queue.Queue = queue.Queue()
         self.model = None
         self.error = None
+        #: Folder the files of an earlier run of the same name were moved to by the last start (or None).
+        self.previous_run: Path | None = None
         self.failures = failures_frame()
         self._thread = None
         self._stop = threading.Event()
@@ -133,6 +146,49 @@ class TrainingSession(param.Parameterized):
     def model_path(self) -> Path:
         """Where the best model is written (the prediction explorer looks for ``*/best.model``)."""
         return self.run_folder / "best.model"
+
+    def set_aside_previous_run(self, keep=()) -> Path | None:
+        """Move what an earlier run left in :attr:`run_folder` to a new sibling folder; nothing is deleted.
+
+        The sibling is ``<run_name>-previous-<YYYYmmdd-HHMMSS>``, stamped with the modification
+        time of the newest file moved (``-2``, ``-3``... if that name is taken).
+
+        Parameters
+        ----------
+        keep : iterable of str or Path
+            Files of the new run already written to the run folder (e.g. its labels table);
+            they stay.
+
+        Returns
+        -------
+        Path or None
+            The folder the files were moved to; None when there was nothing to move.
+
+        Raises
+        ------
+        RuntimeError
+            This session is training (into that folder).
+        OSError
+            A file cannot be moved.
+        """
+        if self._thread is not None and self._thread.is_alive():
+            raise RuntimeError("training is already running")
+        folder = self.run_folder
+        if not folder.is_dir():
+            return None
+        kept = {Path(k).resolve() for k in keep if k}
+        leftovers = sorted(p for p in folder.iterdir() if p.resolve() not in kept)
+        if not leftovers:
+            return None
+        newest = max(p.lstat().st_mtime for p in leftovers)
+        stem = f"{folder.name}-previous-{time.strftime('%Y%m%d-%H%M%S', time.localtime(newest))}"
+        target, n = folder.with_name(stem), 2
+        while target.exists():
+            target, n = folder.with_name(f"{stem}-{n}"), n + 1
+        target.mkdir(parents=True)
+        for p in leftovers:
+            p.rename(target / p.name)  # a sibling folder, so the same file system: a rename, no copy
+        return target
 
     def _set_state(self, value):
         with param.edit_constant(self):
@@ -166,18 +222,30 @@ class TrainingSession(param.Parameterized):
         return model
 
     def start(self):
-        """Validate the inputs, then train in a background thread. Raises ValueError on bad inputs."""
+        """Validate the inputs, set an earlier run's files aside, then train in a background thread.
+
+        Raises
+        ------
+        ValueError
+            Bad inputs (nothing is moved or written then).
+        RuntimeError
+            Training is already running.
+        OSError
+            The earlier run's files cannot be moved.
+        """
         if self._thread is not None and self._thread.is_alive():
             raise RuntimeError("training is already running")
         train_df, valid_df = self.load_data()
         self.model = self.build_model(list(train_df.columns))
+        self.previous_run = self.set_aside_previous_run(keep=[self.labels_path])
         self.error = None
         self.failures = failures_frame()
         self._stop.clear()
         self.events = queue.Queue()
         self._set_state("running")
         self.events.put({"event": "start", "n_train": len(train_df), "n_valid": len(valid_df),
-                         "classes": list(train_df.columns), "epochs": self.epochs})
+                         "classes": list(train_df.columns), "epochs": self.epochs,
+                         "previous_run": str(self.previous_run) if self.previous_run else None})
         self._thread = threading.Thread(target=self._run, args=(train_df, valid_df), daemon=True,
                                         name=f"training-{self.run_name}")
         self._thread.start()
@@ -201,8 +269,15 @@ class TrainingSession(param.Parameterized):
         except Exception as e:  # reported to the UI; the thread must not die silently
             self.failures = self.model.failed_samples  # filled by train() even when it raises
             self.error = f"{type(e).__name__}: {e}"
+            renamed = None
+            if self.model_path.exists():  # from an epoch before the failure: not a finished run's result
+                try:
+                    renamed = self.model_path.replace(self.model_path.with_name(self.FAILED_BEST_NAME))
+                except OSError as err:
+                    self.error += f" (and {self.model_path} could not be renamed: {err})"
             self._set_state("failed")
             self.events.put({"event": "failed", "error": self.error, "n_failed": len(self.failures),
+                             "renamed_best": str(renamed) if renamed else None,
                              "traceback": traceback.format_exc()})
 
     def stop(self):

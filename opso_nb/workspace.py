@@ -43,7 +43,7 @@ from opso_nb.audio import AudioLoadError, audio_info
 from opso_nb.failures import failure_record, failures_frame
 from opso_nb.files import is_audio_file, list_audio_files
 from opso_nb.localization.coordinates import latlon_to_xy
-from opso_nb.ml.training_run import read_labels_table
+from opso_nb.ml.training_run import TRAINING_LABELS_NAME, read_labels_table
 from opso_nb.sample_data import DATA_DIR as BUNDLED_DATA_DIR
 from opso_nb.utils import CLIP_INDEX, make_clip_df
 
@@ -333,7 +333,8 @@ def clip_sources(folder) -> list[str]:
 
     ``CLASS_FOLDERS`` when sub-folders hold audio files (each sub-folder's name is
     a class), ``RAVEN_TABLES`` when recordings are paired with annotation tables by
-    name, the name of every CSV file in the folder (a clip-label table), and
+    name, the name of every CSV file in the folder (a clip-label table; a clip
+    review's ``training_labels.csv`` first), and
     ``RECORDINGS`` when the folder holds audio files.
     """
     folder = Path(folder)
@@ -346,7 +347,9 @@ def clip_sources(folder) -> list[str]:
     recordings = audio_files_in(folder)
     if recordings and len(pair_audio_and_tables(folder).pairs):
         out.append(RAVEN_TABLES)
-    out.extend(sorted(p.name for p in folder.glob("*.csv") if p.is_file() and not p.name.startswith(".")))
+    # a review export's training table first: its folder also holds labels.csv, one row per answer (not 0/1)
+    out.extend(sorted((p.name for p in folder.glob("*.csv") if p.is_file() and not p.name.startswith(".")),
+                      key=lambda name: (name != TRAINING_LABELS_NAME, name)))
     if recordings:
         out.append(RECORDINGS)
     return out

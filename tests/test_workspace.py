@@ -206,7 +206,9 @@ def test_clip_table_csv_and_its_errors(tmp_path):
     _tone(tmp_path / "a.wav", 2.0)
     (tmp_path / "labels.csv").write_text("file,start_time,end_time,frog\na.wav,0,1,1\na.wav,1,2,0\n")
     (tmp_path / "bad.csv").write_text("file,start_time,end_time,frog\na.wav,0,1,maybe\n")
-    assert "labels.csv" in clip_sources(tmp_path)
+    assert clip_sources(tmp_path) == ["bad.csv", "labels.csv", RECORDINGS]
+    (tmp_path / "training_labels.csv").write_text("file,start_time,end_time,frog\na.wav,0,1,1\n")
+    assert clip_sources(tmp_path)[0] == "training_labels.csv"  # a clip review's export is offered first
     clips, failures = load_clips(tmp_path, "labels.csv", clip_duration=1.0)
     assert clips["frog"].tolist() == [1, 0] and not len(failures)
     with pytest.raises(ValueError, match="bad.csv.*0/1"):

@@ -39,6 +39,10 @@ from opso_nb.preprocess.preprocessors import load_preprocessor
 from opso_nb.utils import CLIP_INDEX
 
 
+#: File name of the one-hot label table a clip review exports for training (``ReviewSession.export``).
+TRAINING_LABELS_NAME = "training_labels.csv"
+
+
 def read_labels_table(path) -> pd.DataFrame:
     """Read a clip-label CSV: columns file, start_time, end_time (or just file) and 0/1 class columns.
 

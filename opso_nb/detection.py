@@ -36,7 +36,9 @@ import numpy as np
 import pandas as pd
 
 from opso_nb.annotations import BoxedAnnotations
+from opso_nb.audio import audio_info
 from opso_nb.metrics import predict_multi_target_labels, predict_single_target_labels, threshold_array
+from opso_nb.store import as_clip_index, file_name_index, reset_clip_index, utf8_name, utf8_names
 from opso_nb.utils import CLIP_INDEX, atomic_write
 
 __all__ = [
@@ -317,9 +319,8 @@ def top_clips(scores: pd.DataFrame, class_name, n: int = 3, allow_overlap: bool 
         if not allow_overlap and any(f == file and start < e and s < end for (f, s, e), _ in chosen):
             continue
         chosen.append((key, value))
-    index = pd.MultiIndex.from_tuples([k for k, _ in chosen], names=CLIP_INDEX) if chosen else \
-        pd.MultiIndex.from_arrays([[], [], []], names=CLIP_INDEX)
-    return pd.DataFrame({"score": [v for _, v in chosen]}, index=index)
+    index = as_clip_index(k for k, _ in chosen)  # keeps file names that are not valid UTF-8
+    return pd.DataFrame({"score": np.array([v for _, v in chosen], dtype=float)}, index=index)
 
 
 def detections_table(scores: pd.DataFrame, threshold, merge: bool = False) -> pd.DataFrame:
@@ -346,7 +347,7 @@ def detections_table(scores: pd.DataFrame, threshold, merge: bool = False) -> pd
     if list(scores.index.names) != CLIP_INDEX:
         raise ValueError(f"scores must be indexed by {CLIP_INDEX}, got {list(scores.index.names)}")
     hits = detect(scores, threshold)
-    flat = scores.reset_index()
+    flat = reset_clip_index(scores)
     rows = []
     for cls in scores.columns:
         mask = hits[cls].to_numpy()
@@ -355,9 +356,27 @@ def detections_table(scores: pd.DataFrame, threshold, merge: bool = False) -> pd
         part["score"] = flat.loc[mask, cls].to_numpy(dtype=float)
         rows.append(part)
     out = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=DETECTION_COLUMNS)
-    out = out[DETECTION_COLUMNS].sort_values(["file", "start_time", "class"], kind="mergesort")
-    out = out.reset_index(drop=True)
+    out = _sorted_detections(out[DETECTION_COLUMNS])
     return merge_detections(out) if merge else out
+
+
+def _file_codes(files):
+    """``(names, codes)``: the distinct file names, sorted, and each row's position among them (-1: no name).
+
+    pandas sorts and groups text by rebuilding it as pandas strings, which
+    cannot hold a name that is not valid UTF-8 (surrogate escapes); sorting
+    and grouping on these codes gives the same order for every name.
+    """
+    codes, names = pd.factorize(np.asarray(files, dtype=object), sort=True)
+    return names, codes
+
+
+def _sorted_detections(detections: pd.DataFrame) -> pd.DataFrame:
+    """Detections sorted by file, start time and class (stable), with a new range index."""
+    _, files = _file_codes(detections["file"])
+    classes = pd.factorize(detections["class"], sort=True)[0]
+    order = np.lexsort((classes, detections["start_time"].to_numpy(dtype=float), files))
+    return detections.iloc[order].reset_index(drop=True)
 
 
 def merge_detections(detections: pd.DataFrame, gap: float = 0.0) -> pd.DataFrame:
@@ -365,7 +384,11 @@ def merge_detections(detections: pd.DataFrame, gap: float = 0.0) -> pd.DataFrame
     if len(detections) == 0:
         return detections.copy()
     merged = []
-    for (file, cls), group in detections.sort_values("start_time").groupby(["file", "class"], sort=True):
+    names, codes = _file_codes(detections["file"])
+    # rows without a file name (code -1) are left out, as grouping by name leaves them out
+    by_start = detections.assign(file=codes)[codes >= 0].sort_values("start_time", kind="mergesort")
+    for (code, cls), group in by_start.groupby(["file", "class"], sort=True):
+        file = names[code]
         cur = None
         for start, end, score in group[["start_time", "end_time", "score"]].itertuples(index=False):
             if cur is not None and start <= cur[1] + gap:
@@ -375,15 +398,24 @@ def merge_detections(detections: pd.DataFrame, gap: float = 0.0) -> pd.DataFrame
                     merged.append((file, cur[0], cur[1], cls, cur[2]))
                 cur = [start, end, score]
         merged.append((file, cur[0], cur[1], cls, cur[2]))
-    out = pd.DataFrame(merged, columns=DETECTION_COLUMNS)
-    return out.sort_values(["file", "start_time", "class"], kind="mergesort").reset_index(drop=True)
+    # column by column: a DataFrame from records cannot hold a file name that is not valid UTF-8
+    columns = list(zip(*merged))
+    out = pd.DataFrame({"file": pd.Series(file_name_index(columns[0])),
+                        "start_time": np.array(columns[1], dtype=float), "end_time": np.array(columns[2], dtype=float),
+                        "class": list(columns[3]), "score": np.array(columns[4], dtype=float)})
+    return _sorted_detections(out)
 
 
 def write_detections_csv(detections: pd.DataFrame, path) -> Path:
-    """Write a detection table (see :func:`detections_table`) to CSV atomically; returns the path."""
+    """Write a detection table (see :func:`detections_table`) to CSV atomically; returns the path.
+
+    The CSV is UTF-8; a file name that is not valid UTF-8 (FAT/exFAT cards) is
+    written as :mod:`opso_nb.store` writes it, its undecodable bytes as
+    ``\\xNN`` (:func:`opso_nb.store.utf8_name`).
+    """
     path = Path(path)
-    with atomic_write(path, "w", newline="") as handle:
-        detections.to_csv(handle, index=False)
+    with atomic_write(path, "w", newline="", encoding="utf-8") as handle:
+        utf8_names(detections).to_csv(handle, index=False)
     return path
 
 
@@ -414,19 +446,38 @@ def write_raven_tables(detections: pd.DataFrame, folder, low_f: float = 0.0, hig
         The tables written: tab-separated, with Raven's columns (Selection,
         View, Channel, Begin Time (s), End Time (s), Low Freq (Hz), High Freq
         (Hz)), then ``Annotation`` (the class) and ``Score``.
+
+    Notes
+    -----
+    A file name that is not valid UTF-8 (FAT/exFAT cards) names its table as
+    :mod:`opso_nb.store` writes such names in text: undecodable bytes as
+    ``\\xNN`` (:func:`opso_nb.store.utf8_name`), e.g.
+    ``caf\\xe9.Table.1.selections.txt`` for ``caf<0xE9>.wav``. Its Nyquist
+    frequency is still read from the audio file itself.
     """
     missing = [c for c in DETECTION_COLUMNS if c not in detections.columns]
     if missing:
         raise ValueError(f"detections lack columns {missing}; make them with detections_table()")
-    boxes = detections.sort_values(["file", "start_time", "class"], kind="mergesort")
+    boxes = _sorted_detections(detections)
+    files = np.array([str(f) for f in boxes["file"]], dtype=object)
+    high = np.full(len(boxes), np.nan if high_f is None else float(high_f))
+    escaped = {f for f in set(files) if utf8_name(f) != f}
+    for name in escaped if high_f is None else ():
+        # the table names the escaped form, which is no audio file: read the Nyquist frequency here
+        try:
+            nyquist = audio_info(name).sample_rate / 2
+        except OSError:  # unreadable or missing audio (AudioLoadError is an OSError): 0 Hz, as for other files
+            nyquist = 0.0
+        high[files == name] = nyquist
     boxes = pd.DataFrame({
-        "audio_file": boxes["file"].astype(str).to_numpy(),
+        # the store's rule for names that are not valid UTF-8: undecodable bytes as \xNN
+        "audio_file": [utf8_name(f) for f in files] if escaped else files.astype(str),
         "start_time": boxes["start_time"].to_numpy(dtype=float),
         "end_time": boxes["end_time"].to_numpy(dtype=float),
         "annotation": boxes["class"].astype(str).to_numpy(),
         "low_f": float(low_f),
-        "high_f": np.nan if high_f is None else float(high_f),
+        "high_f": high,
         "Score": boxes["score"].to_numpy(dtype=float),
     })
-    extra = [str(f) for f in include_empty_files]
+    extra = [utf8_name(str(f)) for f in include_empty_files]
     return BoxedAnnotations(boxes).to_raven_files(Path(folder), audio_files=extra)

@@ -56,7 +56,8 @@ from opso_nb.audio import Audio
 from opso_nb.detection import _precision_recall_at_thresholds, write_raven_tables
 from opso_nb.ribbit import RibbitParams, run_ribbit
 from opso_nb.sample_data import toads_folder
-from opso_nb.store import read_results
+from opso_nb.store import (as_clip_index, file_name_index, make_clip_index, read_results, reset_clip_index,
+                           utf8_names)
 from opso_nb.utils import CLIP_INDEX, atomic_write, validate_clip_table
 
 __all__ = [
@@ -121,7 +122,7 @@ def file_start_times(files) -> pd.Series:
     :func:`opso_nb.aru.audiomoth_start_time`.
     """
     out = {}
-    for f in pd.unique(pd.Index(files).astype(str)):
+    for f in dict.fromkeys(str(f) for f in files):
         match = _STAMP.search(Path(f).stem)
         stamp = pd.NaT
         if match:
@@ -130,12 +131,13 @@ def file_start_times(files) -> pd.Series:
             except ValueError:  # eight and six digits that are no date (e.g. month 13)
                 pass
         out[f] = stamp
-    return pd.Series(out, dtype="datetime64[ns]")
+    # file_name_index: a name that is not valid UTF-8 (FAT/exFAT cards) cannot be a pandas string
+    return pd.Series(list(out.values()), index=file_name_index(out), dtype="datetime64[ns]")
 
 
 def _limit(scores, class_name, files, date_range, score_range):
     keep = np.ones(len(scores), dtype=bool)
-    file_level = scores.index.get_level_values("file").astype(str)
+    file_level = file_name_index(str(f) for f in scores.index.get_level_values("file"))
     if files is not None:
         wanted = {str(f) for f in ([files] if isinstance(files, (str, os.PathLike)) else files)}
         keep &= file_level.isin(wanted)
@@ -231,7 +233,7 @@ def select_clips(scores: pd.DataFrame, class_name: str, strategy: str = "stratif
         raise ValueError(f"n must be at least 1, got {n}")
     keep = _limit(scores, class_name, files, date_range, score_range)
     if exclude is not None and len(exclude):
-        keep &= ~scores.index.isin(pd.MultiIndex.from_tuples(list(exclude), names=CLIP_INDEX))
+        keep &= ~scores.index.isin(as_clip_index(exclude))
     pool = scores.loc[keep, [class_name]].rename(columns={class_name: "score"})
     rng = np.random.default_rng(seed)
     if len(pool) == 0:
@@ -391,19 +393,19 @@ class LabelStore:
 
     def progress(self, clips, class_name: str) -> tuple[int, int]:
         """(reviewed, total) of ``clips`` (an index or table of clips) for one class."""
-        index = clips.index if isinstance(clips, pd.DataFrame) else pd.MultiIndex.from_tuples(list(clips))
+        index = as_clip_index(clips)
         done = self.labels(class_name).index
         return int(index.isin(done).sum()), int(len(index))
 
     def next_unreviewed(self, clips, class_name: str):
         """Position in ``clips`` of the first clip without a label for ``class_name`` (None when all are done)."""
-        index = clips.index if isinstance(clips, pd.DataFrame) else pd.MultiIndex.from_tuples(list(clips))
+        index = as_clip_index(clips)
         todo = np.flatnonzero(~index.isin(self.labels(class_name).index))
         return int(todo[0]) if len(todo) else None
 
     def compact(self) -> Path:
         """Rewrite the log with only the current labels (atomically: temp file + rename)."""
-        current = self.labels().reset_index()[LABEL_COLUMNS]
+        current = reset_clip_index(self.labels())[LABEL_COLUMNS]
         with atomic_write(self.path, "w", encoding="utf-8", errors="surrogateescape") as handle:
             for rec in current.to_dict("records"):
                 handle.write(json.dumps(rec, ensure_ascii=True) + "\n")
@@ -690,7 +692,13 @@ def labels_to_one_hot(labels: pd.DataFrame, classes=None, unsure: str = "drop") 
         raise ValueError(f"unsure must be 'drop' or 'absent', got {unsure!r}")
     if labels.empty:
         return pd.DataFrame(index=pd.MultiIndex.from_arrays([[], [], []], names=CLIP_INDEX), columns=classes or [])
-    wide = labels.reset_index().pivot_table(index=CLIP_INDEX, columns="class", values="label", aggfunc="last")
+    # pivoted on a code per file: pandas' grouping rebuilds names as pandas strings, which cannot hold
+    # a name that is not valid UTF-8; the names are put back afterwards
+    flat = reset_clip_index(labels)
+    codes, names = pd.factorize(flat["file"].to_numpy(dtype=object), sort=True)
+    wide = flat.assign(file=codes).pivot_table(index=CLIP_INDEX, columns="class", values="label", aggfunc="last")
+    level = wide.index.get_level_values
+    wide.index = make_clip_index(names[level("file")], level("start_time"), level("end_time"))
     classes = sorted(wide.columns) if classes is None else list(classes)
     wide = wide.reindex(columns=classes)
     if unsure == "absent":
@@ -712,7 +720,7 @@ def confirmed_detections(labels: pd.DataFrame, class_name: str | None = None, sc
         :func:`opso_nb.detection.detections_table` plus the reviewer's note.
     """
     lab = labels if class_name is None else labels[labels["class"] == class_name]
-    present = lab[lab["label"] == "present"].reset_index()
+    present = reset_clip_index(lab[lab["label"] == "present"])
     score = np.full(len(present), np.nan)
     if scores is not None and len(present):
         table = _check_score_table(scores)
@@ -861,7 +869,10 @@ def read_score_table(path) -> pd.DataFrame:
     DataFrame
         Indexed by ``(file, start_time, end_time)``, one float column per class;
         file names as written in the table. Columns that hold text are left out
-        with a warning.
+        with a warning. A file name that is not valid UTF-8 (FAT/exFAT cards;
+        kept by prediction and RIBBIT runs, or raw bytes in a CSV) is kept
+        exactly, as a Python string with surrogate escapes, in an object-dtype
+        level (see :func:`opso_nb.store.make_clip_index`).
 
     Raises
     ------
@@ -888,7 +899,10 @@ def read_score_table(path) -> pd.DataFrame:
         raise ScoreTableError(f"{name}: not a score table (use CSV, Parquet or a prediction output folder)")
     else:
         try:
-            table = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
+            # a CSV holding raw file-name bytes that are not UTF-8 (another tool wrote it) reads them as
+            # Python's surrogate escapes, i.e. the exact names; object dtype, as pandas' strings cannot hold them
+            table = (pd.read_csv(path, encoding_errors="surrogateescape", dtype={"file": object})
+                     if path.suffix.lower() == ".csv" else pd.read_parquet(path))
         except Exception as err:  # pandas and pyarrow raise many types for malformed files
             raise ScoreTableError(f"{name}: cannot be read ({type(err).__name__}: {err})") from None
     return _checked_scores(table, name)
@@ -914,12 +928,14 @@ def _checked_scores(table: pd.DataFrame, name: str) -> pd.DataFrame:
     if text:
         warnings.warn(f"{name}: columns {text} do not hold numbers and are left out", UserWarning, stacklevel=3)
     level = table.index.get_level_values
-    no_name = pd.isna(level("file")) | (level("file").astype(object).map(str).str.strip() == "")
-    if no_name.any():
-        raise ScoreTableError(f"{name}: row {int(np.flatnonzero(no_name)[0])} has no file name")
-    table = table[numeric].astype(float).set_axis(pd.MultiIndex.from_arrays(
-        [level("file").astype(object).map(str), pd.to_numeric(level("start_time"), errors="coerce").astype(float),
-         pd.to_numeric(level("end_time"), errors="coerce").astype(float)], names=CLIP_INDEX), axis=0)
+    # plain Python strings, not pandas' (Arrow) strings, which cannot hold a name that is not valid UTF-8
+    files = [None if pd.isna(f) else str(f) for f in level("file").astype(object)]
+    no_name = [f is None or not f.strip() for f in files]
+    if any(no_name):
+        raise ScoreTableError(f"{name}: row {no_name.index(True)} has no file name")
+    table = table[numeric].astype(float).set_axis(make_clip_index(
+        files, pd.to_numeric(level("start_time"), errors="coerce"),
+        pd.to_numeric(level("end_time"), errors="coerce")), axis=0)
     try:
         table = validate_clip_table(table, name)
     except ValueError as err:
@@ -1013,14 +1029,18 @@ def _read_sample(path: Path, scores: pd.DataFrame):
         return None
     try:
         saved = json.loads(path.read_text(encoding="ascii"))
-        clips = pd.DataFrame(saved["clips"], columns=CLIP_INDEX + ["score", "bin", "weight"])
+        rows = saved["clips"]
+        # column by column: a DataFrame from records cannot hold a name that is not valid UTF-8
+        index = make_clip_index([r["file"] for r in rows], [r["start_time"] for r in rows],
+                                [r["end_time"] for r in rows])
+        sample = pd.DataFrame({"score": np.array([r["score"] for r in rows], dtype=float),
+                               "bin": np.array([r["bin"] for r in rows], dtype=int),
+                               "weight": np.array([r["weight"] for r in rows], dtype=float)}, index=index)
         sampling = dict(saved["sampling"])
     except (OSError, ValueError, KeyError, TypeError) as err:
         warnings.warn(f"{path}: the saved sample cannot be read ({err}); a new one is drawn", UserWarning,
                       stacklevel=3)
         return None
-    sample = clips.astype({"file": object, "start_time": float, "end_time": float, "score": float, "bin": int,
-                           "weight": float}).set_index(CLIP_INDEX)
     if not sample.index.isin(scores.index).all():
         warnings.warn(f"{path}: the saved sample has clips that are not in the score table (did the table "
                       "change?); a new sample is drawn, labels are kept", UserWarning, stacklevel=3)
@@ -1256,8 +1276,7 @@ class ReviewSession:
 
     def _with_audio_paths(self, table: pd.DataFrame) -> pd.DataFrame:
         level = table.index.get_level_values
-        index = pd.MultiIndex.from_arrays([level("file").map(self.audio_path), level("start_time"),
-                                           level("end_time")], names=CLIP_INDEX)
+        index = make_clip_index([self.audio_path(f) for f in level("file")], level("start_time"), level("end_time"))
         return table.set_axis(index, axis=0)
 
     def training_labels(self) -> pd.DataFrame:
@@ -1279,8 +1298,7 @@ class ReviewSession:
         level = one_hot.index.get_level_values
         # absolute: a CSV's relative paths are read relative to its own folder, not where the audio was found
         files = [str(Path(self.audio_path(f)).absolute()) for f in level("file")]
-        index = pd.MultiIndex.from_arrays([files, level("start_time"), level("end_time")], names=CLIP_INDEX)
-        return one_hot.set_axis(index, axis=0).astype(int)
+        return one_hot.set_axis(make_clip_index(files, level("start_time"), level("end_time")), axis=0).astype(int)
 
     def export(self, folder, calibration: Calibration | None = None, **extra) -> dict:
         """Write the labels CSV, a training table, the calibrated-threshold JSON and Raven tables of confirmed clips.
@@ -1296,6 +1314,10 @@ class ReviewSession:
             to :meth:`opso_nb.ml.cnn.CNN.train`, and the training monitor
             dashboard offers it as a clip-label CSV), ``threshold.json`` and
             ``raven/<audio stem>.Table.1.selections.txt``, all written atomically.
+            The CSV files are UTF-8: a file name that is not valid UTF-8 (FAT/exFAT
+            cards) is written as :mod:`opso_nb.store` writes it, undecodable bytes
+            as ``\\xNN`` (:func:`opso_nb.store.utf8_name`), and so is a Raven
+            table's name (see :func:`opso_nb.detection.write_raven_tables`).
         calibration : Calibration, optional
             Default :meth:`calibrate` with a target precision of 0.9.
         **extra
@@ -1311,11 +1333,12 @@ class ReviewSession:
         folder = Path(folder).absolute()
         calibration = calibration if calibration is not None else self.calibrate()
         labels_path = folder / "labels.csv"
-        with atomic_write(labels_path, "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
-            self.reviewed().reset_index().to_csv(handle, index=False)
+        # file names that are not valid UTF-8 are written as the store writes them: bytes as \xNN (utf8_names)
+        with atomic_write(labels_path, "w", newline="", encoding="utf-8") as handle:
+            utf8_names(reset_clip_index(self.reviewed())).to_csv(handle, index=False)
         training_path = folder / "training_labels.csv"
-        with atomic_write(training_path, "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
-            self.training_labels().reset_index().to_csv(handle, index=False)
+        with atomic_write(training_path, "w", newline="", encoding="utf-8") as handle:
+            utf8_names(reset_clip_index(self.training_labels())).to_csv(handle, index=False)
         threshold_path = calibration.save(folder / "threshold.json", sampling=self.sampling,
                                           reviewer=self.store.reviewer, **extra)
         sample_scores = self._with_audio_paths(self.scores.loc[self.sample.index, [self.class_name]])

@@ -58,7 +58,10 @@ Guarantees
   records are JSON with Python's surrogate escapes, so :meth:`RunStore.read`
   returns the very ``str`` that was written. Parquet and CSV need valid UTF-8,
   so there a name that is not shows its undecodable bytes as ``\\xNN``
-  (:func:`utf8_name`).
+  (:func:`utf8_name`). The same rule holds for every table opso_nb writes as
+  text (detections CSV, review exports; :func:`utf8_names`). In memory,
+  clip tables keep such names exactly (:func:`make_clip_index`,
+  :func:`reset_clip_index`, :func:`as_clip_index`).
 * **Permissions**: everything is created with the umask's mode, like any
   other new file.
 
@@ -115,6 +118,10 @@ __all__ = [
     "write_failures_csv",
     "empty_clip_table",
     "make_clip_index",
+    "file_name_index",
+    "as_clip_index",
+    "reset_clip_index",
+    "utf8_names",
     "remove_stale_temp_files",
     "process_files",
     "read_results",
@@ -168,25 +175,100 @@ def write_failures_csv(failures: pd.DataFrame, path):
         failures.assign(**text).to_csv(handle, index=False)
 
 
+def file_name_index(files) -> pd.Index:
+    """File names as a pandas Index that holds any name the operating system accepts.
+
+    Names that are all valid UTF-8 (nearly always) give pandas' usual string
+    dtype. Otherwise the Index keeps Python strings (object dtype): pandas >= 3
+    strings (Arrow) cannot hold the surrogate escapes of a name that is not
+    valid UTF-8 (``os.fsdecode(b"caf\\xe9.wav")``, common on FAT/exFAT cards),
+    and most ways of building an Index, Series or column from such names
+    (``pd.Index(names)``, ``Index.map``, ``reset_index``,
+    ``MultiIndex.from_tuples``, a DataFrame from records) raise
+    ``UnicodeEncodeError``. opso_nb's clip tables build their file names
+    through this function (:func:`make_clip_index`, :func:`as_clip_index`,
+    :func:`reset_clip_index`), so such a name is kept exactly.
+    """
+    files = list(files)
+    if all(_is_utf8(f) for f in set(files)):
+        return pd.Index(files)
+    return pd.Index(files, dtype=object)
+
+
 def make_clip_index(files, start_times, end_times) -> pd.MultiIndex:
     """The ``(file, start_time, end_time)`` index of a clip table, for any file names.
 
-    Names that are all valid UTF-8 (nearly always) give pandas' usual string
-    level. Otherwise the level keeps Python strings (object dtype), since
-    pandas >= 3 strings cannot hold the surrogate escapes of such a name:
-    selecting with ``xs``, iterating and comparing work; a few pandas
-    operations (``reset_index``, ``to_csv``) refuse them, so map the level
-    with :func:`utf8_name` before those.
+    The file level is :func:`file_name_index` (pandas' usual strings, or
+    Python strings when a name is not valid UTF-8); times are floats.
+    Selecting with ``xs`` or ``loc``, iterating, comparing, ``isin`` and joins
+    work with either. A few pandas operations rebuild the names as pandas
+    strings and refuse the others: use :func:`reset_clip_index` instead of
+    ``reset_index``, :func:`as_clip_index` instead of
+    ``MultiIndex.from_tuples``, and :func:`utf8_names` before writing CSV or
+    Parquet.
     """
-    files = list(files)
-    portable = all(_is_utf8(f) for f in set(files))
     return pd.MultiIndex.from_arrays(
-        [pd.Index(files) if portable else pd.Index(files, dtype=object),
-         pd.Index(np.asarray(start_times, dtype=float)), pd.Index(np.asarray(end_times, dtype=float))],
+        [file_name_index(files), pd.Index(np.asarray(start_times, dtype=float)),
+         pd.Index(np.asarray(end_times, dtype=float))],
         names=CLIP_INDEX)
 
 
-def _is_utf8(name: str) -> bool:
+def as_clip_index(clips) -> pd.MultiIndex:
+    """``clips`` as a clip index (see :func:`make_clip_index`), whatever its file names.
+
+    Parameters
+    ----------
+    clips : MultiIndex, DataFrame or iterable of (file, start_time, end_time)
+        A clip index, a clip table (its index is used) or clip tuples.
+    """
+    if isinstance(clips, (pd.DataFrame, pd.Series)):
+        clips = clips.index
+    if isinstance(clips, pd.MultiIndex):
+        if clips.nlevels != 3:
+            raise ValueError(f"a clip index has the levels {CLIP_INDEX}, got {list(clips.names)}")
+        return make_clip_index(*(clips.get_level_values(i) for i in range(3)))
+    rows = list(clips)
+    if any(len(row) != 3 for row in rows):
+        raise ValueError("clips must be (file, start_time, end_time) tuples")
+    return make_clip_index([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+
+
+def reset_clip_index(table: pd.DataFrame) -> pd.DataFrame:
+    """``table.reset_index()`` for a clip table with any file names.
+
+    Columns ``file, start_time, end_time`` (from the index), then the columns
+    of ``table``; a new range index. The ``file`` column is built by
+    :func:`file_name_index`, so a name that is not valid UTF-8 is kept
+    exactly (object dtype), where ``reset_index`` raises ``UnicodeEncodeError``.
+    """
+    index = table.index
+    if list(index.names) != CLIP_INDEX:
+        raise ValueError(f"table must be indexed by {CLIP_INDEX}, got {list(index.names)}")
+    out = table.reset_index(drop=True)
+    for position, name in reversed(list(enumerate(CLIP_INDEX))):
+        values = index.get_level_values(position)
+        if name == "file":
+            values = file_name_index(values)
+        out.insert(0, name, pd.Series(values, index=out.index))
+    return out
+
+
+def utf8_names(table: pd.DataFrame, columns=("file",)) -> pd.DataFrame:
+    """``table`` with the names in ``columns`` as valid UTF-8 text (:func:`utf8_name`), to write CSV or Parquet.
+
+    The store's rule for text formats: undecodable bytes of a name become
+    ``\\xNN``; valid names (and values that are not strings) are unchanged.
+    Columns missing from ``table`` are skipped; ``table`` itself is not changed.
+    """
+    renamed = {c: [utf8_name(v) if isinstance(v, str) else v for v in table[c]]
+               for c in columns if c in table.columns and not all(_is_utf8(v) for v in set(table[c]))}
+    return table.assign(**renamed) if renamed else table
+
+
+def _is_utf8(name) -> bool:
+    """False only for a ``str`` that cannot be encoded as UTF-8 (surrogate escapes of a non-UTF-8 name)."""
+    if not isinstance(name, str):
+        return True
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
@@ -194,10 +276,13 @@ def _is_utf8(name: str) -> bool:
     return True
 
 
-def empty_clip_table(columns, dtype="float32") -> pd.DataFrame:
-    """A clip table with no rows: index ``(file, start_time, end_time)`` and ``columns`` of ``dtype``."""
-    return pd.DataFrame(np.zeros((0, len(columns)), dtype=dtype), index=make_clip_index([], [], []),
-                        columns=list(columns))
+def empty_clip_table(columns, dtype="float32", text_columns=()) -> pd.DataFrame:
+    """A clip table with no rows: index ``(file, start_time, end_time)``, ``columns`` of ``dtype``, then text columns."""
+    table = pd.DataFrame(np.zeros((0, len(columns)), dtype=dtype), index=make_clip_index([], [], []),
+                         columns=list(columns))
+    for c in text_columns:
+        table[c] = pd.Series([], dtype=object)
+    return table
 
 
 def error_stage(error, default: str = "score") -> str:
@@ -266,10 +351,10 @@ def _diff_settings(old: dict, new: dict, prefix: str = "") -> list:
     return changes
 
 
-def _arrow_schema(columns, dtype) -> pa.Schema:
+def _arrow_schema(columns, dtype, text_columns=()) -> pa.Schema:
     value_type = pa.from_numpy_dtype(np.dtype(dtype))
     return pa.schema([("file", pa.string()), ("start_time", pa.float64()), ("end_time", pa.float64())]
-                     + [(str(c), value_type) for c in columns])
+                     + [(str(c), value_type) for c in columns] + [(str(c), pa.string()) for c in text_columns])
 
 
 # --------------------------------------------------------------------------- the store
@@ -308,6 +393,7 @@ class RunStore:
         self.fingerprint = meta["fingerprint"]
         self.settings = meta["settings"]
         self.columns = [str(c) for c in meta["columns"]]
+        self.text_columns = [str(c) for c in meta.get("text_columns", [])]
         self.dtype = np.dtype(meta.get("dtype", "float32"))
         self.format = meta.get("format", "parquet")
         self.changes: list = []
@@ -326,7 +412,7 @@ class RunStore:
     @classmethod
     def open(cls, root, settings: dict, job: str, columns, dtype="float32", format: str = "parquet",
              on_change: str = "new", lock: bool = True, lock_timeout: float = 0,
-             max_attempts: int = MAX_ATTEMPTS) -> "RunStore":
+             max_attempts: int = MAX_ATTEMPTS, text_columns=()) -> "RunStore":
         """Open (or resume) the run of ``job`` with ``settings`` in the output folder ``root``.
 
         Parameters
@@ -357,6 +443,10 @@ class RunStore:
         max_attempts : int
             Runs that may die while a file is in progress before it is
             quarantined (2: one retry).
+        text_columns : list of str
+            Text columns of the parts, after the value columns (e.g. a class
+            name or an error of localized events). Written as UTF-8 (like
+            file names, with :func:`utf8_name`); read back as Python strings.
 
         Raises
         ------
@@ -388,14 +478,18 @@ class RunStore:
             meta = {"store_version": STORE_VERSION, "job": job, "fingerprint": fingerprint,
                     "settings": settings, "columns": [str(c) for c in columns], "dtype": np.dtype(dtype).name,
                     "format": format}
+            if text_columns:
+                meta["text_columns"] = [str(c) for c in text_columns]
             if lock:
                 cls._prepare_folder(root, folder, meta)
             elif not (folder / SETTINGS).exists():
                 raise FileNotFoundError(f"{folder}: no run to join; the coordinator opens it first (lock=True)")
             meta = _read_json(folder / SETTINGS)
-            if meta.get("format", format) != format or meta.get("columns") != [str(c) for c in columns]:
+            if meta.get("format", format) != format or meta.get("columns") != [str(c) for c in columns] or \
+                    meta.get("text_columns", []) != [str(c) for c in text_columns]:
                 raise ValueError(f"{folder}: existing run has format {meta.get('format')!r} and columns "
-                                 f"{meta.get('columns')}; asked for {format!r} and {list(columns)}")
+                                 f"{meta.get('columns')} + {meta.get('text_columns', [])}; asked for {format!r} "
+                                 f"and {list(columns)} + {list(text_columns)}")
             store = cls(root, folder, meta, writable=True, lock=held)
             store.changes = changes
             if lock:
@@ -746,17 +840,20 @@ class RunStore:
     def _write_part(self, path: Path, table: pd.DataFrame):
         index = table.index if list(table.index.names) == CLIP_INDEX else \
             make_clip_index(table["file"], table["start_time"], table["end_time"])
-        missing = [c for c in self.columns if c not in table.columns]
+        missing = [c for c in self.columns + self.text_columns if c not in table.columns]
         if missing:
             raise ValueError(f"{path.name}: table lacks columns {missing}")
         # built column by column: reset_index() cannot hold names that are not valid UTF-8 (pandas >= 3)
         columns = {"file": [utf8_name(f) for f in index.get_level_values(0)],
                    "start_time": index.get_level_values(1).to_numpy(dtype=float),
                    "end_time": index.get_level_values(2).to_numpy(dtype=float),
-                   **{c: table[c].to_numpy(dtype=self.dtype) for c in self.columns}}
+                   **{c: table[c].to_numpy(dtype=self.dtype) for c in self.columns},
+                   **{c: ["" if v is None else utf8_name(str(v)) for v in table[c].tolist()]
+                      for c in self.text_columns}}
         with atomic_path(path) as tmp:
             if self.format == "parquet":
-                pq.write_table(pa.table(columns, schema=_arrow_schema(self.columns, self.dtype)), tmp)
+                schema = _arrow_schema(self.columns, self.dtype, self.text_columns)
+                pq.write_table(pa.table(columns, schema=schema), tmp)
             else:
                 pd.DataFrame(columns).to_csv(tmp, index=False)
 
@@ -765,10 +862,15 @@ class RunStore:
         if rec.get("format", "parquet") == "parquet":
             df = pd.read_parquet(path)
         else:
-            df = pd.read_csv(path, dtype={"file": str})
+            df = pd.read_csv(path, dtype={"file": str, **{c: str for c in self.text_columns}})
+            for c in self.text_columns:  # an empty text is "", not NaN
+                df[c] = df[c].fillna("")
         # the exact name from the record (the part holds its UTF-8 rendering)
         index = make_clip_index([rec["file"]] * len(df), df["start_time"], df["end_time"])
-        return pd.DataFrame({c: df[c].to_numpy(dtype=self.dtype) for c in self.columns}, index=index)
+        table = pd.DataFrame({c: df[c].to_numpy(dtype=self.dtype) for c in self.columns}, index=index)
+        for c in self.text_columns:  # Python strings (object), like the file names
+            table[c] = pd.Series(df[c].astype(object).tolist(), index=index, dtype=object)
+        return table
 
     # ------------------------------------------------------------------ reading
     @staticmethod
@@ -798,7 +900,7 @@ class RunStore:
         else:
             chosen = [records[str(f)] for f in dict.fromkeys(str(f) for f in files) if str(f) in records]
         frames = [self._read_part(rec) for rec in chosen if rec.get("part")]
-        table = pd.concat(frames) if frames else empty_clip_table(self.columns, self.dtype)
+        table = pd.concat(frames) if frames else empty_clip_table(self.columns, self.dtype, self.text_columns)
         return table, self._failures_of(chosen)
 
 
@@ -845,7 +947,10 @@ def read_results(path, job: str | None = "predict", files=None):
             return run.read(files)
         table = pd.read_parquet(path)
     elif path.suffix.lower() == ".csv":
-        table = pd.read_csv(path)
+        # raw name bytes that are not UTF-8 (written by another tool) read back as the exact names
+        table = pd.read_csv(path, encoding_errors="surrogateescape", dtype={"file": object})
+        if "file" in table.columns:  # pandas' usual strings unless a name cannot be one
+            table["file"] = pd.Series(file_name_index(table["file"]), index=table.index)
     else:
         table = pd.read_parquet(path)
     if list(table.index.names) != CLIP_INDEX:

@@ -244,3 +244,77 @@ def test_prediction_outputs_honour_the_umask(good_files, tmp_path):
     written = [p for p in tmp_path.rglob("*") if p.is_file() and not p.name.startswith(".lock")]
     assert len(written) >= 6
     assert {oct(stat.S_IMODE(p.stat().st_mode)) for p in written} == {oct(0o664)}
+
+
+@pytest.mark.filterwarnings("ignore::opso_nb.review.ReviewTooSmallWarning")  # 10 clips: a calibration is not the point
+def test_non_utf8_file_name_survives_review_and_thresholding(good_files, tmp_path):
+    """A RIBBIT run over an SD card with a non-UTF-8 name can be read, sampled, thresholded, reviewed and exported.
+
+    The odd file is a copy of a plain one, so its rows must keep their exact name
+    (``os.fsencode`` round trip) and equal the plain file's scores at every step;
+    text exports write its name as the store does (undecodable bytes as ``\\xNN``).
+    """
+    from opso_nb.detection import detections_table, top_clips, write_detections_csv
+    from opso_nb.review import ReviewSession, ReviewSettings, read_score_table, select_clips
+    from opso_nb.ribbit import RibbitParams, run_ribbit
+    from opso_nb.sample_data import toads_folder
+
+    card = tmp_path / "card"
+    card.mkdir()
+    plain = str(card / "plain.mp3")
+    odd = os.fsdecode(os.fsencode(str(card)) + b"/caf\xe9.mp3")
+    for target in (plain, odd):
+        shutil.copy(toads_folder() / "gpt1.mp3", target)
+    run_ribbit(card, RibbitParams(clip_duration=2.0), out_path=tmp_path / "ribbit", progress=False)
+
+    def same_rows(table, what, odd=odd, plain=plain):
+        """Both files in ``table`` under their exact names, the odd one's rows equal to the plain one's."""
+        files = list(table.index.get_level_values("file") if "file" in table.index.names else table["file"])
+        assert set(files) == {odd, plain}, what
+        assert os.fsdecode(os.fsencode(odd)) in files
+        rows = {f: table[[name == f for name in files]].drop(columns="file", errors="ignore").reset_index(drop=True)
+                for f in (odd, plain)}
+        assert len(rows[odd]), what
+        pd.testing.assert_frame_equal(rows[odd], rows[plain], obj=what)
+
+    scores = read_score_table(tmp_path / "ribbit")
+    (cls,) = scores.columns
+    assert len(scores) == 10 and scores[cls].notna().all()
+    assert b"caf\xe9.mp3" in {os.fsencode(f)[-8:] for f in scores.index.get_level_values("file")}
+    same_rows(scores, "read_score_table")
+    same_rows(select_clips(scores, cls, strategy="random", n=len(scores), seed=1).sort_index()[["score"]],
+              "select_clips")
+    assert select_clips(scores, cls, strategy="top", n=3, files=[odd]).index.get_level_values("file").tolist() == \
+        [odd] * 3
+    detections = detections_table(scores, float(scores[cls].min()))
+    same_rows(detections, "detections_table")
+    same_rows(detections_table(scores, float(scores[cls].min()), merge=True), "merged detections")
+    same_rows(top_clips(scores, cls, n=len(scores), allow_overlap=True).sort_index(), "top_clips")
+
+    # text exports follow the store's rule, so they are valid UTF-8 and read back
+    escaped = utf8_name(odd)
+    assert escaped.endswith("caf\\xe9.mp3")
+    written = pd.read_csv(write_detections_csv(detections, tmp_path / "detections.csv"))
+    assert set(written["file"]) == {escaped, plain}
+
+    settings = ReviewSettings(class_name=cls, strategy="random", n=len(scores), seed=1, reviewer="ana")
+    session = ReviewSession.open(scores, settings, tmp_path / "review")
+    while session.current is not None:
+        session.label("present" if session.current[1] < 6 else "absent")
+    reopened = ReviewSession.open(scores, settings, tmp_path / "review")
+    assert reopened.finished and list(reopened.sample.index) == list(session.sample.index)
+    same_rows(reopened.reviewed().sort_index()[["score", "label"]], "reviewed clips")
+    export = reopened.export(tmp_path / "export")
+    assert set(pd.read_csv(export["labels"])["file"]) == {escaped, plain}
+    assert set(pd.read_csv(export["training_labels"])["file"]) == {escaped, plain}
+    raven = {p.name: p.read_text(encoding="utf-8") for p in export["raven"]}
+    assert set(raven) == {"caf\\xe9.Table.1.selections.txt", "plain.Table.1.selections.txt"}
+    assert raven["caf\\xe9.Table.1.selections.txt"] == raven["plain.Table.1.selections.txt"]
+
+    # a prediction output folder holding such a name reads the same way
+    odd_wav = non_utf8_path(card)
+    shutil.copy(good_files[0], odd_wav)
+    predict(tiny_model(), [good_files[0], odd_wav], output_path=tmp_path / "pred", progress=False)
+    predicted = read_score_table(tmp_path / "pred")
+    same_rows(predicted, "prediction scores", odd=odd_wav, plain=good_files[0])
+    same_rows(detections_table(predicted, -np.inf), "prediction detections", odd=odd_wav, plain=good_files[0])

@@ -383,3 +383,25 @@ def test_process_files_skips_done_retries_suspects_first_and_reports_errors(tmp_
     assert table.index.get_level_values("file").unique().tolist() == [files[0], files[1], files[3]]
     with pytest.raises(ValueError, match="cannot score"):
         process_files(files, compute, raise_errors=True)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_text_columns_are_stored_after_the_values(tmp_path, fmt):
+    rec = make_input(tmp_path, "rec.wav")
+    odd = os.fsdecode(b"caf\xe9.wav")
+    table = pd.DataFrame({"x": [1.5, np.nan]}, index=make_clip_index([rec, rec], [0.0, 1.0], [1.0, 2.0]))
+    # object columns: pandas' own strings cannot hold a name that is not valid UTF-8
+    table["class"] = pd.Series(["wren", "1"], index=table.index, dtype=object)
+    table["error"] = pd.Series(["", f"cannot read {odd}"], index=table.index, dtype=object)
+    with RunStore.open(tmp_path / "out", SETTINGS, job="localize", columns=["x"], dtype="float64", format=fmt,
+                       text_columns=["class", "error"]) as run:
+        run.write(rec, table)
+    back, _ = RunStore.existing(tmp_path / "out", job="localize").read()
+    assert back.columns.tolist() == ["x", "class", "error"]
+    np.testing.assert_array_equal(back["x"], [1.5, np.nan])
+    assert back["class"].tolist() == ["wren", "1"]  # text stays text, "" stays ""
+    assert back["error"].tolist() == ["", f"cannot read {utf8_name(odd)}"]  # written as UTF-8, like file names
+    with pytest.raises(ValueError, match="text_columns|columns"):
+        RunStore.open(tmp_path / "out", SETTINGS, job="localize", columns=["x"], dtype="float64", format=fmt)
+    empty, _ = RunStore.existing(tmp_path / "out", job="localize").read(files=["none.wav"])
+    assert empty.columns.tolist() == ["x", "class", "error"] and empty.empty

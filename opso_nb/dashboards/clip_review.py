@@ -53,6 +53,7 @@ from opso_nb.review import (
     score_table_choices,
 )
 from opso_nb.sample_data import toads_folder
+from opso_nb.store import reset_clip_index, utf8_name, utf8_names
 from opso_nb.spectrogram import Spectrogram
 from opso_nb.workspace import PathRefused, Workspace, _match_files, check_recordings, user_data_dirs
 
@@ -352,7 +353,8 @@ class ClipReview(pn.viewable.Viewer):
         self.audio_failures = failures_frame(failures)
         text = f"{len(self.available_files)} of {len(files)} recording(s) of the table found"
         text += f" in `{root}`." if root is not None else "."
-        problems = failure_text(self.audio_failures, "recording")
+        # names as the page can show them (valid UTF-8); audio_failures keeps the exact names
+        problems = failure_text(utf8_names(self.audio_failures, ("file", "error")), "recording")
         if problems:
             text += f"  \n{problems} Their clips are skipped."
         self.audio_note.object = text
@@ -470,7 +472,7 @@ class ClipReview(pn.viewable.Viewer):
             return
         file, start, end = clip
         row = session.sample.iloc[session.position]
-        self.clip_title.object = (f"**Clip {session.position + 1} of {total}:** `{Path(str(file)).name}` "
+        self.clip_title.object = (f"**Clip {session.position + 1} of {total}:** `{_display_name(file)}` "
                                   f"{start:g}–{end:g} s · score {row['score']:.4g}"
                                   + (f" · score bin {int(row['bin']) + 1}" if row["bin"] >= 0 else ""))
         saved = session.current_label()
@@ -486,12 +488,12 @@ class ClipReview(pn.viewable.Viewer):
             if 0 < self.frequency_limit < audio.sample_rate / 2:
                 spectrogram = spectrogram.bandpass(0, self.frequency_limit)
         except (AudioLoadError, ValueError, OSError) as err:
-            self.spectrogram.clear(f"{Path(str(file)).name} cannot be read")
+            self.spectrogram.clear(f"{_display_name(file)} cannot be read")
             clear_player(self.player)
             show_message(self.clip_problem, f"**This clip cannot be played:** {err}. Press Skip.")
             return
         self.spectrogram.update(spectrogram, time_offset=offset)
-        self.spectrogram.figure.title.text = f"{Path(str(file)).name}: clip {start:g}–{end:g} s (dashed lines)"
+        self.spectrogram.figure.title.text = f"{_display_name(file)}: clip {start:g}–{end:g} s (dashed lines)"
         shown_end = offset + audio.duration
         (left, right), (first, last) = self._context_boxes, self._clip_edges
         left.left, left.right = offset, float(start)
@@ -503,12 +505,12 @@ class ClipReview(pn.viewable.Viewer):
         if self.session is None:
             self.recent.object = pd.DataFrame()
             return
-        done = self.session.reviewed().reset_index()
+        done = reset_clip_index(self.session.reviewed())
         if done.empty:
             self.recent.object = pd.DataFrame(columns=["file", "start_time", "end_time", "score", "label", "note"])
             return
         done = done.sort_values("time", kind="stable").tail(RECENT_ROWS).iloc[::-1]
-        done["file"] = done["file"].map(lambda f: Path(str(f)).name)
+        done["file"] = [_display_name(f) for f in done["file"]]
         self.recent.object = done[["file", "start_time", "end_time", "score", "label", "note"]]
 
     # ------------------------------------------------------------------ calibration
@@ -613,6 +615,15 @@ class ClipReview(pn.viewable.Viewer):
         )
         return pn.Row(controls, pn.Column(review, calibration, sizing_mode="stretch_width"),
                       sizing_mode="stretch_width")
+
+
+def _display_name(file) -> str:
+    """Base name of ``file`` for the page: a name that is not valid UTF-8 shows its bytes as ``\\xNN``.
+
+    The browser gets UTF-8 text, which cannot carry such a name (see :func:`opso_nb.store.utf8_name`);
+    the review itself keeps the exact name.
+    """
+    return utf8_name(Path(str(file)).name)
 
 
 def training_note(path: Path, clips: int) -> str:

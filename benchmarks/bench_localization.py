@@ -16,6 +16,9 @@ interleaved runs; ratio = OpenSoundscape time / opso_nb time):
 - *localize_detections*: events of one clip share each filtered segment
   (``SegmentCache``) and one FFT per segment; all pairs of the clip are
   cross-correlated in batched inverse FFTs with worker threads.
+- *into a run folder*: ``localize_detections(output_path=...)``, storing each
+  reference recording's events as they finish (resumable); a fresh folder
+  each time, so nothing is reused.
 - OpenSoundscape's ``localize_detections`` on the same files, when
   ``$OPENSOUNDSCAPE_PYTHON`` (or ``$OPSO_PYTHON``) points to its python.
 
@@ -139,6 +142,11 @@ def run(work: Path, args):
             timed(f"localize_detections, {workers} process(es)", lambda w=workers: array.localize_detections(
                 sim["detections"], localization_algorithm="least_squares", num_workers=w, speed_of_sound=c,
                 **SETTINGS))
+            if workers == 1:  # the same, each reference recording's events stored as they finish (resumable)
+                store = work / f"store-{len(timings.get('localize_detections into a run folder, 1 process', []))}"
+                timed("localize_detections into a run folder, 1 process", lambda: array.localize_detections(
+                    sim["detections"], localization_algorithm="least_squares", speed_of_sound=c,
+                    output_path=store, **SETTINGS))
             if opso:
                 r = run_opso(opso, work, workers)
                 if "error" not in r:

@@ -26,7 +26,7 @@ __all__ = ["FAILURE_COLUMNS", "STAGES", "describe_error", "failure_record", "fai
 FAILURE_COLUMNS = ["file", "start_time", "end_time", "stage", "error"]
 
 #: Stages used by opso_nb itself (any string is accepted).
-STAGES = ("load", "preprocess", "score", "write", "quarantine")
+STAGES = ("load", "preprocess", "score", "localize", "write", "quarantine")
 
 
 def describe_error(error) -> str:

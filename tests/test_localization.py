@@ -473,3 +473,80 @@ def test_a_recording_with_nan_samples_fails_its_events_only(simulated, tmp_path)
         bandpass_ranges={"wren": (2500, 5500), "thrush": (1500, 3500)})
     assert len(unlocalized) == 6 and len(localized) == 18  # the six events of the clip with the glitch
     assert all(e.start_time == 1.0 and "broken.wav" in e.error and "NaN" in e.error for e in unlocalized)
+
+
+def test_localization_into_a_run_folder_resumes_without_recomputing(simulated, tmp_path, monkeypatch):
+    import warnings
+
+    from opso_nb.localization import synchronized_recorder_array as sra
+    from opso_nb.store import RunSettingsChanged, RunStore
+
+    array = SynchronizedRecorderArray(simulated["file_coords"])
+    settings = dict(max_receiver_dist=200, min_n_receivers=5, localization_algorithm="gillette",
+                    bandpass_ranges={"wren": (2500, 5500), "thrush": (1500, 3500)},
+                    speed_of_sound=simulated["speed_of_sound"])
+    detections = simulated["detections"]
+    plain, plain_un = array.localize_detections(detections, **settings)
+    expected = events_to_df(plain + plain_un)
+
+    # a run that dies after two reference recordings keeps those two
+    real, calls = sra.localize_events, []
+
+    def dies_after_two(events, **kwargs):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(events[0].receiver_files[0])
+        return real(events, **kwargs)
+
+    monkeypatch.setattr(sra, "localize_events", dies_after_two)
+    out = tmp_path / "localize"
+    with pytest.raises(KeyboardInterrupt):
+        array.localize_detections(detections, output_path=out, **settings)
+    run = RunStore.existing(out, job="localize")
+    assert sorted(run.records()) == sorted(calls)
+
+    # resumed: only the other recordings are computed, and the result is the uninterrupted one
+    resumed_calls = []
+    monkeypatch.setattr(sra, "localize_events",
+                        lambda events, **kw: resumed_calls.append(events[0].receiver_files[0]) or real(events, **kw))
+    localized, unlocalized = array.localize_detections(detections, output_path=out, **settings)
+    assert not set(resumed_calls) & set(calls) and len(resumed_calls) == 6 - 2
+    pd.testing.assert_frame_equal(events_to_df(localized + unlocalized), expected)
+
+    # everything stored: a rerun computes nothing; a new residual threshold is applied to the stored events
+    monkeypatch.setattr(sra, "localize_events", lambda *a, **k: pytest.fail("recomputed a stored recording"))
+    again, _ = array.localize_detections(detections, output_path=out, **settings)
+    pd.testing.assert_frame_equal(events_to_df(again), events_to_df(localized))
+    strict, rejected = array.localize_detections(detections, output_path=out, **{**settings,
+                                                                                  "residual_threshold": 0.0})
+    assert not strict and all("residual_threshold" in e.error for e in rejected)
+
+    # the stored table is a clip table (reference recording, clip) with the positions
+    table, failures = RunStore.existing(out, job="localize").read()
+    assert list(table.index.names) == ["file", "start_time", "end_time"] and len(table) == len(expected)
+    np.testing.assert_allclose(np.sort(table["x"].dropna()), np.sort(expected["x"].dropna()))
+    assert failures.empty
+
+    # other settings: a new run beside the stored one, with a warning naming the change
+    monkeypatch.setattr(sra, "localize_events", real)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        array.localize_detections(detections, output_path=out, **{**settings, "cc_filter": "cc"})
+    assert any(issubclass(w.category, RunSettingsChanged) and "cc_filter" in str(w.message) for w in caught)
+    assert len(list(out.glob("localize-*"))) == 2
+
+
+def test_events_that_fail_are_stored_as_failures(simulated, tmp_path):
+    from opso_nb.store import RunStore
+
+    coords = simulated["file_coords"].copy()
+    gone = str(tmp_path / "gone.wav")
+    first = simulated["file_coords"].index[0]
+    coords.index = [gone if f == first else f for f in coords.index]
+    detections = simulated["detections"].rename(index={first: gone}, level="file")
+    _, unlocalized = SynchronizedRecorderArray(coords).localize_detections(
+        detections, max_receiver_dist=200, min_n_receivers=5, output_path=tmp_path / "run",
+        bandpass_ranges={"wren": (2500, 5500), "thrush": (1500, 3500)})
+    _, failures = RunStore.existing(tmp_path / "run", job="localize").read()
+    assert len(failures) == len(unlocalized) == 24
+    assert set(failures["stage"]) == {"localize"} and failures["error"].str.contains("gone.wav").all()

@@ -1,6 +1,7 @@
 """The synchronized recorder array: from a detections table to localized events."""
 from __future__ import annotations
 
+import hashlib
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -19,7 +20,9 @@ from opso_nb.localization.spatial_event import (
     estimate_delays_together,
     events_to_df,
 )
+from opso_nb.failures import failure_record
 from opso_nb.signal_processing import CC_FILTERS
+from opso_nb.store import RunStore, make_clip_index, utf8_name
 from opso_nb.utils import validate_clip_table
 
 __all__ = ["SynchronizedRecorderArray", "LocalizationSettings", "localize_events", "iter_localized_groups"]
@@ -128,11 +131,30 @@ class SynchronizedRecorderArray:
                         cc_threshold=cc_threshold, max_delay=max_delay))
         return events
 
+    def _run_settings(self, detections, max_receiver_dist, bandpass_ranges, options) -> dict:
+        """What a stored localization run depends on (JSON-able): settings, positions, detections, recordings."""
+        detections = self._check_detections(detections)
+        table = detections.reset_index(drop=False)
+        table["file"] = table["file"].map(lambda f: os.fsencode(str(f)).hex())  # any file name, exactly
+        digest = hashlib.sha1(pd.util.hash_pandas_object(table, index=False).to_numpy().tobytes())
+        digest.update(repr(list(map(str, detections.columns))).encode())
+        files = sorted(self.file_coords.index)
+        return {
+            **{k: v for k, v in options.items() if k != "num_workers"},
+            "max_receiver_dist": float(max_receiver_dist),
+            "bandpass_ranges": bandpass_ranges if isinstance(bandpass_ranges, dict) or bandpass_ranges is None
+            else list(bandpass_ranges),
+            "positions": {f: [float(v) for v in self.file_coords.loc[f]] for f in files},
+            "detections_sha1": digest.hexdigest(),
+            # a recording replaced or edited since (size, modification time) starts a new run
+            "recordings": {f: _file_stamp(f) for f in files},
+        }
+
     def localize_detections(self, detections: pd.DataFrame, max_receiver_dist: float, min_n_receivers: int = 3,
                             localization_algorithm: str = "gillette", cc_threshold: float = 0, cc_filter: str = "phat",
                             max_delay=None, bandpass_ranges=None, residual_threshold: float = np.inf,
                             speed_of_sound: float | None = None, num_workers: int = 0, progress: bool = False,
-                            return_unlocalized: bool = True, results_csv=None):
+                            return_unlocalized: bool = True, results_csv=None, output_path=None):
         """Localize every candidate event built from ``detections``.
 
         Steps: candidate events → GCC delays (after the class's band-pass) →
@@ -170,6 +192,15 @@ class SynchronizedRecorderArray:
             Return (localized, unlocalized); False returns only the localized list.
         results_csv : str or Path, optional
             Write :func:`events_to_df` of all events (localized first) there, atomically.
+        output_path : str or Path, optional
+            A run folder (:class:`opso_nb.store.RunStore`, job ``"localize"``):
+            the events of each reference recording are stored as one part as
+            soon as they are done, with their failures (stage ``"localize"``).
+            Run again with the same inputs and settings, it resumes: stored
+            recordings are read back, not recomputed. Other settings, another
+            detections table or changed recordings start a new run beside the
+            old one. ``residual_threshold`` is applied after the store, so
+            changing it reuses the stored work.
 
         Returns
         -------
@@ -185,9 +216,14 @@ class SynchronizedRecorderArray:
         events = self.create_candidate_events(detections, min_n_receivers, max_receiver_dist,
                                               cc_threshold=cc_threshold, bandpass_ranges=bandpass_ranges,
                                               max_delay=max_delay)
-        done = localize_events(events, localization_algorithm, cc_threshold=cc_threshold, cc_filter=cc_filter,
-                               max_delay=max_delay, min_n_receivers=min_n_receivers, speed_of_sound=speed_of_sound,
-                               num_workers=num_workers, progress=progress)
+        options = dict(algorithm=localization_algorithm, cc_threshold=cc_threshold, cc_filter=cc_filter,
+                       max_delay=max_delay, min_n_receivers=min_n_receivers, speed_of_sound=speed_of_sound,
+                       num_workers=num_workers)
+        if output_path is None:
+            done = localize_events(events, progress=progress, **options)
+        else:
+            settings = self._run_settings(detections, max_receiver_dist, bandpass_ranges, options)
+            done = _localize_into_store(events, output_path, settings, options, progress)
         localized, unlocalized = [], []
         for event in done:
             if event.error is None and event.position_estimate is not None and np.all(
@@ -218,6 +254,104 @@ def _recording_clock(files) -> dict:
         return {}
     first = min(starts.values())
     return {f: (s - first).total_seconds() for f, s in starts.items()}
+
+
+def _file_stamp(file):
+    """[size, modification time in ns] of a recording, or None when it cannot be read."""
+    try:
+        info = os.stat(file)
+    except (OSError, ValueError):
+        return None
+    return [int(info.st_size), int(info.st_mtime_ns)]
+
+
+#: Columns of a stored localization run: numbers, and text (lists joined by ";").
+STORE_NUMBER_COLUMNS = ["x", "y", "z", "residual_rms"]
+STORE_TEXT_COLUMNS = ["class", "receivers_used", "tdoas", "cc_maxs", "error"]
+
+
+def _join_numbers(values) -> str:
+    return "" if values is None else ";".join(repr(float(v)) for v in np.ravel(values))
+
+
+def _split_numbers(text) -> np.ndarray | None:
+    return None if not isinstance(text, str) or text == "" else np.array([float(v) for v in text.split(";")])
+
+
+def _events_table(reference: str, events) -> pd.DataFrame:
+    """The stored part of one reference recording: one row per event, in the clip-table shape."""
+    numbers, texts = [], []
+    for event in events:
+        pos = event.position_estimate
+        xyz = [np.nan] * 3 if pos is None else [*map(float, np.ravel(pos)), np.nan, np.nan][:3]
+        numbers.append([event.start_time, event.start_time + (np.nan if event.duration is None else event.duration),
+                        *xyz, np.nan if event.residual_rms is None else float(event.residual_rms)])
+        texts.append(["" if event.class_name is None else str(event.class_name),
+                      ";".join(event.receivers_used or []), _join_numbers(event.tdoas), _join_numbers(event.cc_maxs),
+                      event.error or ""])
+    numbers = np.array(numbers, dtype=float).reshape(-1, 2 + len(STORE_NUMBER_COLUMNS))
+    table = pd.DataFrame(numbers[:, 2:], columns=STORE_NUMBER_COLUMNS,
+                         index=make_clip_index([reference] * len(events), numbers[:, 0], numbers[:, 1]))
+    # object columns: receiver names and errors may hold file names that are not valid UTF-8
+    for j, column in enumerate(STORE_TEXT_COLUMNS):
+        table[column] = pd.Series([row[j] for row in texts], index=table.index, dtype=object)
+    return table
+
+
+def _restore_events(events, stored: pd.DataFrame) -> None:
+    """Give ``events`` (rebuilt from the detections) the results stored for them."""
+    rows = {(round(float(start), 6), cls): row
+            for (_, start, _), row, cls in zip(stored.index, stored.to_dict("records"), stored["class"])}
+    for event in events:
+        row = rows.get((round(event.start_time, 6), "" if event.class_name is None else str(event.class_name)))
+        if row is None:  # cannot happen with the same detections (they are part of the run's settings)
+            raise RuntimeError(f"stored localization run lacks the event at {event.start_time} s of "
+                               f"{event.receiver_files[0]}")
+        dims = event.receiver_positions.shape[1]
+        position = np.array([row["x"], row["y"], row["z"]][:dims], dtype=float)
+        event.position_estimate = position if np.all(np.isfinite(position)) else None
+        event.residual_rms = None if not np.isfinite(row["residual_rms"]) else float(row["residual_rms"])
+        # the part holds names as UTF-8 text (utf8_name); give back the receivers' exact names
+        exact = {utf8_name(f): f for f in event.receiver_files}
+        event.receivers_used = [exact.get(f, f) for f in row["receivers_used"].split(";")] \
+            if row["receivers_used"] else None
+        event.tdoas, event.cc_maxs = _split_numbers(row["tdoas"]), _split_numbers(row["cc_maxs"])
+        event.error = row["error"] or None
+
+
+def _localize_into_store(events, output_path, settings, options, progress) -> list:
+    """:func:`localize_events` that stores each reference recording's events as they finish, and resumes."""
+    by_reference: dict = {}
+    for i, event in enumerate(events):
+        by_reference.setdefault(event.receiver_files[0], []).append(i)
+    done = list(events)
+    cache = SegmentCache(DEFAULT_CACHE_BYTES)  # one for all recordings: neighbours' segments are read once
+    with RunStore.open(output_path, settings, job="localize", columns=STORE_NUMBER_COLUMNS, dtype="float64",
+                       text_columns=STORE_TEXT_COLUMNS) as store, \
+            tqdm(total=len(events), desc="localizing", disable=not progress) as bar:
+        records = store.records()
+        for reference, positions in by_reference.items():
+            group = [events[i] for i in positions]
+            record = records.get(reference, {})
+            if store.is_done(reference) and record.get("status") == "quarantined":
+                for event in group:  # its processes died twice while localizing it: reported, not retried
+                    event.error = f"skipped: {record['failures'][0][3]}" if record.get("failures") else "skipped"
+            elif store.is_done(reference):
+                _restore_events(group, store.read(files=[reference])[0])
+            else:
+                store.begin(reference)
+                try:
+                    group = localize_events(group, cache=cache, **options)
+                except BaseException:
+                    store.release(reference)  # stopped or failed here, not killed: no strike against it
+                    raise
+                failures = [failure_record(reference, e.error, e.start_time, e.start_time + (e.duration or 0.0),
+                                           stage="localize") for e in group if e.error is not None]
+                store.write(reference, _events_table(reference, group), failures)
+            for i, event in zip(positions, group):
+                done[i] = event
+            bar.update(len(group))
+    return done
 
 
 def _segment_key(event):
@@ -253,14 +387,15 @@ def _group_positions(events) -> dict:
 
 def iter_localized_groups(events, algorithm: str = "gillette", cc_threshold=0, cc_filter: str = "phat",
                           max_delay=None, min_n_receivers: int = 3, speed_of_sound: float = SPEED_OF_SOUND,
-                          num_workers: int = 0):
+                          num_workers: int = 0, cache: SegmentCache | None = None):
     """Localize events clip by clip, yielding ``(key, events)`` as each clip's events are done.
 
-    ``key`` is (start_time, duration, bandpass_range) of the clip. A caller can
-    write each yielded group to a results store as it arrives (a resumable run
-    skips the keys already stored). Groups come in the order of their first
-    event; with ``num_workers`` > 1 they are computed in parallel processes
-    (and the yielded events are copies of the given ones).
+    ``key`` is (start_time, duration, bandpass_range) of the clip. Groups come
+    in the order of their first event; with ``num_workers`` > 1 they are
+    computed in parallel processes (and the yielded events are copies of the
+    given ones). ``cache``: the :class:`SegmentCache` of filtered segments
+    used in this process (a new one if None), e.g. one shared by several
+    calls over the same recordings.
     """
     groups = {key: [events[i] for i in positions] for key, positions in _group_positions(events).items()}
     args = (algorithm, cc_threshold, cc_filter, max_delay, min_n_receivers, speed_of_sound)
@@ -270,14 +405,14 @@ def iter_localized_groups(events, algorithm: str = "gillette", cc_threshold=0, c
             for key, future in futures.items():
                 yield key, future.result()
     else:
-        cache = SegmentCache(DEFAULT_CACHE_BYTES)  # shared across clips: overlapping clips reuse segments
+        cache = cache if cache is not None else SegmentCache(DEFAULT_CACHE_BYTES)  # overlapping clips reuse segments
         for key, group in groups.items():
             yield key, _localize_group(group, *args, cache=cache)
 
 
 def localize_events(events, algorithm: str = "gillette", cc_threshold=0, cc_filter: str = "phat", max_delay=None,
                     min_n_receivers: int = 3, speed_of_sound: float = SPEED_OF_SOUND, num_workers: int = 0,
-                    progress: bool = False) -> list:
+                    progress: bool = False, cache: SegmentCache | None = None) -> list:
     """Estimate delays and positions of many events; returns them in their original order.
 
     Failures (unreadable audio, too few receivers...) are recorded in each
@@ -288,7 +423,7 @@ def localize_events(events, algorithm: str = "gillette", cc_threshold=0, cc_filt
     done = list(events)
     with tqdm(total=len(events), desc="localizing", disable=not progress) as bar:
         for key, group in iter_localized_groups(events, algorithm, cc_threshold, cc_filter, max_delay,
-                                                min_n_receivers, speed_of_sound, num_workers):
+                                                min_n_receivers, speed_of_sound, num_workers, cache):
             for i, event in zip(positions[key], group):
                 done[i] = event
             bar.update(len(group))

@@ -1,4 +1,4 @@
-"""The localization map: Python-level behaviour, then Voila + headless Chromium."""
+"""The localization map: Python-level behaviour, then served (Voila and ``panel serve``) in headless Chromium."""
 import re
 from pathlib import Path
 
@@ -11,10 +11,12 @@ APP = Path(__file__).resolve().parents[1] / "notebooks" / "apps" / "localization
 
 
 @pytest.fixture(scope="module")
-def app():
+def app(tmp_path_factory):
+    """The map on the simulated demo array (no data folder), written to a temporary output folder."""
     from opso_nb.dashboards import LocalizationMap
+    from opso_nb.workspace import Workspace
 
-    return LocalizationMap()
+    return LocalizationMap(workspace=Workspace(data_dirs=[], output_dir=tmp_path_factory.mktemp("out")))
 
 
 def shown(app):
@@ -42,6 +44,36 @@ def test_filters_change_points(app):
     app.cc_threshold = float(app.table["min_cc"].median())
     assert 0 < shown(app) < total - 6
     app.cc_threshold = 0.0
+
+
+def test_the_demo_array_is_written_under_the_output_folder(app, tmp_path, monkeypatch):
+    import tempfile
+
+    from opso_nb.dashboards import LocalizationMap
+    from opso_nb.workspace import Workspace
+
+    demo = app.workspace.output_dir / "localization_demo"
+    files = set(app.file_coords.index) | {f for e in app.events for f in e.receiver_files}
+    assert len(files) == 6 and all(Path(f).parent == demo and Path(f).is_file() for f in files)
+    assert f"`{demo}`" in app.source_note.object and not app.error.visible
+    # another output folder gets its own copy, and nothing goes to the system's temporary folder
+    system_tmp = tmp_path / "system_tmp"
+    system_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
+    other = LocalizationMap(workspace=Workspace(data_dirs=[], output_dir=tmp_path / "out"))
+    assert {Path(f).parent for f in other.file_coords.index} == {tmp_path / "out" / "localization_demo"}
+    assert len(other.table) == len(app.table) and list(system_tmp.iterdir()) == []
+    # recordings deleted while the server runs are simulated again when the demo is opened again
+    Path(other.file_coords.index[0]).unlink()
+    other.load_demo()
+    assert Path(other.file_coords.index[0]).is_file() and len(other.table) == len(app.table)
+    # an output folder that cannot be written: the page says so and shows no stale demo
+    blocked = tmp_path / "a_file"
+    blocked.write_text("not a folder")
+    other.workspace = Workspace(data_dirs=[], output_dir=blocked)
+    other.load_demo()
+    assert other.error.visible and "Cannot write the simulated demo array" in other.error.object
+    assert len(other.table) == 0 and other._points.data["x"] == [] and other.source_note.object == ""
 
 
 def test_events_of_one_call_are_drawn_as_one_point(app):
@@ -204,13 +236,18 @@ def test_selecting_a_point_shows_aligned_receivers(app):
 
 
 @pytest.mark.browser
-def test_localization_map_in_chromium():
-    with serve_app(APP, "voila") as url, open_page(url) as page:
+@pytest.mark.parametrize("server", ["voila", "panel"])
+def test_localization_map_in_chromium(server):
+    with serve_app(APP, server) as url, open_page(url) as page:
         page.get_by_text("events shown").first.wait_for(timeout=150_000)
         wait_for_canvases(page, 2)
         text = page_text(page)
         first = int(re.search(r"(\d+) of (\d+) events shown", text).group(1))
         assert first == 42, text[:300]  # 48 events, the intruder's 6 hidden at the default residual threshold
+        # the simulated recordings went to the server's output folder, which the page names
+        demo = url.output / "localization_demo"
+        assert len(list(demo.glob("rec_*.wav"))) == 6
+        assert poll(page, lambda: str(demo) in page_text(page)), page_text(page)[:800]
         # click a position: select the first point in the browser's copy of the points' data source, as the
         # tap tool does; the server must answer with that event's aligned receivers (6 spectrograms + players)
         canvases_before = page.locator("canvas").count()
@@ -239,5 +276,5 @@ def test_localization_map_in_chromium():
                     timeout_s=30), page_text(page)[:500]
         # at 0 m nothing passes: the page says which filter to relax
         assert poll(page, lambda: "No event passes the filters" in page_text(page), timeout_s=30)
-        assert "raise Largest position error (m) to" in page_text(page)
+        assert poll(page, lambda: "raise Largest position error (m) to" in page_text(page)), page_text(page)[:800]
         assert_healthy(page)

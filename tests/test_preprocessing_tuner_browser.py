@@ -83,6 +83,35 @@ def test_tuner_without_browser(tmp_path):
     assert "outside the output folder" in app._export_status.object and not (tmp_path / "elsewhere").exists()
 
 
+def test_the_grid_has_a_colour_bar_of_the_network_input(tmp_path, monkeypatch):
+    import torch
+
+    import opso_nb.dashboards.preprocessing_tuner as tuner
+    from opso_nb.preprocess.preprocessors import SpectrogramPreprocessor
+    from opso_nb.preprocess.utils import show_tensor_grid
+    from opso_nb.workspace import Workspace
+
+    # the library's grid: one bar in tensor units (-1 to 1), arrows only for values beyond
+    fig = show_tensor_grid([torch.zeros(1, 8, 8), torch.ones(1, 8, 8)], columns=2)
+    bar = fig.axes[-1]
+    assert len(fig.axes) == 3 and bar.get_ylabel() == "network input (tensor value)"
+    assert bar.get_ylim() == (-1.0, 1.0) and fig.axes[0].images[0].colorbar is None
+    assert show_tensor_grid([torch.full((1, 8, 8), 1.5)], colorbar="x").axes[-1].get_ylabel() == "x"
+    assert len(show_tensor_grid([torch.zeros(1, 8, 8)], colorbar=False).axes) == 1
+    assert len(show_tensor_grid([torch.rand(3, 8, 8)]).axes) == 1  # colour images: no grey scale to show
+
+    # the tuner's grid says what the values mean, following the to_tensor and rescale steps
+    drawn = []
+    monkeypatch.setattr(tuner, "show_tensor_grid", lambda *a, **k: drawn.append(show_tensor_grid(*a, **k)) or drawn[-1])
+    app = tuner.PreprocessingTuner(preprocessor=SpectrogramPreprocessor(2.0, height=16, width=32),
+                                   workspace=Workspace(data_dirs=[], output_dir=tmp_path))
+    assert drawn[-1].axes[-1].get_ylabel() == "network input (-1 = quiet, 1 = loud)"
+    app.preprocessor.pipeline["rescale"].bypass = True  # each change redraws
+    assert drawn[-1].axes[-1].get_ylabel() == "network input (0 = quiet, 1 = loud)"
+    app.preprocessor.pipeline["to_tensor"].invert = True
+    assert drawn[-1].axes[-1].get_ylabel() == "network input (1 = quiet, 0 = loud)"
+
+
 def test_tuner_on_a_user_folder_reports_unreadable_recordings(tmp_path):
     import shutil
 

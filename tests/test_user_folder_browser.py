@@ -1,9 +1,9 @@
 """Every dashboard opened on a user's folder: it shows the files and names the bad one with its reason.
 
-One ``panel serve`` process serves all seven app notebooks (imports shared), started the way
-``python -m opso_nb.apps --data FOLDER`` starts it; the folder is a temporary copy of bundled
-files plus one corrupt recording (``corrupt.wav``, with an annotation table and a recorder
-position so every dashboard meets it).
+Each test runs on both servers: one Voila and one ``panel serve`` process (per module) serve
+all seven app notebooks, started the way ``python -m opso_nb.apps --data FOLDER`` starts
+them; the folder is a temporary copy of bundled files plus one corrupt recording
+(``corrupt.wav``, with an annotation table and a recorder position so every dashboard meets it).
 """
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ from opso_nb import sample_data
 APPS = Path(__file__).resolve().parents[1] / "notebooks" / "apps"
 REASON = "not a readable audio file"
 
+#: Whether the spectrogram shows the "No spectrogram" state; null until Bokeh has loaded (Voila loads it late).
 _SPECTROGRAM_CLEARED = """() => {
+  if (!window.Bokeh) return null;
   for (const doc of window.Bokeh.documents)
     for (const model of doc.all_models)
       if (model.type === 'Title' || (model.text !== undefined && model.constructor.name === 'Title'))
@@ -42,10 +44,16 @@ def user_folder(tmp_path_factory):
     return folder
 
 
+#: Every test on both servers; module scope: one server of each kind for the whole module.
+pytestmark = [pytest.mark.browser, pytest.mark.parametrize("server", ["voila", "panel"], scope="module")]
+
+
 @pytest.fixture(scope="module")
-def served(user_folder, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    with serve_app(APPS, "panel", data=[user_folder], output=out, env={"OMP_NUM_THREADS": "1"}) as url:
+def served(server, user_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp(f"runs_{server}")
+    # Voila starts a kernel per page: cull those of closed pages soon, so seven visits do not pile up
+    with serve_app(APPS, server, data=[user_folder], output=out, env={"OMP_NUM_THREADS": "1"},
+                   cull_idle_timeout=20, cull_interval=10) as url:
         yield url
 
 
@@ -74,86 +82,90 @@ def focus_order(page, n: int, max_tabs: int = 40) -> list[str]:
 
 
 def _open(page, served, app, ready):
-    page.goto(f"{served}{app}", timeout=120_000)
+    """Open ``app`` (a notebook name) on the served folder; wait for the text ``ready``."""
+    url = f"{served}voila/render/{app}.ipynb" if served.server == "voila" else f"{served}{app}"
+    page.goto(url, timeout=120_000)
     page.get_by_text(ready).first.wait_for(timeout=120_000)
 
 
-def _reports_corrupt(page):
-    text = page_text(page)
-    return "corrupt.wav" in text and REASON in text
+def _wait_text(page, *texts, timeout_s: float = 30.0) -> None:
+    """Wait until the page shows every one of ``texts`` (updates may come in separate messages)."""
+    if not poll(page, lambda: all(t in page_text(page) for t in texts), timeout_s):
+        text = page_text(page)
+        raise AssertionError(f"missing {[t for t in texts if t not in text]}; page text: {text[:1500]}")
 
 
-@pytest.mark.browser
+def _reports_corrupt(page) -> None:
+    _wait_text(page, "corrupt.wav", REASON)
+
+
 def test_spectrogram_explorer_on_a_user_folder(served, user_folder, page):
     _open(page, served, "spectrogram_explorer", "Showing 0.00")
-    assert "birds_10s.wav" in page_text(page) and str(user_folder) in page.get_by_label("Folder").input_value()
-    assert poll(page, lambda: _reports_corrupt(page))
-    assert not page.evaluate(_SPECTROGRAM_CLEARED)
+    _wait_text(page, "birds_10s.wav")
+    assert poll(page, lambda: str(user_folder) in page.get_by_label("Folder").input_value())
+    _reports_corrupt(page)
+    assert poll(page, lambda: page.evaluate(_SPECTROGRAM_CLEARED) is not None)
+    assert page.evaluate(_SPECTROGRAM_CLEARED) is False
     # the keyboard walks the controls top-down: where to look first, then how
     assert focus_order(page, 4) == ["Folder", "Browse", "File", "Start time"]
     # a bad file replaces the old spectrogram with an error
     page.get_by_label("File", exact=True).select_option("corrupt.wav")
-    assert poll(page, lambda: "cannot be read; choose another file" in page_text(page))
+    _wait_text(page, "cannot be read; choose another file")
     assert poll(page, lambda: page.evaluate(_SPECTROGRAM_CLEARED))
-    assert "Showing 0.00" not in page_text(page)
+    assert poll(page, lambda: "Showing 0.00" not in page_text(page))
     assert_healthy(page)
 
 
-@pytest.mark.browser
 def test_annotation_viewer_on_a_user_folder(served, page):
     _open(page, served, "annotation_viewer", "box(es) in the recording")
-    assert poll(page, lambda: _reports_corrupt(page))
-    options = page.get_by_label("Recording", exact=True).locator("option").all_inner_texts()
-    assert options == ["Recording_1_Segment_07-snippet", "corrupt"]
+    _reports_corrupt(page)
+    options = page.get_by_label("Recording", exact=True).locator("option")
+    assert poll(page, lambda: options.all_inner_texts() == ["Recording_1_Segment_07-snippet", "corrupt"]), \
+        options.all_inner_texts()
     # a folder outside the workspace is refused, and the old recording does not stay on screen
     folder = page.get_by_label("Folder", exact=True)
     folder.fill("/etc")
     folder.press("Enter")
-    assert poll(page, lambda: "outside the data folders" in page_text(page))
-    assert poll(page, lambda: page.evaluate(_SPECTROGRAM_CLEARED)) and "box(es) in the recording" not in page_text(page)
+    _wait_text(page, "outside the data folders")
+    assert poll(page, lambda: page.evaluate(_SPECTROGRAM_CLEARED))
+    assert poll(page, lambda: "box(es) in the recording" not in page_text(page))
     folder.fill("/" + "x" * 4999)
     folder.press("Enter")
-    assert poll(page, lambda: "5000 characters long" in page_text(page))
+    _wait_text(page, "5000 characters long")
     assert_healthy(page)
 
 
-@pytest.mark.browser
 def test_ribbit_explorer_on_a_user_folder(served, page):
     _open(page, served, "ribbit_explorer", "highest score")
-    assert "gpt3.mp3" in page_text(page)
-    assert poll(page, lambda: _reports_corrupt(page))
+    _wait_text(page, "gpt3.mp3")
+    _reports_corrupt(page)
     assert_healthy(page)
 
 
-@pytest.mark.browser
 def test_preprocessing_tuner_on_a_user_folder(served, page):
     _open(page, served, "preprocessing_tuner", "Render 1:")
-    assert "recordings with Raven tables" in page_text(page) and "samples, tensor [1, 128, 256]" in page_text(page)
-    assert poll(page, lambda: _reports_corrupt(page))
+    _wait_text(page, "recordings with Raven tables", "samples, tensor [1, 128, 256]")
+    _reports_corrupt(page)
     assert_healthy(page)
 
 
-@pytest.mark.browser
 def test_training_monitor_on_a_user_folder(served, page):
     _open(page, served, "training_monitor", "Run name")
-    assert poll(page, lambda: "10 clips of" in page_text(page))  # the 10 s annotated recording in 1 s clips
-    assert poll(page, lambda: _reports_corrupt(page))
+    _wait_text(page, "10 clips of")  # the 10 s annotated recording in 1 s clips
+    _reports_corrupt(page)
     assert_healthy(page)
 
 
-@pytest.mark.browser
 def test_prediction_explorer_on_a_user_folder(served, page):
     _open(page, served, "prediction_explorer", "No model yet")
-    text = page_text(page)
-    assert "No model yet" in text and "training monitor or notebook 04" in text  # what to do next
-    assert poll(page, lambda: _reports_corrupt(page))
+    _wait_text(page, "No model yet", "training monitor or notebook 04")  # what to do next
+    _reports_corrupt(page)
     assert_healthy(page)
 
 
-@pytest.mark.browser
 def test_localization_map_on_a_user_folder(served, page):
     _open(page, served, "localization_map", "events shown")
-    assert poll(page, lambda: "of 6 events shown" in page_text(page))  # one event per reference recorder
-    assert "LOCA_2021_aru_coords.csv" in page_text(page)
-    assert poll(page, lambda: _reports_corrupt(page))
+    _wait_text(page, "of 6 events shown")  # one event per reference recorder
+    _wait_text(page, "LOCA_2021_aru_coords.csv")
+    _reports_corrupt(page)
     assert_healthy(page)

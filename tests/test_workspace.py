@@ -328,3 +328,14 @@ def test_panel_stylesheets_are_inlined_outside_a_server():
         pn.config.inline = old_inline
         Reactive._update_model, Reactive._get_properties = wrapped
         _widgets.install_offline_stylesheets()
+
+
+def test_failure_text_names_files_that_are_not_valid_utf8():
+    from opso_nb.dashboards._widgets import failure_text
+    from opso_nb.failures import failure_record, failures_frame
+
+    odd = os.fsdecode(b"/cards/caf\xe9.wav")
+    text = failure_text(failures_frame([failure_record(odd, f"AudioLoadError: {odd}: empty"),
+                                        failure_record("/cards/b.wav", "AudioLoadError: truncated")]))
+    assert text.startswith("**2 file(s) could not be read.**")
+    assert "caf\\xe9.wav: AudioLoadError: caf\\xe9.wav: empty" in text and "b.wav: AudioLoadError: truncated" in text

@@ -33,6 +33,7 @@ from panel.reactive import Reactive
 from opso_nb.audio import Audio
 from opso_nb.failures import summarize_failures
 from opso_nb.files import AUDIO_EXTENSIONS, is_audio_file
+from opso_nb.store import utf8_name
 from opso_nb.workspace import PathRefused, Workspace, check_recordings
 
 #: Most image columns sent to the browser for one spectrogram (time is max-pooled above this).
@@ -181,11 +182,22 @@ def failure_text(failures: pd.DataFrame, what: str = "file", limit: int = 5) -> 
     """
     if failures is None or len(failures) == 0:
         return ""
-    names = failures["file"].map(lambda f: Path(str(f)).name)
+    # plain lists, shown as UTF-8 text (\xNN): pandas' strings cannot hold names that are not valid UTF-8
+    files = [str(f) for f in failures["file"]]
+    names = [display_name(f) for f in files]
     # the reason usually repeats the full path: the base name is enough next to it
-    errors = [str(e).replace(str(f), n) for f, n, e in zip(failures["file"], names, failures["error"])]
-    short = failures.assign(file=names, error=errors)
-    return f"**{failures['file'].nunique()} {what}(s) could not be read.** " + summarize_failures(short, limit=limit)
+    errors = [utf8_name(str(e).replace(f, n)) for f, n, e in zip(files, names, failures["error"])]
+    short = pd.DataFrame({"file": names, "error": errors})
+    return f"**{len(set(files))} {what}(s) could not be read.** " + summarize_failures(short, limit=limit)
+
+
+def display_name(file) -> str:
+    """Base name of ``file`` for a page: a name that is not valid UTF-8 shows its bytes as ``\\xNN``.
+
+    The browser gets UTF-8 text, which cannot carry such a name (see :func:`opso_nb.store.utf8_name`);
+    tables keep the exact name.
+    """
+    return utf8_name(Path(str(file)).name)
 
 
 def name_list(paths, limit: int = 5) -> str:

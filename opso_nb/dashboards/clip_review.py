@@ -31,6 +31,7 @@ from opso_nb.dashboards._widgets import (
     SpectrogramPlot,
     audio_player,
     clear_player,
+    display_name,
     failure_text,
     message_alert,
     name_list,
@@ -53,7 +54,7 @@ from opso_nb.review import (
     score_table_choices,
 )
 from opso_nb.sample_data import toads_folder
-from opso_nb.store import reset_clip_index, utf8_name, utf8_names
+from opso_nb.store import reset_clip_index
 from opso_nb.spectrogram import Spectrogram
 from opso_nb.workspace import PathRefused, Workspace, _match_files, check_recordings, user_data_dirs
 
@@ -354,7 +355,7 @@ class ClipReview(pn.viewable.Viewer):
         text = f"{len(self.available_files)} of {len(files)} recording(s) of the table found"
         text += f" in `{root}`." if root is not None else "."
         # names as the page can show them (valid UTF-8); audio_failures keeps the exact names
-        problems = failure_text(utf8_names(self.audio_failures, ("file", "error")), "recording")
+        problems = failure_text(self.audio_failures, "recording")
         if problems:
             text += f"  \n{problems} Their clips are skipped."
         self.audio_note.object = text
@@ -472,7 +473,7 @@ class ClipReview(pn.viewable.Viewer):
             return
         file, start, end = clip
         row = session.sample.iloc[session.position]
-        self.clip_title.object = (f"**Clip {session.position + 1} of {total}:** `{_display_name(file)}` "
+        self.clip_title.object = (f"**Clip {session.position + 1} of {total}:** `{display_name(file)}` "
                                   f"{start:g}–{end:g} s · score {row['score']:.4g}"
                                   + (f" · score bin {int(row['bin']) + 1}" if row["bin"] >= 0 else ""))
         saved = session.current_label()
@@ -488,12 +489,12 @@ class ClipReview(pn.viewable.Viewer):
             if 0 < self.frequency_limit < audio.sample_rate / 2:
                 spectrogram = spectrogram.bandpass(0, self.frequency_limit)
         except (AudioLoadError, ValueError, OSError) as err:
-            self.spectrogram.clear(f"{_display_name(file)} cannot be read")
+            self.spectrogram.clear(f"{display_name(file)} cannot be read")
             clear_player(self.player)
             show_message(self.clip_problem, f"**This clip cannot be played:** {err}. Press Skip.")
             return
         self.spectrogram.update(spectrogram, time_offset=offset)
-        self.spectrogram.figure.title.text = f"{_display_name(file)}: clip {start:g}–{end:g} s (dashed lines)"
+        self.spectrogram.figure.title.text = f"{display_name(file)}: clip {start:g}–{end:g} s (dashed lines)"
         shown_end = offset + audio.duration
         (left, right), (first, last) = self._context_boxes, self._clip_edges
         left.left, left.right = offset, float(start)
@@ -510,7 +511,7 @@ class ClipReview(pn.viewable.Viewer):
             self.recent.object = pd.DataFrame(columns=["file", "start_time", "end_time", "score", "label", "note"])
             return
         done = done.sort_values("time", kind="stable").tail(RECENT_ROWS).iloc[::-1]
-        done["file"] = [_display_name(f) for f in done["file"]]
+        done["file"] = [display_name(f) for f in done["file"]]
         self.recent.object = done[["file", "start_time", "end_time", "score", "label", "note"]]
 
     # ------------------------------------------------------------------ calibration
@@ -617,13 +618,6 @@ class ClipReview(pn.viewable.Viewer):
                       sizing_mode="stretch_width")
 
 
-def _display_name(file) -> str:
-    """Base name of ``file`` for the page: a name that is not valid UTF-8 shows its bytes as ``\\xNN``.
-
-    The browser gets UTF-8 text, which cannot carry such a name (see :func:`opso_nb.store.utf8_name`);
-    the review itself keeps the exact name.
-    """
-    return utf8_name(Path(str(file)).name)
 
 
 def training_note(path: Path, clips: int) -> str:

@@ -1,11 +1,8 @@
 """Localization map: localized calls and recorders on a map in metres, with filters and per-event review."""
 from __future__ import annotations
 
-import atexit
 import functools
 import math
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +32,14 @@ from opso_nb.localization import (
     filter_events,
 )
 from opso_nb.spectrogram import Spectrogram
-from opso_nb.workspace import Workspace, array_tables, read_array_folder
+from opso_nb.workspace import PathRefused, Workspace, array_tables, read_array_folder
 
 #: Shown in the detections selector when every clip is a candidate event.
 EVERY_CLIP = "(every clip: no detections table)"
+
+#: Sub-folder of the workspace's output folder that holds the simulated demo array's recordings.
+DEMO_FOLDER = "localization_demo"
+_DEMO_NOTE = "Showing the **simulated demo array**"
 
 #: Plain-language labels and tooltips of the library's localization settings.
 SETTING_HELP = {
@@ -54,16 +55,17 @@ SETTING_HELP = {
 }
 
 
-@functools.lru_cache(maxsize=1)
-def _demo() -> dict:
-    """The simulated demo array, written once per process to a temporary folder removed at exit.
+@functools.lru_cache(maxsize=4)
+def _demo(folder: Path) -> dict:
+    """The simulated demo array, written to ``folder`` once per process (and folder).
 
     Every page of a ``panel serve`` process shares it, so visits neither repeat the
-    simulation nor leave copies of its recordings behind.
+    simulation nor write its recordings again. The simulation is seeded and each file
+    is written whole under a temporary name, then renamed: a later process, or another
+    server on the same output folder, replaces the files with the same recordings, and
+    a page reading them never meets a half-written file.
     """
-    workdir = tempfile.mkdtemp(prefix="opso_nb_localization_demo_")
-    atexit.register(shutil.rmtree, workdir, ignore_errors=True)
-    return demo_array(workdir)
+    return demo_array(folder)
 
 
 class LocalizationMap(pn.viewable.Viewer):
@@ -82,7 +84,8 @@ class LocalizationMap(pn.viewable.Viewer):
         with ``residual_threshold=np.inf``, so the slider can do the filtering).
         Default: the workspace's first data folder if it holds a recorder-position
         CSV, else a simulated demo array (:func:`opso_nb.localization.demo_array`),
-        whose true source positions are drawn as crosses.
+        whose true source positions are drawn as crosses; its recordings are
+        written to ``localization_demo`` in the workspace's output folder.
     file_coords : DataFrame, optional
         Recorder positions (indexed by file, columns x, y[, z]).
     truth : DataFrame, optional
@@ -173,12 +176,26 @@ class LocalizationMap(pn.viewable.Viewer):
 
     @bokeh_callback
     def load_demo(self):
-        """Show the simulated demo array's localized events (simulated once per process)."""
-        demo = _demo()
+        """Show the simulated demo array's localized events (simulated once per process).
+
+        Its recordings and tables are written to ``localization_demo`` in the
+        workspace's output folder; a folder that cannot be written is reported.
+        """
+        try:
+            folder = self.workspace.prepare_output(DEMO_FOLDER, folder=True)
+            demo = _demo(folder)
+            if not all(Path(f).is_file() for f in demo["file_coords"].index):  # deleted since: simulate again
+                _demo.cache_clear()
+                demo = _demo(folder)
+        except (PathRefused, OSError) as err:
+            self._clear(f"Cannot write the simulated demo array under the output folder: {err}")
+            if self.source_note.object.startswith(_DEMO_NOTE):  # the demo shown before is gone
+                self.source_note.object = ""
+            return
         show_message(self.error, None)
         show_message(self.warning, None)
         self.set_events(demo["events"], demo["file_coords"], demo["truth"])
-        self.source_note.object = "Showing the **simulated demo array** (true call positions: grey crosses)."
+        self.source_note.object = f"{_DEMO_NOTE} (true call positions: grey crosses); its recordings are in `{folder}`."
 
     @bokeh_callback
     def localize_folder(self):

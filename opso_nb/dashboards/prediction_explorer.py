@@ -31,6 +31,7 @@ from opso_nb.dashboards._widgets import (
     FolderBox,
     FolderFilePicker,
     audio_player,
+    display_name,
     failure_text,
     folder_property,
     message_alert,
@@ -48,7 +49,7 @@ from opso_nb.detection import (
 )
 from opso_nb.ml.cnn import load_model
 from opso_nb.ml.prediction import PredictionInterrupted, PredictionSettings
-from opso_nb.store import read_results, utf8_name, utf8_names
+from opso_nb.store import read_results, utf8_name
 from opso_nb.workspace import PathRefused, Workspace, audio_files_in, check_recordings, user_data_dirs
 
 #: Extensions of saved models offered.
@@ -56,20 +57,6 @@ MODEL_EXTENSIONS = (".model", ".pt", ".pth")
 
 #: Plot titles before any scores exist: what to do next.
 _EMPTY_HINT = "no scores yet: choose a model and recordings, then press Run prediction"
-
-
-def _display_name(file) -> str:
-    """Base name of ``file`` for the page: a name that is not valid UTF-8 shows its bytes as ``\\xNN``.
-
-    The browser gets UTF-8 text, which cannot carry such a name (see :func:`opso_nb.store.utf8_name`);
-    the scores keep the exact name.
-    """
-    return utf8_name(Path(str(file)).name)
-
-
-def _shown_failures(failures: pd.DataFrame) -> pd.DataFrame:
-    """A failures table with names and messages as the page can show them (see :func:`_display_name`)."""
-    return utf8_names(failures, ("file", "error"))
 
 
 def _export_folder(path: Path) -> Path:
@@ -240,7 +227,7 @@ class PredictionExplorer(pn.viewable.Viewer):
             return
         files = audio_files_in(root)
         _, failures = check_recordings(files)
-        unreadable = failure_text(_shown_failures(failures), "recording")
+        unreadable = failure_text(failures, "recording")
         self.recordings_note.object = (f"{len(files)} recording(s) in `{root}`."
                                        + (f"  \n{unreadable} They will be skipped." if unreadable else "")
                                        + ("" if files else " Choose a folder of recordings under *Browse*."))
@@ -305,7 +292,7 @@ class PredictionExplorer(pn.viewable.Viewer):
             def update():
                 self.progress.max = max(int(total), 1)
                 self.progress.value = int(done)
-                self.status.object = f"Scored {done} of {total} clips · now **{_display_name(file)}**"
+                self.status.object = f"Scored {done} of {total} clips · now **{display_name(file)}**"
             self._ui(update)
             return not self._stop.is_set()
 
@@ -336,7 +323,7 @@ class PredictionExplorer(pn.viewable.Viewer):
             return
         n_files = 0 if self.scores is None else self.scores.index.get_level_values("file").nunique()
         verb = {"done": "Finished", "stopped": "Stopped (run again to resume)", "failed": "Failed"}[final]
-        failures = failure_text(_shown_failures(self.invalid), "recording")
+        failures = failure_text(self.invalid, "recording")
         if not n_files:
             invalid = self.invalid
             self.clear_results("no scores: see the message above")
@@ -462,7 +449,7 @@ class PredictionExplorer(pn.viewable.Viewer):
         })
         if self.timeline_file is not None:
             one = self.scores.xs(self.timeline_file, level="file", drop_level=False)
-            table[f"in {_display_name(self.timeline_file)}"] = detection_counts(one, self.thresholds)
+            table[f"in {display_name(self.timeline_file)}"] = detection_counts(one, self.thresholds)
         table.index.name = "class"
         return table
 
@@ -478,7 +465,7 @@ class PredictionExplorer(pn.viewable.Viewer):
         starts = one.index.get_level_values("start_time").to_numpy(dtype=float)
         ends = one.index.get_level_values("end_time").to_numpy(dtype=float)
         self._timeline_source.data = dict(t=(starts + ends) / 2, score=one.to_numpy(dtype=float))
-        self.timeline.title.text = f"{self.selected_class} scores in {_display_name(self.timeline_file)} (clip centres)"
+        self.timeline.title.text = f"{self.selected_class} scores in {display_name(self.timeline_file)} (clip centres)"
         self._update_counts()
 
     def top_clips_table(self) -> pd.DataFrame:
@@ -490,7 +477,7 @@ class PredictionExplorer(pn.viewable.Viewer):
     def _draw_top_clips(self):
         cards = []
         for (file, start, end), row in self.top_clips_table().iterrows():
-            title = f"{_display_name(file)} {start:.1f}-{end:.1f} s · score {row['score']:.3f}"
+            title = f"{display_name(file)} {start:.1f}-{end:.1f} s · score {row['score']:.3f}"
             try:
                 audio = Audio.from_file(file, offset=float(start), duration=float(end - start),
                                         out_of_bounds_mode="ignore")

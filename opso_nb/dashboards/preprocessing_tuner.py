@@ -1,7 +1,8 @@
 """Preprocessing tuner: see samples exactly as the model sees them while tuning every Action.
 
 A grid shows the first clips of a clip table after the whole pipeline
-(:func:`opso_nb.preprocess.preprocessors.preview_samples`). The clips come from
+(:func:`opso_nb.preprocess.preprocessors.preview_samples`), with a colour bar of
+the tensor values the network gets (:func:`input_scale_label`). The clips come from
 a folder of the workspace: recordings with Raven tables (labelled), one
 sub-folder per class, a clip-label CSV, or plain recordings
 (:func:`opso_nb.workspace.load_clips`). Each pipeline step has its own widgets
@@ -43,6 +44,23 @@ def _png_data_url(fig, dpi=72) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def input_scale_label(preprocessor) -> str:
+    """Label of the grid's colour bar: the tensor values the network gets for quiet and for loud sound.
+
+    ``to_tensor`` makes quiet 0 and loud 1 (the other way round when inverted), at the
+    spectrogram's decibel limits; an active ``rescale`` step then maps v to
+    ``(v - input_mean) / input_std`` (-1 and 1 with its defaults).
+    """
+    steps = preprocessor.pipeline
+    to_tensor, rescale = steps.get("to_tensor"), steps.get("rescale")
+    if to_tensor is None or getattr(to_tensor, "invert", None) is None:
+        return "network input (tensor value)"
+    quiet, loud = (1.0, 0.0) if to_tensor.invert else (0.0, 1.0)
+    if rescale is not None and not rescale.bypass and getattr(rescale, "input_std", 0):
+        quiet, loud = ((v - rescale.input_mean) / rescale.input_std for v in (quiet, loud))
+    return f"network input ({quiet:g} = quiet, {loud:g} = loud)"
 
 
 def _input_widgets(action, names) -> dict:
@@ -201,7 +219,8 @@ class PreprocessingTuner(pn.viewable.Viewer):
         if good:
             titles = [f"{Path(s.source).name} {s.start_time:g}-{s.end_time:g} s\n"
                       + (", ".join(map(str, s.categorical_labels)) or "no label") for s in good]
-            fig = show_tensor_grid([s.data for s in good], columns=self.columns, labels=titles)
+            fig = show_tensor_grid([s.data for s in good], columns=self.columns, labels=titles,
+                                   colorbar=input_scale_label(self.preprocessor))
             self._grid.object = f'<img alt="preprocessed samples" style="max-width:100%" src="{_png_data_url(fig)}">'
             shape = list(good[0].data.shape)
             lo = min(float(s.data.min()) for s in good)

@@ -113,18 +113,55 @@ def show_tensor(tensor, channel=None, transform_from_zero_centered=True, invert=
 
 
 def show_tensor_grid(tensors, columns=4, channel=None, transform_from_zero_centered=True, invert=True, labels=None,
-                     figsize=None):
-    """Grid of sample tensors (matplotlib Figure); ``labels`` are per-tensor titles."""
+                     figsize=None, colorbar=True):
+    """Grid of sample tensors (matplotlib Figure); ``labels`` are per-tensor titles.
+
+    Parameters
+    ----------
+    tensors : list of tensor or array
+        ``[C, H, W]`` (or ``[H, W]``) samples, drawn as :func:`show_tensor` draws them.
+    columns : int
+        Grid columns.
+    channel, transform_from_zero_centered, invert
+        As in :func:`tensor_to_image_array`.
+    labels : list, optional
+        One title per tensor.
+    figsize : (width, height), optional
+        Default: 2.6 x 2.2 inches per image (plus room for the colour bar).
+    colorbar : bool or str
+        Draw a colour bar in tensor values, the network's input: -1 to 1 with
+        ``transform_from_zero_centered``, else 0 to 1; arrows mean that some
+        values lie beyond and are drawn as its end colours. A string is its
+        label (default "network input (tensor value)"). Drawn only when the
+        images are grey (colour images carry their own channels).
+    """
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
     n = len(tensors)
     columns = max(1, min(columns, n))
     rows = int(np.ceil(n / columns)) if n else 1
-    fig = Figure(figsize=figsize or (2.6 * columns, 2.2 * rows))
+    # constrained layout leaves room for titles and the colour bar (tight_layout cannot place a bar)
+    fig = Figure(figsize=figsize or (2.6 * columns + (0.9 if colorbar else 0), 2.2 * rows), layout="constrained")
     axes = fig.subplots(rows, columns, squeeze=False)
+    grey = n > 0
     for i, ax in enumerate(axes.ravel()):
         if i < n:
             show_tensor(tensors[i], channel, transform_from_zero_centered, invert, ax=ax,
                         title=None if labels is None else str(labels[i]))
+            img = np.asarray(ax.images[-1].get_array())
+            grey = grey and (img.ndim == 2 or bool(np.all(img == img[..., :1])))  # RGB of equal channels is grey
         else:
             ax.axis("off")
-    fig.tight_layout()
+    if colorbar and grey:
+        lo, hi = (-1.0, 1.0) if transform_from_zero_centered else (0.0, 1.0)
+        values = [np.asarray(t.detach().cpu().numpy() if hasattr(t, "detach") else t, dtype=np.float32)
+                  for t in tensors]
+        below = any(float(v.min()) < lo for v in values if v.size)
+        above = any(float(v.max()) > hi for v in values if v.size)
+        extend = {(False, False): "neither", (True, False): "min", (False, True): "max"}.get((below, above), "both")
+        # the images show 1 - value when inverted: high values dark ("Greys"), else light ("Greys_r")
+        scale = ScalarMappable(Normalize(lo, hi), cmap="Greys" if invert else "Greys_r")
+        label = colorbar if isinstance(colorbar, str) else "network input (tensor value)"
+        fig.colorbar(scale, ax=axes, label=label, extend=extend, shrink=min(1.0, 0.5 + 0.25 * rows), aspect=25)
     return fig

@@ -122,6 +122,7 @@ __all__ = [
     "as_clip_index",
     "reset_clip_index",
     "utf8_names",
+    "file_signature",
     "remove_stale_temp_files",
     "process_files",
     "read_results",
@@ -314,7 +315,7 @@ def _part_name(file, file_id: str, fmt: str) -> str:
     return f"{stem}-{file_id[:12]}.{fmt}"
 
 
-def _signature(file):
+def file_signature(file):
     """(size, mtime_ns) of an input file, or None when it cannot be read (never counts as unchanged)."""
     try:
         st = os.stat(file)
@@ -669,7 +670,7 @@ class RunStore:
         if rec is None or rec.get("status") not in ("done", "quarantined") or \
                 (key is not None and rec.get("key", "") != key):
             return False
-        if rec.get("signature") is None or rec["signature"] != _signature(file):
+        if rec.get("signature") is None or rec["signature"] != file_signature(file):
             return False
         return rec.get("part") is None or (self.parts_folder / rec["part"]).exists()
 
@@ -732,7 +733,7 @@ class RunStore:
         file = str(file)
         with self._guard:
             attempt = self.next_attempt(file) if attempt is None else int(attempt)
-            signature = _signature(file)
+            signature = file_signature(file)
             self._begun[file] = (attempt, signature)
         _write_json(self._started_path(file), {"file": file, "key": key, "attempts": attempt,
                                                "signature": signature, "pid": os.getpid(),
@@ -774,7 +775,7 @@ class RunStore:
         with self._guard:
             attempt, signature = self._begun.pop(file, (1, None))
         if signature is None:
-            signature = _signature(file)
+            signature = file_signature(file)
         self._put_record(file, status, part, n_rows, failures, key, signature, attempt)
         self._started_path(file).unlink(missing_ok=True)
         self._suspects.pop(file, None)
@@ -823,7 +824,7 @@ class RunStore:
             begun = self._begun.pop(file, None)
         attempts = attempts if attempts is not None else begun[0] if begun else self.next_attempt(file)
         self._put_record(file, "quarantined", None, 0, [failure_record(file, reason, stage="quarantine")],
-                         key=key, signature=_signature(file), attempts=attempts)
+                         key=key, signature=file_signature(file), attempts=attempts)
         self._started_path(file).unlink(missing_ok=True)
         self._suspects.pop(file, None)
 

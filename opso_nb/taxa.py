@@ -52,6 +52,14 @@ def _tables() -> tuple[dict, dict]:
     return common_to_scientific, scientific_to_common
 
 
+def _look_up(table: int, key: str, unknown: str) -> str:
+    """``_tables()[table][key]``, or a KeyError saying ``unknown``."""
+    try:
+        return _tables()[table][key]
+    except KeyError:
+        raise KeyError(unknown) from None
+
+
 def get_species_list() -> list[str]:
     """Scientific names (lowercase-hyphenated) of every class in the table, in BirdNET's order.
 
@@ -69,10 +77,7 @@ def bn_common_to_sci(common: str) -> str:
     KeyError
         Naming the common name, when the table does not have it.
     """
-    try:
-        return _tables()[0][_squash(common)]
-    except KeyError:
-        raise KeyError(f"{common!r} is not a BirdNET common name (compared as {_squash(common)!r})") from None
+    return _look_up(0, _squash(common), f"{common!r} is not a BirdNET common name (compared as {_squash(common)!r})")
 
 
 def common_to_sci(common: str) -> str:
@@ -88,7 +93,4 @@ def sci_to_bn_common(scientific: str) -> str:
     KeyError
         Naming the scientific name, when the table does not have it.
     """
-    try:
-        return _tables()[1][_hyphenate(scientific)]
-    except KeyError:
-        raise KeyError(f"{scientific!r} is not a scientific name in BirdNET's table") from None
+    return _look_up(1, _hyphenate(scientific), f"{scientific!r} is not a scientific name in BirdNET's table")

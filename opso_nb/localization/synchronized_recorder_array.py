@@ -22,7 +22,7 @@ from opso_nb.localization.spatial_event import (
 )
 from opso_nb.failures import failure_record
 from opso_nb.signal_processing import CC_FILTERS
-from opso_nb.store import RunStore, make_clip_index, utf8_name
+from opso_nb.store import RunStore, file_signature, make_clip_index, utf8_name
 from opso_nb.utils import validate_clip_table
 
 __all__ = ["SynchronizedRecorderArray", "LocalizationSettings", "localize_events", "iter_localized_groups"]
@@ -147,7 +147,7 @@ class SynchronizedRecorderArray:
             "positions": {f: [float(v) for v in self.file_coords.loc[f]] for f in files},
             "detections_sha1": digest.hexdigest(),
             # a recording replaced or edited since (size, modification time) starts a new run
-            "recordings": {f: _file_stamp(f) for f in files},
+            "recordings": {f: file_signature(f) for f in files},
         }
 
     def localize_detections(self, detections: pd.DataFrame, max_receiver_dist: float, min_n_receivers: int = 3,
@@ -254,15 +254,6 @@ def _recording_clock(files) -> dict:
         return {}
     first = min(starts.values())
     return {f: (s - first).total_seconds() for f, s in starts.items()}
-
-
-def _file_stamp(file):
-    """[size, modification time in ns] of a recording, or None when it cannot be read."""
-    try:
-        info = os.stat(file)
-    except (OSError, ValueError):
-        return None
-    return [int(info.st_size), int(info.st_mtime_ns)]
 
 
 #: Columns of a stored localization run: numbers, and text (lists joined by ";").

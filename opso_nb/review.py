@@ -57,7 +57,7 @@ from opso_nb.detection import _precision_recall_at_thresholds, write_raven_table
 from opso_nb.ribbit import RibbitParams, run_ribbit
 from opso_nb.sample_data import toads_folder
 from opso_nb.store import (as_clip_index, file_name_index, make_clip_index, read_results, reset_clip_index,
-                           utf8_names)
+                           utf8_name, utf8_names)
 from opso_nb.utils import CLIP_INDEX, atomic_write, validate_clip_table
 
 __all__ = [
@@ -82,6 +82,9 @@ __all__ = [
     "review_folder_name",
     "ReviewSession",
     "file_start_times",
+    "clip_start_times",
+    "SAMPLING_FIELDS",
+    "limits_text",
 ]
 
 #: Values a reviewer may give a clip. ``unsure`` clips are kept in the store but
@@ -135,6 +138,25 @@ def file_start_times(files) -> pd.Series:
     return pd.Series(list(out.values()), index=file_name_index(out), dtype="datetime64[ns]")
 
 
+def clip_start_times(scores: pd.DataFrame) -> pd.DatetimeIndex:
+    """When each clip starts: its recording's start (see :func:`file_start_times`) plus its ``start_time``.
+
+    Parameters
+    ----------
+    scores : DataFrame
+        Indexed by ``(file, start_time, end_time)`` (s).
+
+    Returns
+    -------
+    DatetimeIndex
+        One naive time per row (the recorder's clock), NaT for clips of files without a date in their name.
+    """
+    file_level = file_name_index(str(f) for f in scores.index.get_level_values("file"))
+    starts = file_start_times(file_level).reindex(file_level).to_numpy()
+    return pd.DatetimeIndex(pd.to_datetime(starts)
+                            + pd.to_timedelta(scores.index.get_level_values("start_time"), unit="s"))
+
+
 def _limit(scores, class_name, files, date_range, score_range):
     keep = np.ones(len(scores), dtype=bool)
     file_level = file_name_index(str(f) for f in scores.index.get_level_values("file"))
@@ -143,9 +165,8 @@ def _limit(scores, class_name, files, date_range, score_range):
         keep &= file_level.isin(wanted)
     if date_range is not None:
         lo, hi = (pd.Timestamp(d) if d is not None else None for d in date_range)
-        starts = file_start_times(file_level).reindex(file_level).to_numpy()
-        clip_times = pd.to_datetime(starts) + pd.to_timedelta(scores.index.get_level_values("start_time"), unit="s")
-        no_stamp = pd.isna(starts)
+        clip_times = clip_start_times(scores)
+        no_stamp = pd.isna(clip_times)
         if no_stamp.any():
             warnings.warn(f"{int(no_stamp.sum())} clip(s) come from files without a date in their name "
                           f"(e.g. {file_level[no_stamp][0]}); they are left out of a date-limited selection",
@@ -413,7 +434,13 @@ class LabelStore:
 
 
 class ReviewSettings(param.Parameterized):
-    """What to review and how to pick a threshold (the clip-review dashboard shows these as widgets)."""
+    """What to review, from which clips, and how to pick a threshold (the clip-review dashboard shows these as widgets).
+
+    ``files``, ``date_range`` and ``score_range`` limit the clips a sample is
+    drawn from (see :func:`select_clips`); they are saved with the sample like
+    the other :data:`SAMPLING_FIELDS`, and its inclusion weights, hence the
+    precision behind a threshold, then describe the clips within the limits.
+    """
 
     # a Selector (not a String) so a dashboard offers the table's columns; any name may be set from code
     class_name = param.Selector(default=None, objects=[], check_on_set=False, allow_None=True,
@@ -427,12 +454,87 @@ class ReviewSettings(param.Parameterized):
     target_precision = param.Number(default=0.9, bounds=(0.5, 0.999),
                                     doc="Fraction of detections above the threshold that should be real.")
     reviewer = param.String(default="reviewer", doc="Name written with every label.")
+    # limits of the sample; a Selector so a dashboard offers the table's recordings, any name may be set from code
+    files = param.ListSelector(default=[], objects=[], check_on_set=False, label="Recordings",
+                               doc="Draw clips from these recordings only (none chosen: all recordings).")
+    date_range = param.DateRange(default=None, allow_None=True, label="Recorded between",
+                                 doc="Only clips recorded in this span, from the date and time in the file names "
+                                     "(e.g. 20200522_050000), both ends included; empty: any time.")
+    score_range = param.Range(default=None, allow_None=True, label="Scores between",
+                              doc="Only clips whose score lies in this range, both ends included; None: any score.")
 
     def select(self, scores: pd.DataFrame, **kwargs) -> pd.DataFrame:
-        """:func:`select_clips` with these settings (keyword arguments override)."""
-        options = dict(strategy=self.strategy, n=self.n, n_bins=self.n_bins, seed=self.seed)
+        """:func:`select_clips` with these settings, limits included (keyword arguments override)."""
+        options = dict(strategy=self.strategy, n=self.n, n_bins=self.n_bins, seed=self.seed,
+                       files=list(self.files) or None, date_range=self.date_range, score_range=self.score_range)
         options.update(kwargs)
         return select_clips(scores, self.class_name, **options)
+
+    def sampling(self) -> dict:
+        """The settings that draw a sample (:data:`SAMPLING_FIELDS`) as JSON values, as saved with the sample.
+
+        Returns
+        -------
+        dict
+            ``strategy``, ``n``, ``n_bins``, ``seed``; ``files`` (list of names, empty: all),
+            ``date_range`` (``[start, end]`` as ISO 8601 text, or None) and ``score_range``
+            (``[low, high]``, or None).
+        """
+        out = {k: getattr(self, k) for k in ("strategy", "n", "n_bins", "seed")}
+        out["files"] = [str(f) for f in self.files or []]
+        out["date_range"] = (None if self.date_range is None
+                             else [pd.Timestamp(d).isoformat() for d in self.date_range])
+        out["score_range"] = None if self.score_range is None else [float(v) for v in self.score_range]
+        return out
+
+    @staticmethod
+    def sampling_values(sampling: dict) -> dict:
+        """Parameter values of a saved ``sampling`` dict (see :meth:`sampling`), ready for ``param.update``.
+
+        Limits missing from ``sampling`` (a sample saved before they existed) are
+        given as none: such a sample was drawn from the whole table.
+        """
+        values = {k: sampling[k] for k in ("strategy", "n", "n_bins", "seed") if k in sampling}
+        values["files"] = [str(f) for f in sampling.get("files") or []]
+        dates = sampling.get("date_range")
+        values["date_range"] = None if dates is None else tuple(pd.Timestamp(d).to_pydatetime() for d in dates)
+        scores = sampling.get("score_range")
+        values["score_range"] = None if scores is None else tuple(float(v) for v in scores)
+        return values
+
+    def use_sampling(self, sampling: dict) -> None:
+        """Set the sampling settings and limits to those of a saved sample (e.g. ``session.sampling``)."""
+        self.param.update(**self.sampling_values(sampling))
+
+
+def limits_text(sampling: dict, class_scores=None) -> str:
+    """The limits of a sample in plain words (``""`` when it was drawn from the whole table).
+
+    Parameters
+    ----------
+    sampling : dict
+        As :meth:`ReviewSettings.sampling` returns (and ``session.sampling`` holds).
+    class_scores : array-like, optional
+        The class's scores in the table: a score range holding all of them is no limit and is left out.
+    """
+    values = ReviewSettings.sampling_values(sampling)
+    parts = []
+    files = values["files"]
+    if files:
+        names = [utf8_name(Path(f).name) for f in files]
+        parts.append(f"{len(files)} recording(s) ({', '.join(names[:3])}"
+                     + (f" and {len(names) - 3} more)" if len(names) > 3 else ")"))
+    if values["date_range"] is not None:
+        lo, hi = (pd.Timestamp(d) for d in values["date_range"])
+        form = "%Y-%m-%d %H:%M" + (":%S" if lo.second or hi.second else "")
+        parts.append(f"clips recorded from {lo.strftime(form)} to {hi.strftime(form)}")
+    if values["score_range"] is not None:
+        lo, hi = values["score_range"]
+        finite = None if class_scores is None else np.asarray(class_scores, dtype=float)
+        finite = None if finite is None else finite[np.isfinite(finite)]
+        if finite is None or not len(finite) or lo > finite.min() or hi < finite.max():
+            parts.append(f"scores from {lo:.4g} to {hi:.4g}")
+    return "; ".join(parts)
 
 
 # --------------------------------------------------------------------------- calibration
@@ -998,8 +1100,10 @@ def review_folder_name(table) -> str:
 
 
 # --------------------------------------------------------------------------- a review session
-#: Sampling settings saved with a sample (the fields of :class:`ReviewSettings` that draw it).
-SAMPLING_FIELDS = ("strategy", "n", "n_bins", "seed")
+#: Sampling settings saved with a sample (the fields of :class:`ReviewSettings` that draw it): how clips are drawn
+#: and the limits of the pool they are drawn from. Saved with the sample, so a resumed review keeps its own limits
+#: (and its inclusion weights, which describe that limited pool) whatever the settings on screen.
+SAMPLING_FIELDS = ("strategy", "n", "n_bins", "seed", "files", "date_range", "score_range")
 
 
 def _review_order(sample: pd.DataFrame, strategy: str, seed: int) -> pd.DataFrame:
@@ -1100,16 +1204,22 @@ class ReviewSession:
         scores : DataFrame
         settings : ReviewSettings
             ``class_name`` and ``reviewer`` name the review; ``strategy``, ``n``,
-            ``n_bins`` and ``seed`` draw the sample when none is saved (a saved
-            sample's settings are in :attr:`sampling`).
+            ``n_bins``, ``seed`` and the limits ``files``, ``date_range`` and
+            ``score_range`` draw the sample when none is saved. A saved sample is
+            resumed with the settings it was drawn with, which are in
+            :attr:`sampling` (:meth:`ReviewSettings.use_sampling` shows them);
+            the settings given are then not used.
         folder : str or Path
             Folder of this score table's reviews (the dashboard uses
             ``<output>/review/<review_folder_name(table)>``). Holds the label store
             ``<class>__<reviewer>.jsonl`` and the sample ``<class>__<reviewer>.sample.json``.
         files : list of str, optional
-            Draw clips of these files only (e.g. those whose audio was found).
+            Draw clips of these files only (e.g. those whose audio was found), on
+            top of ``settings.files``: a clip must be in both. Not saved with the sample.
         new_sample : bool
             Draw a new sample from ``settings`` even if one is saved; labels are kept.
+            A saved sample without clips is always drawn again, with its own
+            settings (nothing was reviewed, and the recordings may be found now).
         audio_paths : dict, optional
             See :class:`ReviewSession`.
 
@@ -1126,9 +1236,16 @@ class ReviewSession:
         store = LabelStore(folder / f"{stem}.jsonl", reviewer=settings.reviewer)
         sample_path = folder / f"{stem}.sample.json"
         saved = None if new_sample else _read_sample(sample_path, scores)
+        if saved is not None and len(saved[0]) == 0:
+            settings = ReviewSettings(**{**settings.param.values(), **ReviewSettings.sampling_values(saved[1])})
+            saved = None
         if saved is None:
-            sampling = {k: getattr(settings, k) for k in SAMPLING_FIELDS}
-            drawn = settings.select(scores, files=files)
+            sampling = settings.sampling()
+            only = None if files is None else [str(f) for f in files]
+            if settings.files:  # both limits hold
+                chosen = {str(f) for f in settings.files}
+                only = list(chosen) if only is None else [f for f in only if f in chosen]
+            drawn = settings.select(scores, files=only)
             sample = _review_order(drawn, settings.strategy, settings.seed)
             sampling["drawn"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
             _write_sample(sample_path, sample, sampling)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from opso_nb.dashboards import ClipReview
-from opso_nb.review import LabelStore, example_score_table
+from opso_nb.review import LabelStore, ReviewSettings, example_score_table, select_clips
 from opso_nb.sample_data import toads_folder
 from opso_nb.workspace import Workspace, load_clips
 
@@ -180,6 +180,125 @@ def test_a_table_given_in_python_and_a_refused_scores_folder(tmp_path):
     refused = ClipReview(scores_folder="/", workspace=ws)
     assert refused.table is None and "outside the data folders" in refused.table_note.object
     assert refused.session is None and refused.error.visible
+
+
+def _limit_widgets(view):
+    """The recordings, time-span and score-range widgets of a rendered dashboard."""
+    import panel as pn
+
+    files, = view.select(pn.widgets.MultiChoice)
+    dates, = view.select(pn.widgets.DatetimeRangePicker)
+    scores, = view.select(pn.widgets.EditableRangeSlider)
+    return files, dates, scores
+
+
+def test_limits_by_recordings_and_scores_draw_what_select_clips_draws_and_are_restored(tmp_path, example):
+    ws = workspace_with_example(tmp_path, example)
+    app = ClipReview(workspace=ws)
+    files, dates, score_slider = _limit_widgets(app.__panel__())
+    # the example's names hold no dates: no time span, and the page says why
+    assert dates.disabled and "cannot be limited to a time span" in app.limits_note.object
+    # no limits yet: the score slider spans every score, the recordings box offers the table's recordings
+    class_scores = app.scores[CLASS]
+    lo, hi = score_slider.value
+    assert lo <= class_scores.min() and hi >= class_scores.max() and files.value == []
+    assert sorted(files.options.values()) == sorted(set(app.scores.index.get_level_values("file")))
+    assert "From all clips of the table" in app.sample_note.object
+    unlimited = app.session.sample
+
+    # an ecologist picks three recordings and a score range, then draws a new sample
+    chosen = ["gpt0.mp3", "gpt3.mp3", "negative1.mp3"]
+    files.value = chosen
+    score_slider.value = (0.00001, 0.002)
+    assert app.settings.files == chosen and app.settings.score_range == (0.00001, 0.002)
+    app.new_sample_button.clicks += 1
+    expected = select_clips(app.scores, CLASS, strategy="stratified", n=40, n_bins=4, seed=0, files=chosen,
+                            score_range=(0.00001, 0.002))
+    assert 0 < len(expected) < len(unlimited)
+    pd.testing.assert_frame_equal(app.session.sample.sort_index(), expected.sort_index())
+    assert not app.sample_problem.visible and not app.error.visible
+    assert "Limited to: 3 recording(s)" in app.sample_note.object and "scores from 1e-05 to 0.002" in \
+        app.sample_note.object
+    app.act("present")
+    sample = app.session.sample
+
+    # reopened, with other limits given in Python: the saved sample is resumed and its limits shown
+    other = ReviewSettings(score_range=(0.0, 1.0), files=["gpt1.mp3"])
+    reopened = ClipReview(workspace=ws, settings=other)
+    files2, _, score_slider2 = _limit_widgets(reopened.__panel__())
+    assert reopened.session.sample.index.equals(sample.index) and reopened.session.progress() == (1, len(sample))
+    assert other.files == chosen and other.score_range == (0.00001, 0.002)
+    assert files2.value == chosen and score_slider2.value == (0.00001, 0.002)
+    # clearing the limits and drawing again: the whole table, as before
+    files2.value = []
+    score_slider2.value = (score_slider2.start, score_slider2.end)
+    reopened.new_sample_button.clicks += 1
+    assert reopened.session.sample.index.equals(unlimited.index)
+    assert "From all clips of the table" in reopened.sample_note.object
+
+
+def test_a_time_span_is_offered_when_the_names_hold_dates(tmp_path):
+    import datetime as dt
+    import shutil
+
+    import panel as pn
+
+    audio = tmp_path / "audio"
+    names = []
+    for day, source in enumerate(sorted(toads_folder().glob("gpt*.mp3"))[:3], start=1):
+        for site in ("north", "south"):  # two recorders writing the same names
+            (audio / site).mkdir(parents=True, exist_ok=True)
+            names.append(str(shutil.copy(source, audio / site / f"2020050{day}_050000.mp3")))
+    index = pd.MultiIndex.from_tuples([(f, s, s + 2.0) for f in names for s in (0.0, 2.0, 4.0)],
+                                      names=["file", "start_time", "end_time"])
+    scores = pd.DataFrame({"toad": np.random.default_rng(1).uniform(size=len(index))}, index=index)
+    ws = Workspace(data_dirs=[audio], output_dir=tmp_path / "out")
+    app = ClipReview(scores=scores, audio_folder=audio, workspace=ws, table_name="dated")
+    view = app.__panel__()
+    files, dates, _ = _limit_widgets(view)
+    assert sorted(files.options) == [f"{site}/2020050{d}_050000.mp3" for site in ("north", "south")
+                                     for d in (1, 2, 3)]
+    assert not dates.disabled and dates.start == dt.datetime(2020, 5, 1) and dates.end == dt.datetime(2020, 5, 4)
+    assert "2020-05-01 05:00 to 2020-05-03 05:00" in app.limits_note.object
+    span = (dt.datetime(2020, 5, 2), dt.datetime(2020, 5, 3, 5, 0, 2))
+    dates.value = span
+    app.new_sample_button.clicks += 1
+    expected = select_clips(scores, "toad", n=40, n_bins=4, seed=0, date_range=span)
+    pd.testing.assert_frame_equal(app.session.sample.sort_index(), expected.sort_index())
+    assert {Path(f).name for f in app.session.sample.index.get_level_values("file")} == {
+        "20200502_050000.mp3", "20200503_050000.mp3"}
+    assert len(app.session) == 10  # at both recorders: the three clips of May 2, the first two of May 3
+    assert "clips recorded from 2020-05-02 00:00:00 to 2020-05-03 05:00:02" in app.sample_note.object
+    reopened = ClipReview(scores=scores, audio_folder=audio, workspace=ws, table_name="dated")
+    assert reopened.settings.date_range == span and reopened.session.sample.index.equals(app.session.sample.index)
+    assert isinstance(reopened.__panel__(), pn.Row) and _limit_widgets(reopened.__panel__())[1].value == span
+
+
+def test_limits_that_leave_no_clip_show_a_message_not_an_exception(tmp_path, example):
+    ws = workspace_with_example(tmp_path, example)
+    app = ClipReview(workspace=ws)
+    files, _, score_slider = _limit_widgets(app.__panel__())
+    files.value = ["negative1.mp3"]
+    score_slider.value = (0.002, 0.003)  # only toad recordings score this high
+    app.new_sample_button.clicks += 1
+    assert len(app.session) == 0 and len(select_clips(app.scores, CLASS, files=["negative1.mp3"],
+                                                      score_range=(0.002, 0.003))) == 0
+    assert app.sample_problem.visible and "No clip to review within the limits" in app.sample_problem.object
+    assert "negative1.mp3" in app.sample_problem.object and "Draw a new sample" in app.sample_problem.object
+    assert not app.error.visible  # nothing is broken: the limits only need widening
+    assert app.progress_text.object == "**0 of 0 reviewed**" and "holds no clip" in app.clip_title.object
+    assert app.buttons["present"].disabled and app.spectrogram.cleared
+    for key in ("y", "s", "b"):
+        app.keys.event = f"{key}:1"  # keys do nothing
+    app.export()  # an empty export is written, not raised
+    # reopening shows the same message; widening the limits mends it
+    reopened = ClipReview(workspace=ws)
+    assert reopened.sample_problem.visible and len(reopened.session) == 0
+    _, _, score_slider2 = _limit_widgets(reopened.__panel__())
+    score_slider2.value = (score_slider2.start, score_slider2.end)
+    reopened.new_sample_button.clicks += 1
+    assert len(reopened.session) > 0 and not reopened.sample_problem.visible
+    assert set(reopened.session.sample.index.get_level_values("file")) == {"negative1.mp3"}
 
 
 def test_pane_updates_in_a_kernel_send_no_cdn_stylesheets():

@@ -22,6 +22,7 @@ from opso_nb.review import (
     export_raven,
     file_start_times,
     labels_to_one_hot,
+    limits_text,
     precision_recall_table,
     read_score_table,
     review_folder_name,
@@ -502,6 +503,96 @@ def test_session_redraws_when_the_table_changed_and_limits_files(tmp_path):
     assert set(session.sample.index.get_level_values("file")) == {"n1_20200101_050000.wav"}
     with pytest.raises(KeyError, match="toad"):
         ReviewSession.open(scores, ReviewSettings(class_name="toad"), tmp_path)
+
+
+def test_review_settings_limits_select_what_select_clips_selects():
+    scores = session_table()
+    day2 = ("2020-01-02 05:00:30", "2020-01-02 05:02:00")
+    settings = ReviewSettings(class_name="frog", n=10, n_bins=2, seed=5, files=["n2_20200102_050000.wav"],
+                              score_range=(0.2, 0.7))
+    expected = select_clips(scores, "frog", n=10, n_bins=2, seed=5, files=["n2_20200102_050000.wav"],
+                            score_range=(0.2, 0.7))
+    pd.testing.assert_frame_equal(settings.select(scores), expected)
+    assert set(expected.index.get_level_values("file")) == {"n2_20200102_050000.wav"}
+    assert expected.score.between(0.2, 0.7).all()
+    settings.date_range = tuple(pd.Timestamp(d) for d in day2)
+    pd.testing.assert_frame_equal(settings.select(scores), select_clips(
+        scores, "frog", n=10, n_bins=2, seed=5, files=["n2_20200102_050000.wav"], score_range=(0.2, 0.7),
+        date_range=day2))
+    # no limits: the whole table, as before the limits existed
+    plain = ReviewSettings(class_name="frog", n=10, n_bins=2, seed=5)
+    pd.testing.assert_frame_equal(plain.select(scores), select_clips(scores, "frog", n=10, n_bins=2, seed=5))
+
+
+def test_sampling_settings_round_trip_through_json():
+    settings = ReviewSettings(strategy="random", n=7, seed=3, files=["a.wav", "b\udcff.wav"],
+                              date_range=(pd.Timestamp("2020-01-01 05:00"), pd.Timestamp("2020-01-02 06:30")),
+                              score_range=(0.25, 0.5))
+    saved = json.loads(json.dumps(settings.sampling()))
+    assert saved["date_range"] == ["2020-01-01T05:00:00", "2020-01-02T06:30:00"]
+    assert saved["score_range"] == [0.25, 0.5] and saved["files"] == ["a.wav", "b\udcff.wav"]
+    again = ReviewSettings()
+    again.use_sampling(saved)
+    for name in ("strategy", "n", "seed", "files", "date_range", "score_range"):
+        assert getattr(again, name) == getattr(settings, name), name
+    # a sample saved before the limits existed was drawn from the whole table
+    again.use_sampling({"strategy": "top", "n": 5, "n_bins": 2, "seed": 0})
+    assert again.files == [] and again.date_range is None and again.score_range is None
+    assert limits_text(saved) == ("2 recording(s) (a.wav, b\\xff.wav); clips recorded from 2020-01-01 05:00 "
+                                  "to 2020-01-02 06:30; scores from 0.25 to 0.5")
+    assert limits_text(again.sampling()) == ""
+    # a score range holding every score of the class is no limit
+    assert limits_text({"score_range": [0.0, 1.0]}, class_scores=[0.1, 0.9]) == ""
+    assert limits_text({"score_range": [0.0, 0.5]}, class_scores=[0.1, 0.9]) == "scores from 0 to 0.5"
+
+
+def test_session_limits_are_saved_with_the_sample_and_restored_on_reopening(tmp_path):
+    scores = session_table()
+    settings = ReviewSettings(class_name="frog", n=8, n_bins=2, seed=1, reviewer="ana", score_range=(0.3, 0.9),
+                              files=["n1_20200101_050000.wav"])
+    # the clips whose audio was found (files=) and the chosen recordings (settings.files) both hold
+    first = ReviewSession.open(scores, settings, tmp_path, files=["n1_20200101_050000.wav", "n2_20200102_050000.wav"])
+    expected = select_clips(scores, "frog", n=8, n_bins=2, seed=1, score_range=(0.3, 0.9),
+                            files=["n1_20200101_050000.wav"])
+    pd.testing.assert_frame_equal(first.sample.sort_index(), expected.sort_index())
+    saved = json.loads(first.sample_path.read_text())["sampling"]
+    assert saved["score_range"] == [0.3, 0.9] and saved["files"] == ["n1_20200101_050000.wav"]
+    assert saved["date_range"] is None
+    first.label("present")
+    # reopened with other limits on screen: the saved sample and its own limits, not a mix
+    other = ReviewSettings(class_name="frog", reviewer="ana", score_range=(0.0, 0.1))
+    again = ReviewSession.open(scores, other, tmp_path)
+    assert again.sample.index.equals(first.sample.index) and again.progress() == (1, 8)
+    other.use_sampling(again.sampling)
+    assert other.score_range == (0.3, 0.9) and other.files == ["n1_20200101_050000.wav"]
+    # a new sample with other limits is saved with them; the earlier answer stays in the store, out of this sample
+    fresh = ReviewSession.open(scores, ReviewSettings(class_name="frog", reviewer="ana", n=8, score_range=(0.0, 0.1)),
+                               tmp_path, new_sample=True)
+    assert fresh.sample.score.between(0.0, 0.1).all() and fresh.sampling["score_range"] == [0.0, 0.1]
+    assert fresh.sampling["files"] == [] and fresh.progress()[0] == 0 and len(fresh.store.labels("frog")) == 1
+    # the export says how the sample was limited
+    with pytest.warns(ReviewTooSmallWarning):
+        written = fresh.export(tmp_path / "export")
+    assert json.loads(written["threshold"].read_text())["sampling"]["score_range"] == [0.0, 0.1]
+
+
+def test_an_empty_limited_sample_is_drawn_again_with_its_own_limits(tmp_path):
+    scores = session_table()
+    settings = ReviewSettings(class_name="frog", n=6, n_bins=2, score_range=(0.5, 1.0))
+    # no recording found yet: nothing to draw, whatever the limits
+    empty = ReviewSession.open(scores, settings, tmp_path, files=[])
+    assert len(empty) == 0 and empty.current is None and empty.progress() == (0, 0)
+    with pytest.raises(IndexError):
+        empty.label("present")
+    # limits that hold no clip
+    outside = ReviewSession.open(scores, ReviewSettings(class_name="frog", n=6, score_range=(2.0, 3.0)),
+                                 tmp_path / "other")
+    assert len(outside) == 0 and outside.sampling["score_range"] == [2.0, 3.0]
+    # reopened once the recordings are found: drawn again, with the limits it was saved with
+    found = ReviewSession.open(scores, ReviewSettings(class_name="frog"), tmp_path,
+                               files=["n1_20200101_050000.wav", "n2_20200102_050000.wav"])
+    assert len(found) == 6 and found.sample.score.between(0.5, 1.0).all()
+    assert found.sampling["score_range"] == [0.5, 1.0] and found.sampling["n"] == 6
 
 
 def test_session_calibrates_with_weights_and_exports_files_that_read_back(tmp_path):

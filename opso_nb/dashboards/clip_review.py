@@ -1,7 +1,8 @@
 """Clip review: listen to a sample of clips, label them, and pick a threshold you can defend.
 
 Open a score table (CSV, Parquet, or a prediction output folder) and the folder
-of its recordings, choose a class and how to sample its clips, then review clip
+of its recordings, choose a class and how to sample its clips (optionally only
+some recordings, a time span or a score range), then review clip
 by clip: spectrogram with a little context, play, and present / absent / unsure
 / skip / back with buttons or keys. Every answer is saved at once under the
 output folder, so closing the page loses nothing and reopening it resumes at the
@@ -14,6 +15,7 @@ All science is in :mod:`opso_nb.review`; this module only wires widgets to it.
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -43,10 +45,12 @@ from opso_nb.review import (
     LABEL_VALUES,
     Calibration,
     ReviewSession,
-    SAMPLING_FIELDS,
     ReviewSettings,
     ScoreTableError,
+    clip_start_times,
     example_score_table,
+    file_start_times,
+    limits_text,
     plot_calibration,
     plot_precision_recall,
     read_score_table,
@@ -54,7 +58,7 @@ from opso_nb.review import (
     score_table_choices,
 )
 from opso_nb.sample_data import toads_folder
-from opso_nb.store import reset_clip_index
+from opso_nb.store import reset_clip_index, utf8_name
 from opso_nb.spectrogram import Spectrogram
 from opso_nb.workspace import PathRefused, Workspace, _match_files, check_recordings, user_data_dirs
 
@@ -130,8 +134,9 @@ class ClipReview(pn.viewable.Viewer):
     class_name, reviewer : str, optional
     settings : ReviewSettings, optional
         Sampling and calibration settings (class, reviewer, strategy, n, bins, seed,
-        target precision); a saved sample of the same class and reviewer is resumed
-        instead of drawing a new one.
+        limits of the sample, target precision); a saved sample of the same class and
+        reviewer is resumed instead of drawing a new one, and its own settings and
+        limits are shown.
     output_folder : str or Path, optional
         The output folder (default: the workspace's); labels go to
         ``review/<table>/<class>__<reviewer>.jsonl`` inside it.
@@ -174,10 +179,23 @@ class ClipReview(pn.viewable.Viewer):
 
         # ------------------------------------------------------------ widgets
         self.error = message_alert("danger")
+        self.sample_problem = message_alert("danger")  # the sample is empty: redrawing may mend it, so its own alert
         self.notes = message_alert("warning")
         self.table_note = pn.pane.Markdown("", sizing_mode="stretch_width")
         self.audio_note = pn.pane.Markdown("", sizing_mode="stretch_width")
         self.sample_note = pn.pane.Markdown("", sizing_mode="stretch_width")
+        self.limits_note = pn.pane.Markdown("", sizing_mode="stretch_width")
+        self._score_for = None  # class the score slider was made for; None: not yet (keep a range given in Python)
+        self._score_span = (0.0, 1.0)
+        # made here, not by pn.Param, as their ends follow the table and class (the settings keep no bounds, so
+        # code may set any range); pn.Param links them to the settings
+        limits = self.settings.param
+        self.score_slider = pn.widgets.EditableRangeSlider(
+            label=limits.score_range.label, start=0.0, end=1.0, step=0.01,
+            value=self.settings.score_range or (0.0, 1.0), fixed_start=None, fixed_end=None)
+        self.date_picker = pn.widgets.DatetimeRangePicker(
+            label=limits.date_range.label, description=limits.date_range.doc, value=self.settings.date_range,
+            enable_seconds=False)
         self.progress = pn.indicators.Progress(value=0, max=1, sizing_mode="stretch_width", bar_color="success")
         self.progress_text = pn.pane.Markdown("", sizing_mode="stretch_width")
         self.clip_title = pn.pane.Markdown("", sizing_mode="stretch_width")
@@ -324,7 +342,63 @@ class ClipReview(pn.viewable.Viewer):
             show_message(self.error, f"Class {wanted!r} is not a column of this score table; showing "
                                      f"{classes[0]!r} instead. Classes: {', '.join(map(str, classes))}.")
         self._requested_class = None
+        self._offer_limits()
         self.open_session()
+
+    # ------------------------------------------------------------------ limits of the sample
+    def _offer_limits(self):
+        """Offer this table's recordings, its time span and the class's scores as limits of the sample.
+
+        Chosen recordings not in the table are dropped, and a time span when the
+        table's file names hold no dates; a score range is kept only on the first
+        table (one given in Python), as scores differ between tables.
+        """
+        files = list(dict.fromkeys(self.scores.index.get_level_values("file")))
+        settings = self.settings
+        settings.param.files.objects = recording_choices(files)
+        in_table = set(files)
+        settings.files = [f for f in settings.files if f in in_table]
+        times = clip_start_times(self.scores)
+        known = times[~times.isna()]
+        picker = self.date_picker
+        if len(known):
+            undated = int(file_start_times(files).isna().sum())
+            first, last = known.min().floor("D"), known.max().floor("D") + pd.Timedelta(days=1)
+            picker.param.update(start=first.to_pydatetime(), end=last.to_pydatetime(), disabled=False)
+            self._set_date_range(settings.date_range)
+            self.limits_note.object = (
+                f"Clips start from {known.min():%Y-%m-%d %H:%M} to {known.max():%Y-%m-%d %H:%M} (date and time "
+                "in the file names plus the clip's start)."
+                + (f" {undated} recording(s) have no date in their name: a time span leaves them out."
+                   if undated else ""))
+        else:
+            settings.date_range = None
+            picker.disabled = True
+            self.limits_note.object = ("The recordings' names hold no date and time (such as `20200522_050000`), "
+                                       "so the sample cannot be limited to a time span.")
+        self._fit_score_range(reset=self._score_for is not None)
+
+    def _fit_score_range(self, reset: bool):
+        """Ends of the score slider from the class's scores; ``reset``: the whole range (no limit)."""
+        values = self.scores[self.settings.class_name].to_numpy(dtype=float)
+        self._score_span, step = slider_span(values)
+        self.score_slider.step = step
+        current = self.settings.score_range
+        self._set_score_range(None if reset else current)
+        self._score_for = self.settings.class_name
+
+    def _set_score_range(self, value):
+        """Show ``value`` (None: the whole slider), widening the slider's ends when it reaches beyond them."""
+        lo, hi = self._score_span if value is None else (float(value[0]), float(value[1]))
+        self.score_slider.param.update(start=min(self._score_span[0], lo), end=max(self._score_span[1], hi))
+        self.settings.score_range = (lo, hi)
+
+    def _set_date_range(self, value):
+        """Show ``value`` (None: any time), widening the picker's span when it reaches beyond it."""
+        picker = self.date_picker
+        if value is not None and picker.start is not None and picker.end is not None:
+            picker.param.update(start=min(picker.start, value[0]), end=max(picker.end, value[1]))
+        self.settings.date_range = value
 
     def _locate_audio(self):
         """Match the table's file names to recordings in the audio folder; unreadable ones are reported."""
@@ -364,6 +438,9 @@ class ClipReview(pn.viewable.Viewer):
         """Open (resume) the review of the chosen class by the reviewer; ``new_sample`` draws clips again."""
         if self.scores is None or self.settings.class_name is None:
             return
+        if self.settings.class_name != self._score_for and self.settings.class_name in self.scores.columns:
+            # another class: its own scores, no score limit yet (an unknown class is reported below)
+            self._fit_score_range(reset=True)
         try:
             folder = self._review_folder()
             with warnings.catch_warnings(record=True) as caught:
@@ -376,16 +453,29 @@ class ClipReview(pn.viewable.Viewer):
             return
         self._note_warnings(caught)
         self.session = session
-        # the widgets show the settings the sample was drawn with (nothing else watches them)
-        self.settings.param.update(**{k: session.sampling[k] for k in SAMPLING_FIELDS if k in session.sampling})
+        # the widgets show the settings the sample was drawn with, limits included (nothing else watches them)
+        values = ReviewSettings.sampling_values(session.sampling)
+        scores, dates = values.pop("score_range"), values.pop("date_range")
+        self.settings.param.update(**values)
+        self._set_score_range(scores)
+        self._set_date_range(dates)
         done, total = session.progress()
+        limits = limits_text(session.sampling, self.scores[session.class_name])
         self.sample_note.object = (
             f"Sample: {total} clips ({session.sampling.get('strategy')}, {session.sampling.get('n_bins')} bins, "
             f"seed {session.sampling.get('seed')}), drawn {session.sampling.get('drawn', '')}. "
-            f"Labels are saved in `{session.store.path}`.")
-        if total == 0:
-            show_message(self.error, "No clip to review: this class has no finite score on a recording that "
-                                     "could be found (see the audio notes).")
+            + (f"Limited to: {limits}. The clips' weights, and so the precision behind the threshold, describe "
+               "the clips within these limits only. " if limits else "From all clips of the table. ")
+            + f"Labels are saved in `{session.store.path}`.")
+        empty = None
+        if total == 0 and limits:
+            empty = (f"**No clip to review within the limits** ({limits}): no clip of a recording that could be "
+                     "found has a score there. Widen or clear the limits under *Limit the sample* and press "
+                     "*Draw a new sample*.")
+        elif total == 0:
+            empty = ("**No clip to review:** this class has no finite score on a recording that could be found "
+                     "(see the audio notes).")
+        show_message(self.sample_problem, empty)
         self.export_button.disabled = False
         self.refresh()
 
@@ -464,7 +554,9 @@ class ClipReview(pn.viewable.Viewer):
             left = total - done
             message = ("every clip of the sample is reviewed" if left == 0 else
                        f"end of the sample; {left} skipped clip(s) have no label yet (press Back)")
-            self.clip_title.object = f"**End of the sample:** {message}."
+            self.clip_title.object = (f"**End of the sample:** {message}." if total else
+                                      "**The sample holds no clip** (see the message above).")
+            message = message if total else "no clip in the sample"
             self.label_text.object = ""
             self.spectrogram.clear(message)
             clear_player(self.player)
@@ -571,12 +663,16 @@ class ClipReview(pn.viewable.Viewer):
         self.recent.object = pd.DataFrame()
         show_message(self.calibration_warning, None)
         show_message(self.clip_problem, None)
+        show_message(self.sample_problem, None)
         self.export_button.disabled = True
         for button in self.buttons.values():
             button.disabled = True
 
     # ------------------------------------------------------------------ layout
     def __panel__(self):
+        # pn.Param links the limit widgets made in __init__ from now on; until now they may show stale values
+        self.score_slider.value = self.settings.score_range or self._score_span
+        self.date_picker.value = self.settings.date_range
         source = [pn.pane.Markdown("### Score table")]
         if self.scores_box is not None:
             source += [self.scores_box.widgets(folder={"type": pn.widgets.TextInput, "name": "Scores folder"}),
@@ -590,13 +686,22 @@ class ClipReview(pn.viewable.Viewer):
             pn.Param(self.settings, parameters=["class_name", "reviewer", "strategy", "n", "n_bins", "seed"],
                      show_name=False, widgets={"class_name": {"type": pn.widgets.Select, "name": "Class"},
                                                "reviewer": pn.widgets.TextInput}),
+            pn.pane.Markdown("### Limit the sample"),
+            pn.pane.Markdown("Draw clips only from some recordings, a time span or a score range (type the ends or "
+                             "drag them; the whole slider: any score). Then press *Draw a new sample*.",
+                             sizing_mode="stretch_width"),
+            pn.Param(self.settings, parameters=["files", "date_range", "score_range"], show_name=False,
+                     widgets={"files": {"type": pn.widgets.MultiChoice, "placeholder": "All recordings (type to find)",
+                                        "search_option_limit": 50},
+                              "date_range": self.date_picker, "score_range": self.score_slider}),
+            self.limits_note,
             self.new_sample_button, self.sample_note,
             pn.Param(self, parameters=["context", "frequency_limit"], show_name=False),
             width=330,
         )
         buttons = self.buttons
         review = pn.Column(
-            self.error, self.notes, self.progress_text, self.progress, self.clip_title,
+            self.error, self.sample_problem, self.notes, self.progress_text, self.progress, self.clip_title,
             pn.pane.Bokeh(self.spectrogram.figure, sizing_mode="stretch_width"),
             self.player, self.clip_problem,
             pn.Row(buttons["present"], buttons["absent"], buttons["unsure"], buttons["skip"], buttons["back"],
@@ -620,6 +725,56 @@ class ClipReview(pn.viewable.Viewer):
 
 
 
+def recording_choices(files) -> dict:
+    """Label shown for each recording (the shortest end of its path that tells it apart) -> its name in the table.
+
+    Recorders often write the same names (``20200522_050000.WAV``) in different
+    folders: those keep enough of their folders to differ. Labels are valid
+    UTF-8 for the page (see :func:`opso_nb.store.utf8_name`).
+    """
+    files = list(dict.fromkeys(str(f) for f in files))
+    parts = {f: Path(f).parts or (f,) for f in files}
+    depth = dict.fromkeys(files, 1)
+    while True:
+        labels = {f: "/".join(parts[f][-depth[f]:]) for f in files}
+        counts = Counter(labels.values())
+        clash = [f for f in files if counts[labels[f]] > 1 and depth[f] < len(parts[f])]
+        if not clash:
+            break
+        for f in clash:
+            depth[f] += 1
+    out = {}
+    for f in files:
+        label = utf8_name(labels[f])
+        while label in out:  # the same path written twice ("a.wav", "./a.wav")
+            label += " (again)"
+        out[label] = f
+    return out
+
+
+def slider_span(values) -> tuple[tuple[float, float], float]:
+    """Ends and step of a score slider: round numbers at or just beyond the finite scores.
+
+    The ends never fall inside the scores, so the whole slider keeps every clip
+    (the lowest and highest included) whatever rounding the slider does.
+
+    Returns
+    -------
+    ((start, end), step)
+    """
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return (0.0, 1.0), 0.01
+    lo, hi = float(values.min()), float(values.max())
+    span = hi - lo if hi > lo else max(abs(hi), 1.0)
+    step = float(10.0 ** np.floor(np.log10(span / 100)))
+    digits = max(0, int(-np.floor(np.log10(step))))
+    start = min(round(np.floor(lo / step) * step, digits), lo)
+    end = max(round(np.ceil(hi / step) * step, digits), hi)
+    return (float(start), float(end)), step
+
+
 def training_note(path: Path, clips: int) -> str:
     """How to retrain on an exported training table of ``clips`` rows, or why it cannot be used yet."""
     if not clips:
@@ -639,8 +794,10 @@ def calibration_summary(cal: Calibration, class_scores: pd.Series) -> str:
     else:
         lo, hi = cal.threshold_ci
         above = int((class_scores.to_numpy(dtype=float) >= cal.threshold).sum())
-        interval = (f" ({cal.confidence:.0%} interval {lo:.4g} – {hi:.4g})" if np.isfinite(lo) and np.isfinite(hi)
-                    else "")
+        # the estimate is the lowest threshold that reaches the target in this sample: with few labels it often
+        # sits below the true one, so the cautious choice (the interval's upper end) is named too
+        interval = (f" ({cal.confidence:.0%} interval {lo:.4g} – {hi:.4g}; to be cautious, use {hi:.4g})"
+                    if np.isfinite(lo) and np.isfinite(hi) else "")
         text = (f"Threshold for a precision of {cal.target_precision:.0%}: **{cal.threshold:.4g}**{interval}; "
                 f"{above} of {len(class_scores)} clips of the table score at or above it. {counts}.")
     middle = cal.score_for_probability(0.5)

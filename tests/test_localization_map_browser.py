@@ -46,6 +46,26 @@ def test_filters_change_points(app):
     app.cc_threshold = 0.0
 
 
+def test_widgets_show_the_filters_a_new_localization_resets(tmp_path_factory, monkeypatch):
+    import panel as pn
+
+    from opso_nb.dashboards import LocalizationMap
+    from opso_nb.workspace import Workspace
+
+    app = LocalizationMap(workspace=Workspace(data_dirs=[], output_dir=tmp_path_factory.mktemp("out2")))
+    layout = app.__panel__()
+    classes = next(w for w in layout.select(pn.widgets.CheckBoxGroup) if w.name == app.param.classes.label)
+    times = next(w for w in layout.select(pn.widgets.RangeSlider) if w.name == app.param.time_range.label)
+    app.classes, app.time_range = ["wren"], (2.0, 3.0)
+    assert classes.value == ["wren"] and tuple(times.value) == (2.0, 3.0)
+    draws = []
+    monkeypatch.setattr(app, "_update_points", lambda: draws.append(tuple(app.time_range)))
+    app.set_events(app.events, app.file_coords, app.truth)  # a new localization: every filter reset
+    assert classes.value == app.classes == list(app.param.classes.objects)  # the page shows every class again
+    assert tuple(times.value) == app.time_range == app.param.time_range.bounds
+    assert draws == [app.param.time_range.bounds]  # points drawn once, after the resets
+
+
 def test_the_demo_array_is_written_under_the_output_folder(app, tmp_path, monkeypatch):
     import tempfile
 

@@ -44,7 +44,7 @@ def setup(tmp_path_factory):
 def test_explorer_runs_reviews_and_exports(setup, tmp_path):
     models, rec, _ = setup
     app = PredictionExplorer(models_folder=models, folder=rec, output_folder=tmp_path / "out")
-    app.__panel__()
+    layout = app.__panel__()
     assert app.model_path.name == "tiny.model"
     app.settings.overlap_fraction = 0.5
     app.start(blocking=True)
@@ -72,11 +72,15 @@ def test_explorer_runs_reviews_and_exports(setup, tmp_path):
     assert len(csv) == expected.sum()
     raven = app.export_raven()
     assert sorted(p.name for p in raven) == ["night1.Table.1.selections.txt", "night2.Table.1.selections.txt"]
-    # other class keeps its own threshold
+    # other class keeps its own threshold, and the page's slider shows it
+    import panel as pn
+
+    slider = next(w for w in layout.select(pn.widgets.Widget) if w.name == app.param.threshold.label
+                  and hasattr(w, "value"))
     app.selected_class = "bird"
-    assert app.threshold == 0.5
+    assert app.threshold == slider.value == 0.5
     app.selected_class = "toad"
-    assert app.threshold == mid
+    assert app.threshold == slider.value == mid
 
 
 def test_explorer_stop_then_resume(setup, tmp_path):

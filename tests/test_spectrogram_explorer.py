@@ -100,3 +100,21 @@ def test_status_times_are_rounded_to_the_display(long_folder):
     assert "Showing 2.30-12.30 s" in app.status.object
     app.window_duration = 120
     assert "Showing 2.3-122.3 s" in app.status.object
+
+
+def test_widgets_show_the_values_a_new_file_resets(long_folder, monkeypatch):
+    import panel as pn
+
+    soundfile.write(long_folder / "short.wav", np.zeros(8000 * 20, np.float32), 8000)
+    app = SpectrogramExplorer(folder=long_folder, file="long.wav")
+    layout = app.__panel__()
+    start_box = next(w for w in layout.select(pn.widgets.FloatInput) if w.name == "Start time")
+    band = next(w for w in layout.select(pn.widgets.RangeSlider) if "requency" in w.name)
+    app.start_time = 300.0
+    assert start_box.value == 300.0
+    draws = []
+    monkeypatch.setattr(app, "_draw_window", lambda: draws.append(app.start_time))
+    app.picker.file = "short.wav"
+    assert start_box.value == 0.0 and app.start_time == 0.0  # the box shows the reset, not the old 300 s
+    assert tuple(band.value) == app.settings.frequency_range == (0, 4000.0) and band.end == 4000.0
+    assert draws == [0.0]  # drawn once, after every value was reset

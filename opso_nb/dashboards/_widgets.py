@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 
+import contextlib
 import functools
 import io
 import math
@@ -158,6 +159,33 @@ def bokeh_callback(method):
 
 
 # ----------------------------------------------------------------------------- formatting
+
+class DrawOnce:
+    """A redraw callback for watchers that a ``with hold():`` block silences.
+
+    A dashboard that resets several values at once (a new file: start time,
+    bands, choices) sets them with events on, so the page's widgets show the
+    new values, but inside :meth:`hold`, so its own redraw runs once, after
+    them, rather than once per value. (``param``'s ``discard_events`` would
+    hide the new values from the widgets too.)
+    """
+
+    def __init__(self, draw):
+        self._draw = draw
+        self._held = 0
+
+    def __call__(self, *events):
+        if not self._held:
+            self._draw()
+
+    @contextlib.contextmanager
+    def hold(self):
+        self._held += 1
+        try:
+            yield
+        finally:
+            self._held -= 1
+
 
 def time_decimals(resolution: float) -> int:
     """Decimals that show a time whose resolution is ``resolution`` seconds (0 to 3).

@@ -14,6 +14,7 @@ from bokeh.palettes import Category10
 from bokeh.plotting import figure
 
 from opso_nb.dashboards._widgets import (
+    DrawOnce,
     FolderBox,
     SpectrogramPlot,
     audio_player,
@@ -141,8 +142,9 @@ class LocalizationMap(pn.viewable.Viewer):
         start = folder or (self.workspace.start_folder("") if self.workspace.user_dirs else "")
         self.folder_box = FolderBox(folder=str(start) if start else "", workspace=self.workspace)
         self.folder_box.param.watch(lambda *_: self._scan(), ["folder"])
-        self.param.watch(lambda *_: self._update_points(),
-                         ["residual_threshold", "cc_threshold", "classes", "time_range", "merge_distance"])
+        self._redraw = DrawOnce(lambda: self._update_points())
+        self.param.watch(self._redraw, ["residual_threshold", "cc_threshold", "classes", "time_range",
+                                        "merge_distance"])
         self._scan()
         if events is not None:
             self.set_events(events, file_coords, truth)
@@ -157,9 +159,9 @@ class LocalizationMap(pn.viewable.Viewer):
         positions, detections = array_tables(root) if root is not None else ([], [])
         self.param.positions_csv.objects = positions
         self.param.detections_csv.objects = [EVERY_CLIP] + detections
-        with param.parameterized.discard_events(self):
-            self.positions_csv = positions[0] if positions else None
-            self.detections_csv = detections[0] if detections else EVERY_CLIP
+        # with events: nothing here watches them but the page's selects, which must show the new choice
+        self.positions_csv = positions[0] if positions else None
+        self.detections_csv = detections[0] if detections else EVERY_CLIP
         if root is None:
             self.source_note.object = f"**No folder:** {self.folder_box.problem}."
         elif not positions:
@@ -276,11 +278,11 @@ class LocalizationMap(pn.viewable.Viewer):
         cc_max = 1.0
         if len(self.table) and self.table["min_cc"].notna().any():
             cc_max = max(0.01, float(np.ceil(self.table["min_cc"].max() * 100) / 100))
-        # new choices and bounds with events on (the page's widgets must see them); values silently
+        # choices, bounds and values with events on (the page's widgets must show them); points drawn once, below
         self.param.classes.objects = names
         self.param.time_range.bounds = (0, start_max)
         self.param.cc_threshold.bounds = (0, cc_max)
-        with param.parameterized.discard_events(self):
+        with self._redraw.hold():
             self.classes = names
             self.time_range = (0, start_max)
             self.cc_threshold = min(self.cc_threshold, cc_max)

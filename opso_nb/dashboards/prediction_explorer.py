@@ -425,8 +425,8 @@ class PredictionExplorer(pn.viewable.Viewer):
         else:
             self._hist_source.data = dict(left=[], right=[], count=[])
         if self.selected_class is not None:
-            with param.parameterized.discard_events(self):
-                self.threshold = self.thresholds.get(self.selected_class, 0.5)
+            # with events: the page's slider must show this class's threshold (its watcher only recounts)
+            self.threshold = self.thresholds.get(self.selected_class, 0.5)
         self._on_threshold()
         self._draw_timeline()
         self._draw_top_clips()

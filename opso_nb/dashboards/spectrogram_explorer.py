@@ -13,6 +13,7 @@ from bokeh.plotting import figure
 from opso_nb import sample_data
 from opso_nb.audio import Audio, AudioLoadError, audio_info, load_envelope
 from opso_nb.dashboards._widgets import (
+    DrawOnce,
     FolderFilePicker,
     SpectrogramPlot,
     audio_player,
@@ -80,9 +81,10 @@ class SpectrogramExplorer(pn.viewable.Viewer):
         self.overview.add_layout(self._selection)
         self.overview.on_event(Tap, self._on_overview_tap)
         self._duration = 0.0
+        self._redraw = DrawOnce(lambda: self._draw_window())
         self.picker.param.watch(lambda *_: self._load_file(), ["file", "folder"])
-        self.settings.param.watch(lambda *_: self._draw_window(), list(self.settings.param)[1:])
-        self.param.watch(lambda *_: self._draw_window(), ["start_time", "window_duration"])
+        self.settings.param.watch(self._redraw, list(self.settings.param)[1:])
+        self.param.watch(self._redraw, ["start_time", "window_duration"])
         self._load_file()
 
     # ------------------------------------------------------------------ callbacks (no science here)
@@ -116,10 +118,10 @@ class SpectrogramExplorer(pn.viewable.Viewer):
         self._duration = info.duration
         self._overview_source.data = dict(t=times, lower=lower, upper=upper)
         nyquist = info.sample_rate / 2
-        # new bounds with events on (the page's sliders must see them); values silently, then draw once
+        # bounds and values change with events on, so the page's widgets show them; the drawing waits for all
         self.settings.param.frequency_range.bounds = (0, nyquist)
         self.param.start_time.bounds = (0, max(0.0, info.duration - 0.1))
-        with param.parameterized.discard_events(self.settings), param.parameterized.discard_events(self):
+        with self._redraw.hold():
             low, high = self.settings.frequency_range
             if high > nyquist or (low, high) == (0, 24000):
                 self.settings.frequency_range = (0, nyquist)
